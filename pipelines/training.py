@@ -1,0 +1,81 @@
+"""``train_binaryfacenet``: data -> validate -> pre-train -> fine-tune -> evaluate -> export
+-> latency gate -> register and promote.
+
+Run it with ``zenml pipeline run pipelines.train_binaryfacenet -c configs/demo.yaml``. The
+configuration is validated (``vlrface.config``) and the data version resolved from DVC when the
+pipeline is compiled, before any step runs; the DVC md5 is a parameter of the data step, so the
+cache is keyed on the data version.
+"""
+
+from __future__ import annotations
+
+from zenml import pipeline
+
+from steps import (
+    evaluate_model,
+    export_lce,
+    finetune_model,
+    latency_gate,
+    load_data,
+    pretrain_model,
+    register_model,
+    validate_data,
+)
+from vlrface.config import parse
+from vlrface.data import versioning
+
+
+@pipeline(name="train_binaryfacenet", enable_cache=True)
+def train_binaryfacenet(
+    seed: int = 0,
+    data: dict | None = None,
+    synthetic: dict | None = None,
+    model: dict | None = None,
+    pretrain: dict | None = None,
+    finetune: dict | None = None,
+    evaluation: dict | None = None,
+    export: dict | None = None,
+    latency: dict | None = None,
+    registry: dict | None = None,
+) -> None:
+    given = dict(
+        seed=seed,
+        data=data,
+        synthetic=synthetic,
+        model=model,
+        pretrain=pretrain,
+        finetune=finetune,
+        evaluation=evaluation,
+        export=export,
+        latency=latency,
+        registry=registry,
+    )
+    cfg = parse({k: v for k, v in given.items() if v is not None}, "parameters")
+    c = cfg.model_dump(mode="json")
+    version = versioning.resolve(cfg.data.dvc_file, cfg.data.root)
+
+    manifest, data_info = load_data(data=c["data"], data_version=version.as_dict(), seed=cfg.seed)
+    validate_data(manifest, data=c["data"])
+    pretrained, centres, _ = pretrain_model(
+        manifest,
+        data=c["data"],
+        model=c["model"],
+        stage=c["pretrain"],
+        seed=cfg.seed,
+        after="validate_data",
+    )
+    finetuned, _, _ = finetune_model(
+        pretrained,
+        centres,
+        manifest,
+        data=c["data"],
+        model=c["model"],
+        stage=c["finetune"],
+        seed=cfg.seed,
+    )
+    metrics = evaluate_model(
+        finetuned, manifest, data=c["data"], evaluation=c["evaluation"], seed=cfg.seed
+    )
+    tflite, export_report = export_lce(finetuned, manifest, data=c["data"], export=c["export"])
+    latency_report = latency_gate(export_report, latency=c["latency"])
+    register_model(finetuned, tflite, metrics, export_report, latency_report, data_info, config=c)

@@ -1,0 +1,77 @@
+"""Training steps: pre-train, then fine-tune with VLR augmentation."""
+
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+from zenml import log_metadata, step
+
+import mlflow
+from vlrface._keras import tf
+from vlrface.config import DataConfig, ModelConfig, StageConfig
+from vlrface.materializers import KerasModelMaterializer
+from vlrface.training import run_stage
+
+TRACKER = "mlflow_tracker"
+
+
+def _logger(prefix: str):
+    def on_epoch(epoch: int, record: dict) -> None:
+        mlflow.log_metrics(
+            {f"{prefix}.{k}": v for k, v in record.items() if k != "epoch"}, step=epoch + 1
+        )
+
+    return on_epoch
+
+
+def _stage(prefix, manifest, data, model, stage, seed, backbone=None, centres=None):
+    data_cfg, stage_cfg = DataConfig(**data), StageConfig(**stage)
+    mlflow.log_params({f"{prefix}.{k}": v for k, v in stage.items()})
+    backbone, centres, history = run_stage(
+        manifest,
+        data_cfg.root,
+        ModelConfig(**model),
+        stage_cfg,
+        seed,
+        backbone,
+        centres,
+        desc=prefix,
+        on_epoch=_logger(prefix),
+    )
+    log_metadata(metadata={prefix: {"final": history[-1], "epochs": len(history)}})
+    return backbone, centres, history
+
+
+@step(experiment_tracker=TRACKER, output_materializers={"pretrained": KerasModelMaterializer})
+def pretrain_model(
+    manifest: pd.DataFrame, data: dict, model: dict, stage: dict, seed: int
+) -> tuple[
+    Annotated[tf.keras.Model, "pretrained"],
+    Annotated[np.ndarray, "pretrain_centres"],
+    Annotated[list, "pretrain_history"],
+]:
+    """Pre-train the backbone with an ArcFace head on the training split."""
+    mlflow.log_params({f"model.{k}": v for k, v in model.items()})
+    backbone, centres, history = _stage("pretrain", manifest, data, model, stage, seed)
+    return backbone, centres, history
+
+
+@step(experiment_tracker=TRACKER, output_materializers={"finetuned": KerasModelMaterializer})
+def finetune_model(
+    pretrained: tf.keras.Model,
+    centres: np.ndarray,
+    manifest: pd.DataFrame,
+    data: dict,
+    model: dict,
+    stage: dict,
+    seed: int,
+) -> tuple[
+    Annotated[tf.keras.Model, "finetuned"],
+    Annotated[np.ndarray, "finetune_centres"],
+    Annotated[list, "finetune_history"],
+]:
+    """Fine-tune with VLR augmentation (random inter-area down/up-sampling)."""
+    backbone, centres, history = _stage(
+        "finetune", manifest, data, model, stage, seed + 1, pretrained, centres
+    )
+    return backbone, centres, history

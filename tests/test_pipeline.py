@@ -1,0 +1,267 @@
+"""The whole pipeline, in process, on a tiny DVC-tracked synthetic set and a real local stack.
+
+One module-scoped project (DVC repo + ZenML stack with MLflow) serves every run, in order:
+first run -> champion; same inputs -> served from cache; forced gate failure -> registered but
+refused; cache off -> the same metrics to the last digit.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, dvc
+
+pytestmark = pytest.mark.pipeline
+
+TINY = {
+    "enable_cache": True,
+    "parameters": {
+        "seed": 3,
+        "data": {"name": "tiny", "test_fraction": 0.3},
+        "model": {"name": "binaryfacenet", "channels": 8, "embedding": 16},
+        "pretrain": {"epochs": 2, "batch_size": 8, "lr": 0.1, "milestones": [1]},
+        "finetune": {
+            "epochs": 1,
+            "batch_size": 8,
+            "lr": 0.01,
+            "milestones": [],
+            "vlr": {"probability": 0.5},
+        },
+        "evaluation": {"resolutions": [7, 14], "pairs": 40, "folds": 5},
+        "export": {"parity_min_cosine": 0.9, "parity_samples": 4},
+        "latency": {"budget_ms": {"raspberry-pi-4": 1000}},
+        "registry": {"model_name": "tinyfacenet", "compare_metric": "eval.tiny.hr_lr.14.acc"},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def project(session_tmp):
+    """A DVC repo holding a tiny synthetic set, and the local MLflow stack, activated."""
+    from vlrface.data.synthetic import write_casia_layout
+    from vlrface.stack import ensure_local_stack
+
+    proj = session_tmp / "project"
+    root = proj / "data" / "casia-webface-synthetic"
+    write_casia_layout(root, identities=14, images_per_identity=4, seed=3, progress=False)
+    dvc("init", "--no-scm", "-q", cwd=proj)
+    dvc("add", "-q", "data", cwd=proj)
+    ensure_local_stack(session_tmp / "mlflow", ["train_binaryfacenet"])
+    return proj
+
+
+def write_config(project, name, **overrides):
+    cfg = json.loads(json.dumps(TINY))
+    params = cfg["parameters"]
+    params["data"].update(
+        root=str(project / "data" / "casia-webface-synthetic"), dvc_file=str(project / "data.dvc")
+    )
+    for section, values in overrides.items():
+        if section == "enable_cache":
+            cfg["enable_cache"] = values
+        else:
+            params.setdefault(section, {}).update(values)
+    path = project / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run(config_path):
+    from zenml.client import Client
+
+    from pipelines import train_binaryfacenet
+
+    response = train_binaryfacenet.with_options(config_path=str(config_path))()
+    return Client().get_pipeline_run(response.id)
+
+
+def statuses(run_):
+    return {name: str(step.status) for name, step in run_.steps.items()}
+
+
+def mlflow_client():
+    """ZenML's tracker resets MLflow's global URI after each step: name it explicitly."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(os.environ["VLRFACE_TEST_MLFLOW_URI"])
+
+
+def mlflow_run_metrics(run_):
+    client = mlflow_client()
+    exp = client.get_experiment_by_name("train_binaryfacenet")
+    runs = client.search_runs([exp.experiment_id], f"attributes.run_name = '{run_.name}'")
+    assert len(runs) == 1, f"expected one MLflow run named {run_.name}"
+    return runs[0].data.metrics, runs[0].data.tags
+
+
+@pytest.fixture(scope="module")
+def first_run(project):
+    return run(write_config(project, "tiny"))
+
+
+def test_first_run_completes_and_becomes_champion(project, first_run):
+    from vlrface.data.versioning import read_pointer
+
+    assert str(first_run.status) == "completed"
+    steps = statuses(first_run)
+    assert set(steps) == {
+        "load_data",
+        "validate_data",
+        "pretrain_model",
+        "finetune_model",
+        "evaluate_model",
+        "export_lce",
+        "latency_gate",
+        "register_model",
+    }
+    assert set(steps.values()) == {"completed"}
+
+    metrics, tags = mlflow_run_metrics(first_run)
+    for res in (112, 7, 14):
+        variant = "hr_hr" if res == 112 else "hr_lr"
+        for m in ("acc", "acc_std", "tar_far_1e-3"):
+            assert f"eval.tiny.{variant}.{res}.{m}" in metrics
+    assert "latency.raspberry-pi-4.ms" in metrics
+    assert tags["latency.source"] == "estimated"
+    assert tags["data.synthetic"] == "true"
+
+    client = mlflow_client()
+    version = client.get_model_version_by_alias("tinyfacenet", "champion")
+    assert int(version.version) == 1
+    vt = version.tags
+    assert vt["dvc_md5"] == read_pointer(project / "data.dvc").md5
+    for key in (
+        "git_sha",
+        "git_dirty",
+        "config_hash",
+        "seed",
+        "pkg.tensorflow",
+        "pkg.larq",
+        "pkg.larq-compute-engine",
+        "pkg.zenml",
+        "pkg.mlflow",
+        "sha256.backbone.keras",
+        "sha256.tinyfacenet.tflite",
+    ):
+        assert vt[key], key
+    assert vt["seed"] == "3"
+    assert vt["promotion.decision"] == "promoted"
+    assert {vt["gate.data"], vt["gate.parity"], vt["gate.latency"]} == {"passed"}
+
+
+def test_unchanged_inputs_come_from_cache(project, first_run):
+    second = run(write_config(project, "tiny"))
+    assert set(statuses(second).values()) == {"cached"}
+    assert len(mlflow_client().search_model_versions("name='tinyfacenet'")) == 1
+
+
+def test_failed_gate_registers_but_does_not_promote(project, first_run):
+    failing = run(
+        write_config(project, "tiny_gate", latency={"budget_ms": {"raspberry-pi-4": 0.001}})
+    )
+    steps = statuses(failing)
+    assert steps["pretrain_model"] == "cached" and steps["evaluate_model"] == "cached"
+    assert steps["latency_gate"] == "completed" and steps["register_model"] == "completed"
+    client = mlflow_client()
+    v2 = client.get_model_version("tinyfacenet", "2")
+    assert v2.tags["gate.latency"] == "failed"
+    assert v2.tags["promotion.decision"] == "refused"
+    assert "gate 'latency' failed" in v2.tags["promotion.reasons"]
+    assert client.get_model_version_by_alias("tinyfacenet", "champion").version == 1
+
+
+def test_repeated_run_gives_identical_metrics(project, first_run):
+    again = run(write_config(project, "tiny_nocache", enable_cache=False))
+    assert set(statuses(again).values()) == {"completed"}
+    first, _ = mlflow_run_metrics(first_run)
+    second, _ = mlflow_run_metrics(again)
+    # every evaluation and parity figure; not the flatbuffer's byte size, which varies with the
+    # op names TensorFlow generates at each conversion
+    evals = {k: v for k, v in first.items() if k.startswith(("eval.", "export.lce.parity"))}
+    assert evals and {k: second[k] for k in evals} == evals
+
+
+def test_models_list_json(project, first_run):
+    out = subprocess.run(
+        [sys.executable, "-m", "vlrface", "models", "list", "--name", "tinyfacenet", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = json.loads(out.stdout)
+    assert [r["version"] for r in rows][-1] == 1
+    champion = [r for r in rows if "champion" in r["aliases"]]
+    assert len(champion) == 1 and champion[0]["name"] == "tinyfacenet"
+    assert champion[0]["gates"] == {"data": True, "parity": True, "latency": True}
+
+
+def versions():
+    return len(mlflow_client().search_model_versions("name='tinyfacenet'"))
+
+
+def test_unknown_key_stops_before_any_step(project, first_run):
+    from pipelines import train_binaryfacenet
+    from vlrface.errors import ConfigError
+
+    before = versions()
+    bad = write_config(project, "tiny_typo", pretrain={"epocs": 3})
+    with pytest.raises(ConfigError, match=r"unknown key 'pretrain\.epocs'"):
+        train_binaryfacenet.with_options(config_path=str(bad))()
+    assert versions() == before
+
+
+def test_cli_prints_one_line_error_for_a_bad_config(project):
+    bad = write_config(project, "tiny_typo_cli", finetune={"vlr": {"probabilty": 0.5}})
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("zenml")),
+            "pipeline",
+            "run",
+            "pipelines.train_binaryfacenet",
+            "-c",
+            str(bad),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0
+    assert "Error: parameters: unknown key 'finetune.vlr.probabilty'" in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_missing_data_root_and_corrupt_image_register_nothing(project, first_run, session_tmp):
+    from vlrface.data.synthetic import write_casia_layout
+    from vlrface.errors import DataError
+
+    before = versions()
+    with pytest.raises(DataError, match="data root does not exist"):
+        run(write_config(project, "tiny_noroot", data={"root": str(project / "data" / "missing")}))
+
+    broken = session_tmp / "broken"
+    root = broken / "data" / "casia-webface-synthetic"
+    write_casia_layout(root, identities=14, images_per_identity=4, seed=3, progress=False)
+    jpg = root / "0000004" / "003.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:100])
+    dvc("init", "--no-scm", "-q", cwd=broken)
+    dvc("add", "-q", "data", cwd=broken)
+    cfg = write_config(
+        project, "tiny_broken", data={"root": str(root), "dvc_file": str(broken / "data.dvc")}
+    )
+    from zenml.client import Client
+
+    from pipelines import train_binaryfacenet
+
+    with pytest.raises(RuntimeError, match="validate_data"):
+        train_binaryfacenet.with_options(config_path=str(cfg))()
+    failed = Client().get_pipeline("train_binaryfacenet").last_run
+    steps = statuses(failed)
+    assert steps["load_data"] == "completed" and steps["validate_data"] == "failed"
+    assert "pretrain_model" not in steps or steps["pretrain_model"] != "completed"
+    assert versions() == before

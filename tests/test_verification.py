@@ -1,0 +1,55 @@
+"""Verification metrics against hand computations and scikit-learn."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_curve
+
+from vlrface.protocols.verification import (
+    _best_threshold,
+    kfold_accuracy,
+    make_pairs,
+    metric_suffix,
+    tar_at_far,
+)
+
+
+def test_best_threshold_hand_case():
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    same = np.array([False, False, True, True])
+    t = _best_threshold(scores, same)
+    # no threshold separates 0.35 (same) from 0.4 (not same): the best is 3 of 4
+    assert np.mean((scores > t) == same) == 0.75
+
+
+def test_kfold_accuracy_hand_case():
+    # 4 folds of 2 pairs; separable everywhere except fold 3, where the pairs are swapped
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.1, 0.9, 0.7, 0.3])
+    same = np.array([1, 0, 1, 0, 1, 0, 1, 0], bool)
+    mean, std = kfold_accuracy(scores, same, folds=4)
+    assert mean == pytest.approx(0.75) and std == pytest.approx(np.std([1, 1, 0, 1]))
+
+
+@pytest.mark.parametrize("far", [1e-1, 1e-2])
+def test_tar_at_far_matches_sklearn(far):
+    rng = np.random.default_rng(0)
+    same = rng.uniform(size=2000) < 0.5
+    scores = rng.normal(same * 1.5, 1.0)
+    fpr, tpr, thr = roc_curve(same, scores)
+    expected = tpr[np.searchsorted(fpr, far, side="right") - 1]  # best TPR with FPR <= far
+    assert tar_at_far(scores, same, far) == pytest.approx(expected, abs=1 / same.sum())
+
+
+def test_pairs_are_balanced_deterministic_and_valid():
+    test = pd.DataFrame({"identity": np.repeat([f"{i:07d}" for i in range(6)], 3)})
+    p = make_pairs(test, 20, seed=1)
+    assert len(p) == 20 and p.same.sum() == 10
+    assert p.equals(make_pairs(test, 20, seed=1))
+    ident = test.identity.to_numpy()
+    assert (ident[p.a] == ident[p.b]).tolist() == p.same.tolist()
+    assert (p.a != p.b).all()
+
+
+def test_metric_names_have_no_dots_in_the_far():
+    assert metric_suffix(1e-3) == "tar_far_1e-3"
+    assert metric_suffix(1e-1) == "tar_far_1e-1"

@@ -1,0 +1,22 @@
+"""TensorFlow with Keras 2 (tf-keras), the only Keras larq and LCE work with.
+
+Import ``tf`` from here, never ``tensorflow`` directly: ``TF_USE_LEGACY_KERAS=1`` must be set
+before TensorFlow is first imported, or ``tf.keras`` is Keras 3 and ``import larq`` fails.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+if not tf.keras.Model.__module__.startswith("tf_keras"):  # pragma: no cover - env set above
+    raise ImportError(
+        f"tf.keras is Keras 3 ({tf.keras.Model.__module__}); larq needs tf-keras 2.x: set "
+        "TF_USE_LEGACY_KERAS=1 before TensorFlow is imported (vlrface sets it when imported first)"
+    )
+
+__all__ = ["tf"]

@@ -1,0 +1,129 @@
+"""The training pipeline's configuration: a strict schema, so a typo fails before any work.
+
+``configs/<profile>.yaml`` holds ZenML run settings and, under ``parameters:``, one section per
+concern below. Unknown keys anywhere are errors that name the key.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vlrface.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticData(Section):
+    identities: int = Field(150, ge=2)
+    images_per_identity: int = Field(10, ge=2)
+    seed: int = 0
+
+
+class DataConfig(Section):
+    root: str = "data/casia-webface-synthetic"
+    layout: Literal["casia_webface"] = "casia_webface"
+    dvc_file: str = "data.dvc"
+    name: str = "demo"  # names the metrics: eval.<name>.<variant>.<res>.<metric>
+    synthetic: bool = True
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    image_size: int = 112
+    min_images_per_identity: int = Field(2, ge=2)
+
+
+class ModelConfig(Section):
+    name: Literal["binaryfacenet"] = "binaryfacenet"
+    channels: int = Field(64, ge=4)
+    embedding: int = Field(128, ge=2)
+    k_bits: dict[str, int] = Field(
+        default_factory=lambda: {"head": 1, "gfe": 1, "lfe1": 1, "lfe2": 1}
+    )
+
+
+class VLRConfig(Section):
+    probability: float = Field(0.0, ge=0, le=1)
+    sizes: list[int] = Field(default_factory=lambda: [7, 14, 28, 56])
+    down: str = "area"
+    up: str = "area"
+
+
+class StageConfig(Section):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(0.01, gt=0)
+    milestones: list[int] = Field(default_factory=lambda: [9, 15, 18])
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    arcface_scale: float = 16.0
+    arcface_margin: float = 0.5
+    flip: bool = True
+    vlr: VLRConfig = Field(default_factory=VLRConfig)
+
+
+class EvalConfig(Section):
+    resolutions: list[int] = Field(default_factory=lambda: [7, 14, 28])
+    pairs: int = Field(600, ge=20)
+    folds: int = Field(10, ge=2)
+    far: float = Field(1e-3, gt=0, lt=1)
+    flip: bool = True
+    down: str = "area"
+    up: str = "area"
+
+
+class ExportConfig(Section):
+    parity_min_cosine: float = Field(0.99, ge=-1, le=1)
+    parity_samples: int = Field(16, ge=1)
+
+
+class LatencyConfig(Section):
+    budget_ms: dict[str, float] = Field(default_factory=lambda: {"raspberry-pi-4": 150.0})
+
+    @field_validator("budget_ms")
+    @classmethod
+    def _known_devices(cls, v: dict[str, float]) -> dict[str, float]:
+        from vlrface.latency.estimate import devices
+
+        unknown = sorted(set(v) - set(devices()))
+        if unknown or not v:
+            raise ValueError(f"unknown device(s) {unknown}; known: {sorted(devices())}")
+        return v
+
+
+class RegistryConfig(Section):
+    model_name: str = "binaryfacenet"
+    # the metric a challenger must beat the champion on, and by how much
+    compare_metric: str = "eval.demo.hr_lr.14.acc"
+    min_improvement: float = 0.0
+
+
+class PipelineConfig(Section):
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    synthetic: SyntheticData = Field(default_factory=SyntheticData)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: StageConfig
+    finetune: StageConfig
+    evaluation: EvalConfig = Field(default_factory=EvalConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+
+def parse(raw: dict, source: str = "config") -> PipelineConfig:
+    """Validate a configuration dict; raise ``ConfigError`` naming the first bad key."""
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # a misspelt key also makes its correct spelling "missing": name the misspelling
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"{source}: unknown key '{key}'") from None
+        if err["type"] == "missing":
+            raise ConfigError(f"{source}: missing required key '{key}'") from None
+        raise ConfigError(f"{source}: invalid value for '{key}': {err['msg']}") from None

@@ -1,0 +1,27 @@
+"""User-facing errors: one line that names the file or key at fault.
+
+They derive from ``click.ClickException`` so that any click CLI (``vlrface``, and ``zenml
+pipeline run`` while it compiles a pipeline) prints ``Error: <message>`` and exits with 1 instead
+of a traceback; from Python they are ordinary ``ValueError``s.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+class VlrfaceError(click.ClickException, ValueError):
+    def __init__(self, message: str):
+        click.ClickException.__init__(self, message)
+        ValueError.__init__(self, message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(VlrfaceError):
+    """An invalid configuration; the message names the key."""
+
+
+class DataError(VlrfaceError):
+    """Bad input data; the message names the file and what is wrong with it."""

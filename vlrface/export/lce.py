@@ -1,0 +1,116 @@
+"""Export to a Larq Compute Engine flatbuffer: convert, census the ops, check parity.
+
+``convert`` runs LCE's converter on a Keras model. ``census`` reads the flatbuffer back with
+TFLite's own schema and counts each op type and the MACs of the ops that carry them: binary MACs
+in ``LceBconv2d``, float MACs in ``CONV_2D``, ``DEPTHWISE_CONV_2D`` and ``FULLY_CONNECTED``.
+``binary_mac_share`` tells whether LCE really runs a network as binary: the published
+BinaryFaceNet's DoReFa convolutions come out as float ``CONV_2D`` (notes/lce_arm.md, Addendum 2).
+``parity`` compares the Keras model with LCE's interpreter on the same inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from vlrface.embedders import KerasEmbedder, LCEEmbedder
+
+BINARY_OPS = {"LceBconv2d"}
+
+
+def convert(model) -> bytes:
+    """Convert a Keras (larq) model to an LCE flatbuffer."""
+    import larq_compute_engine as lce
+
+    return bytes(lce.convert_keras_model(model))
+
+
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _op_name(model, op) -> str:
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    code = model.operatorCodes[op.opcodeIndex]
+    if code.customCode:
+        return code.customCode.decode()
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    return names.get(builtin, f"BUILTIN_{builtin}")
+
+
+def _macs(name: str, op, graph) -> tuple[int, int]:
+    """``(binary MACs, float MACs)`` of one op (batch 1)."""
+    shape = lambda i: [int(d) for d in graph.tensors[i].shape]  # noqa: E731
+    out = shape(op.outputs[0])
+    if name == "LceBconv2d":
+        from flatbuffers import flexbuffers
+
+        opts = flexbuffers.Loads(bytes(op.customOptions))
+        cout, kh, kw = shape(op.inputs[1])[:3]
+        cin = int(opts["channels_in"]) // int(opts.get("groups", 1) or 1)
+        return int(np.prod(out[1:3])) * cout * kh * kw * cin, 0
+    if name == "CONV_2D":
+        cout, kh, kw, cin = shape(op.inputs[1])
+        return 0, int(np.prod(out[1:3])) * cout * kh * kw * cin
+    if name == "DEPTHWISE_CONV_2D":
+        _, kh, kw, cout = shape(op.inputs[1])
+        return 0, int(np.prod(out[1:3])) * cout * kh * kw
+    if name == "FULLY_CONNECTED":
+        units, fan_in = shape(op.inputs[1])
+        return 0, int(np.prod(out[:-1])) * units * fan_in
+    return 0, 0
+
+
+def census(flatbuffer: bytes) -> dict:
+    """Op counts and MACs of a TFLite/LCE flatbuffer."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    ops: Counter[str] = Counter()
+    binary = floating = 0
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            name = _op_name(model, op)
+            ops[name] += 1
+            b, f = _macs(name, op, graph)
+            binary, floating = binary + b, floating + f
+    total = binary + floating
+    return {
+        "ops": dict(sorted(ops.items())),
+        "binary_macs": binary,
+        "float_macs": floating,
+        "binary_mac_share": binary / total if total else 0.0,
+        "size_bytes": len(flatbuffer),
+    }
+
+
+def parity(model, flatbuffer: bytes, inputs: np.ndarray) -> dict:
+    """Cosine (min, mean) and max abs diff of Keras vs the LCE interpreter on ``inputs``."""
+    a = KerasEmbedder(model)(inputs).astype(np.float64)
+    b = LCEEmbedder(flatbuffer)(inputs).astype(np.float64)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return {
+        "cosine_min": float(cos.min()),
+        "cosine_mean": float(cos.mean()),
+        "max_abs_diff": float(np.abs(a - b).max()),
+        "samples": int(len(inputs)),
+    }

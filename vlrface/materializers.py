@@ -1,0 +1,52 @@
+"""ZenML materializer for Keras (larq) models: saved as a ``.keras`` file, never pickled.
+
+ZenML's TensorFlow integration pins TF < 2.15 and is not installed, so without this Keras
+models would fall back to cloudpickle. Custom layers (larq's, vlrface's) are registered Keras
+serializables, so ``load_model`` rebuilds them from the file alone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, ClassVar
+
+from zenml.enums import ArtifactType
+from zenml.io import fileio
+from zenml.materializers.base_materializer import BaseMaterializer
+
+import vlrface.losses  # noqa: F401  (registers ArcFaceHead)
+import vlrface.models.binaryfacenet  # noqa: F401  (registers GroupedQuantConv2D)
+from vlrface._keras import tf
+
+FILENAME = "model.keras"
+
+
+def save_keras(model: tf.keras.Model, path: str) -> None:
+    model.save(path)
+
+
+def load_keras(path: str) -> tf.keras.Model:
+    import larq  # noqa: F401  (registers larq's layers and quantizers)
+
+    return tf.keras.models.load_model(path, compile=False)
+
+
+class KerasModelMaterializer(BaseMaterializer):
+    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (tf.keras.Model,)
+    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.MODEL
+
+    def save(self, data: tf.keras.Model) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, FILENAME)
+            save_keras(data, local)
+            fileio.copy(local, os.path.join(self.uri, FILENAME), overwrite=True)
+
+    def load(self, data_type: type[Any]) -> tf.keras.Model:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, FILENAME)
+            fileio.copy(os.path.join(self.uri, FILENAME), local)
+            return load_keras(local)
+
+    def extract_metadata(self, data: tf.keras.Model) -> dict:
+        return {"parameters": int(data.count_params()), "keras_name": data.name}
