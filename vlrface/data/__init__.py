@@ -1,0 +1,1 @@
+"""Dataset readers, manifests, data versions and validation."""
