@@ -3,10 +3,10 @@
 import json
 from typing import Annotated
 
+import mlflow
 import pandas as pd
 from zenml import log_metadata, step
 
-import mlflow
 from vlrface.config import DataConfig
 from vlrface.data import casia
 from vlrface.data.validation import DataValidationError, validate_manifest

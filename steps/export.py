@@ -2,11 +2,11 @@
 
 from typing import Annotated
 
+import mlflow
 import numpy as np
 import pandas as pd
 from zenml import log_metadata, step
 
-import mlflow
 from vlrface._keras import tf
 from vlrface.config import DataConfig, ExportConfig
 from vlrface.export import lce

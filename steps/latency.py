@@ -2,9 +2,9 @@
 
 from typing import Annotated
 
+import mlflow
 from zenml import log_metadata, step
 
-import mlflow
 from vlrface.config import LatencyConfig
 from vlrface.latency.estimate import gate
 

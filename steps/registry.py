@@ -5,10 +5,10 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from zenml import log_metadata, step
-
 import mlflow
 from mlflow import MlflowClient
+from zenml import log_metadata, step
+
 from vlrface import provenance, registry
 from vlrface._keras import tf
 from vlrface.config import RegistryConfig

@@ -21,6 +21,16 @@ def test_unknown_config_key_is_named():
         parse({"pretrain": STAGE})
     with pytest.raises(ConfigError, match=r"latency\.budget_ms.*unknown device"):
         parse({"pretrain": STAGE, "finetune": STAGE, "latency": {"budget_ms": {"toaster": 1}}})
+    with pytest.raises(
+        ConfigError, match=r"^config: registry\.compare_metric 'eval\.demo\.hr_lr\.21"
+    ):
+        parse(
+            {
+                "pretrain": STAGE,
+                "finetune": STAGE,
+                "registry": {"compare_metric": "eval.demo.hr_lr.21.acc"},
+            }
+        )
     assert "\n" not in str(ConfigError("x: unknown key 'y'"))
 
 

@@ -95,6 +95,7 @@ def models() -> None:
 def models_list(name, tracking_uri, as_json) -> None:
     """Registered versions with aliases, key metrics and gate results."""
     from mlflow import MlflowClient
+
     from vlrface.registry import list_versions
     from vlrface.stack import active_tracking_uri
 

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vlrface.errors import ConfigError
 
@@ -112,6 +119,28 @@ class PipelineConfig(Section):
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
+    def metric_names(self) -> list[str]:
+        """The names of the metrics ``evaluate_model`` will log for this configuration."""
+        from vlrface.protocols.verification import metric_suffix
+
+        runs = [("hr_hr", self.data.image_size)] + [
+            ("hr_lr", r) for r in self.evaluation.resolutions
+        ]
+        return [
+            f"eval.{self.data.name}.{variant}.{res}.{m}"
+            for variant, res in runs
+            for m in ("acc", "acc_std", metric_suffix(self.evaluation.far))
+        ]
+
+    @model_validator(mode="after")
+    def _compare_metric_exists(self):
+        if self.registry.compare_metric not in self.metric_names():
+            raise ValueError(
+                f"registry.compare_metric {self.registry.compare_metric!r} is not a metric this "
+                f"configuration logs; e.g. {self.metric_names()[0]!r}"
+            )
+        return self
+
 
 def parse(raw: dict, source: str = "config") -> PipelineConfig:
     """Validate a configuration dict; raise ``ConfigError`` naming the first bad key."""
@@ -126,4 +155,7 @@ def parse(raw: dict, source: str = "config") -> PipelineConfig:
             raise ConfigError(f"{source}: unknown key '{key}'") from None
         if err["type"] == "missing":
             raise ConfigError(f"{source}: missing required key '{key}'") from None
-        raise ConfigError(f"{source}: invalid value for '{key}': {err['msg']}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:
+            raise ConfigError(f"{source}: {msg}") from None
+        raise ConfigError(f"{source}: invalid value for '{key}': {msg}") from None

@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from mlflow.exceptions import MlflowException
-
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 CHAMPION = "champion"
 
