@@ -17,10 +17,12 @@ from steps import (
     finetune_model,
     latency_gate,
     load_data,
+    load_pretrained,
     pretrain_model,
     register_model,
     validate_data,
 )
+from vlrface import provenance
 from vlrface.config import parse
 from vlrface.data import versioning
 
@@ -56,14 +58,23 @@ def train_binaryfacenet(
 
     manifest, data_info = load_data(data=c["data"], data_version=version.as_dict(), seed=cfg.seed)
     validate_data(manifest, data=c["data"])
-    pretrained, centres, _ = pretrain_model(
-        manifest,
-        data=c["data"],
-        model=c["model"],
-        stage=c["pretrain"],
-        seed=cfg.seed,
-        after="validate_data",
-    )
+    if cfg.model.pretrained:
+        pretrained, centres = load_pretrained(
+            manifest,
+            data=c["data"],
+            model=c["model"],
+            checkpoint_sha256=provenance.sha256_file(versioning.existing(cfg.model.pretrained)),
+            after="validate_data",
+        )
+    else:
+        pretrained, centres, _ = pretrain_model(
+            manifest,
+            data=c["data"],
+            model=c["model"],
+            stage=c["pretrain"],
+            seed=cfg.seed,
+            after="validate_data",
+        )
     finetuned, _, _ = finetune_model(
         pretrained,
         centres,

@@ -5,7 +5,7 @@ from steps.evaluation import evaluate_model
 from steps.export import export_lce
 from steps.latency import latency_gate
 from steps.registry import register_model
-from steps.training import finetune_model, pretrain_model
+from steps.training import finetune_model, load_pretrained, pretrain_model
 
 __all__ = [
     "evaluate_model",
@@ -13,6 +13,7 @@ __all__ = [
     "finetune_model",
     "latency_gate",
     "load_data",
+    "load_pretrained",
     "pretrain_model",
     "register_model",
     "validate_data",

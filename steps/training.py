@@ -10,6 +10,7 @@ from zenml import log_metadata, step
 from vlrface._keras import tf
 from vlrface.config import DataConfig, ModelConfig, StageConfig
 from vlrface.materializers import KerasModelMaterializer
+from vlrface.preprocess import load_rgb, normalize
 from vlrface.training import run_stage
 
 TRACKER = "mlflow_tracker"
@@ -75,3 +76,29 @@ def finetune_model(
         "finetune", manifest, data, model, stage, seed + 1, pretrained, centres
     )
     return backbone, centres, history
+
+
+@step(experiment_tracker=TRACKER, output_materializers={"pretrained": KerasModelMaterializer})
+def load_pretrained(
+    manifest: pd.DataFrame, data: dict, model: dict, checkpoint_sha256: str
+) -> tuple[Annotated[tf.keras.Model, "pretrained"], Annotated[np.ndarray, "pretrain_centres"]]:
+    """Start from ``model.pretrained`` instead of pre-training (``checkpoint_sha256`` keys the
+    cache). An ``.h5`` is imported layer by layer and verified on the data's test faces."""
+    from vlrface.materializers import load_keras
+    from vlrface.models.checkpoint import import_checkpoint
+
+    data_cfg, model_cfg = DataConfig(**data), ModelConfig(**model)
+    path = model_cfg.pretrained
+    if path.endswith(".h5"):
+        test = manifest[manifest.split == "test"].head(8)
+        faces = normalize(
+            np.stack([load_rgb(f"{data_cfg.root}/{p}", data_cfg.image_size) for p in test.path])
+        )
+        backbone, report = import_checkpoint(path, faces, model_cfg=model_cfg)
+        log_metadata(metadata={"pretrained": report.as_dict()})
+        mlflow.log_metric("pretrained.import_max_abs_diff", report.max_abs_diff)
+    else:
+        backbone = load_keras(path)
+    mlflow.set_tags({"pretrained.path": path, "pretrained.sha256": checkpoint_sha256})
+    centres = np.zeros((0, 0), np.float32)  # a new ArcFace head for the fine-tune classes
+    return backbone, centres

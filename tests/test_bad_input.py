@@ -19,6 +19,9 @@ def test_unknown_config_key_is_named():
         parse({"pretrain": STAGE, "finetune": STAGE, "evaluation": {"pair": 3}})
     with pytest.raises(ConfigError, match=r"missing required key 'finetune'"):
         parse({"pretrain": STAGE})
+    with pytest.raises(ConfigError, match=r"missing required key 'pretrain' \(or set model"):
+        parse({"finetune": STAGE})
+    assert parse({"finetune": STAGE, "model": {"pretrained": "x.h5"}}).pretrain is None
     with pytest.raises(ConfigError, match=r"latency\.budget_ms.*unknown device"):
         parse({"pretrain": STAGE, "finetune": STAGE, "latency": {"budget_ms": {"toaster": 1}}})
     with pytest.raises(

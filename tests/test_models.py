@@ -61,3 +61,14 @@ def test_takes_the_authors_checkpoint(shared_dir):
         b.set_weights(a.get_weights())
     x = np.random.default_rng(0).uniform(-1, 1, (2, 112, 112, 3)).astype(np.float32)
     assert np.abs(ref(x, training=False).numpy() - ours(x, training=False).numpy()).max() < 1e-4
+
+
+def test_every_zoo_model_is_selectable_in_the_config():
+    import typing
+
+    from vlrface.config import ModelConfig
+    from vlrface.models import ZOO, build_model
+
+    assert set(typing.get_args(ModelConfig.model_fields["name"].annotation)) == set(ZOO)
+    model = build_model(ModelConfig(name="quicknet_small", embedding=16))
+    assert model.output_shape == (None, 16)

@@ -265,3 +265,20 @@ def test_missing_data_root_and_corrupt_image_register_nothing(project, first_run
     assert steps["load_data"] == "completed" and steps["validate_data"] == "failed"
     assert "pretrain_model" not in steps or steps["pretrain_model"] != "completed"
     assert versions() == before
+
+
+def test_pretrained_checkpoint_replaces_pretraining(project, first_run, shared_dir):
+    checkpoint = shared_dir / "reference" / "binaryfacenet_ms1m_retina_epoch19.h5"
+    cfg = write_config(
+        project,
+        "tiny_pretrained",
+        model={"channels": 64, "embedding": 128, "pretrained": str(checkpoint)},
+        finetune={"epochs": 1, "batch_size": 16},
+        registry={"model_name": "tinyfacenet_pretrained"},
+    )
+    run_ = run(cfg)
+    steps = statuses(run_)
+    assert "pretrain_model" not in steps and steps["load_pretrained"] == "completed"
+    assert steps["register_model"] == "completed"
+    _, tags = mlflow_run_metrics(run_)
+    assert tags["pretrained.sha256"].startswith("8af82b31969ebe57")

@@ -79,6 +79,140 @@ def stack_setup(mlflow_dir) -> None:
     click.echo(f"active ZenML stack: {name} (MLflow at {mlflow_dir}/)")
 
 
+def _emit(payload: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        for key, value in payload.items():
+            click.echo(f"{key}: {value}")
+
+
+def _face_batch(faces_dir: str | None, count: int):
+    """Normalised 112x112 faces: images under ``faces_dir``, else rendered synthetic faces."""
+    import numpy as np
+
+    from vlrface.preprocess import load_rgb, normalize
+
+    if faces_dir:
+        from pathlib import Path
+
+        paths = sorted(
+            p for p in Path(faces_dir).rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"}
+        )[:count]
+        if not paths:
+            raise click.ClickException(f"{faces_dir}: no .jpg/.png face images found")
+        return normalize(np.stack([load_rgb(p, 112) for p in paths])), faces_dir
+    from vlrface.data.synthetic import render_face
+
+    return normalize(np.stack([render_face(0, i, 0) for i in range(count)])), "synthetic faces"
+
+
+@main.command("efficiency")
+@click.argument("model_name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def efficiency_cmd(model_name, as_json) -> None:
+    """Binary/float MACs, parameters and size of a zoo model's backbone (larq summary)."""
+    from vlrface.models import build_named
+    from vlrface.models.efficiency import efficiency
+
+    try:
+        model = build_named(model_name, output_head=False)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="MODEL_NAME") from None
+    _emit(efficiency(model), as_json)
+
+
+@main.command("import-checkpoint")
+@click.argument("h5", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="Save the imported model (.keras).")
+@click.option(
+    "--faces",
+    "faces_dir",
+    type=click.Path(file_okay=False, exists=True),
+    help="Folder of aligned 112x112 face crops to verify on (default: synthetic).",
+)
+@click.option("--count", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--tolerance", default=1e-4, show_default=True, type=float)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def import_checkpoint_cmd(h5, out, faces_dir, count, tolerance, as_json) -> None:
+    """Load the BinaryFaceNet authors' .h5 into our definition and verify the embeddings."""
+    from vlrface.models.checkpoint import import_checkpoint
+
+    faces, source = _face_batch(faces_dir, count)
+    model, report = import_checkpoint(h5, faces, tolerance)
+    payload = {**report.as_dict(), "faces_source": source}
+    if out:
+        import tempfile
+        from pathlib import Path
+
+        from vlrface.materializers import save_keras
+
+        target = Path(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            save_keras(model, str(Path(tmp) / "model.keras"))
+            Path(tmp, "model.keras").replace(target)
+        payload["out"] = str(target)
+    _emit(payload, as_json)
+
+
+def _load_model(spec: str):
+    """A saved model (.keras / .h5) or a freshly initialised zoo model by name."""
+    from pathlib import Path
+
+    from vlrface.models import ZOO, build_named
+
+    if spec in ZOO:
+        return build_named(spec)
+    path = Path(spec)
+    if path.suffix == ".h5":
+        from vlrface.models.checkpoint import load_h5
+
+        return load_h5(path)
+    if path.suffix == ".keras" and path.is_file():
+        from vlrface.materializers import load_keras
+
+        return load_keras(str(path))
+    raise click.BadParameter(
+        f"{spec}: neither a .keras/.h5 file nor a zoo model ({', '.join(ZOO)})",
+        param_hint="--model",
+    )
+
+
+@main.group()
+def export() -> None:
+    """Export models for deployment."""
+
+
+@export.command("lce")
+@click.option("--model", "spec", required=True, help="Saved model (.keras/.h5) or zoo name.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Flatbuffer path.")
+@click.option(
+    "--calibration",
+    "faces_dir",
+    type=click.Path(file_okay=False, exists=True),
+    help="Face crops for the parity check (default: synthetic faces).",
+)
+@click.option("--count", default=16, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--min-cosine",
+    default=0.99,
+    show_default=True,
+    type=float,
+    help="Parity floor, Keras vs the LCE interpreter; below it nothing is written.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def export_lce_cmd(spec, out, faces_dir, count, min_cosine, as_json) -> None:
+    """Convert to a Larq Compute Engine flatbuffer: op census, parity, atomic write."""
+    from vlrface.export import lce
+
+    model = _load_model(spec)
+    faces, source = _face_batch(faces_dir, count)
+    flatbuffer, report = lce.export(model, faces, min_cosine)
+    lce.write_atomic(out, flatbuffer)
+    _emit({"model": spec, "out": out, "parity_inputs": source, **report}, as_json)
+
+
 @main.group()
 def models() -> None:
     """The MLflow model registry."""

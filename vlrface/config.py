@@ -42,7 +42,18 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    name: Literal["binaryfacenet"] = "binaryfacenet"
+    name: Literal[
+        "binaryfacenet",
+        "quicknet",
+        "quicknet_small",
+        "quicknet_large",
+        "binarydensenet28",
+        "binarydensenet37",
+        "binarydensenet45",
+    ] = "binaryfacenet"
+    # channels and k_bits apply to binaryfacenet; the baselines have their papers' widths
+    # a checkpoint to fine-tune from, skipping pre-training: the authors' .h5 or our .keras
+    pretrained: str | None = None
     channels: int = Field(64, ge=4)
     embedding: int = Field(128, ge=2)
     k_bits: dict[str, int] = Field(
@@ -112,7 +123,7 @@ class PipelineConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     synthetic: SyntheticData = Field(default_factory=SyntheticData)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    pretrain: StageConfig
+    pretrain: StageConfig | None = None  # required unless model.pretrained is given
     finetune: StageConfig
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
@@ -131,6 +142,12 @@ class PipelineConfig(Section):
             for variant, res in runs
             for m in ("acc", "acc_std", metric_suffix(self.evaluation.far))
         ]
+
+    @model_validator(mode="after")
+    def _pretrain_or_pretrained(self):
+        if self.pretrain is None and not self.model.pretrained:
+            raise ValueError("missing required key 'pretrain' (or set model.pretrained)")
+        return self
 
     @model_validator(mode="after")
     def _compare_metric_exists(self):

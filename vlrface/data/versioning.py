@@ -74,3 +74,11 @@ def resolve(dvc_file: str | Path, data_root: str | Path) -> DataVersion:
         raise DataError(f"{data_root}: data root is not inside {tracked}, which {dvc_file} tracks")
     check_in_sync(dvc_file)
     return version
+
+
+def existing(path: str | Path) -> Path:
+    """``path`` if it is a file, else a ``DataError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    return path

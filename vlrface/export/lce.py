@@ -18,8 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from vlrface.embedders import KerasEmbedder, LCEEmbedder
+from vlrface.errors import VlrfaceError
 
 BINARY_OPS = {"LceBconv2d"}
+
+
+class ParityError(VlrfaceError):
+    """The exported model disagrees with the Keras model beyond the configured floor."""
 
 
 def convert(model) -> bytes:
@@ -114,3 +119,25 @@ def parity(model, flatbuffer: bytes, inputs: np.ndarray) -> dict:
         "max_abs_diff": float(np.abs(a - b).max()),
         "samples": int(len(inputs)),
     }
+
+
+def export(model, inputs: np.ndarray, min_cosine: float) -> tuple[bytes, dict]:
+    """Convert, census and check parity on ``inputs``; raise ``ParityError`` below the floor.
+
+    Returns ``(flatbuffer, report)``; the report holds the census, the parity figures and
+    ``parity_passed``.
+    """
+    flatbuffer = convert(model)
+    par = parity(model, flatbuffer, inputs)
+    report = {
+        "census": census(flatbuffer),
+        "parity": par,
+        "parity_min_cosine": min_cosine,
+        "parity_passed": par["cosine_min"] >= min_cosine,
+    }
+    if not report["parity_passed"]:
+        raise ParityError(
+            f"LCE parity cosine {par['cosine_min']:.4f} < floor {min_cosine} "
+            f"(max abs diff {par['max_abs_diff']:.4g}, {par['samples']} inputs)"
+        )
+    return flatbuffer, report

@@ -1,6 +1,35 @@
-"""Face backbones, selectable by name in the pipeline configuration."""
+"""Face backbones, selectable by name in the pipeline configuration and the CLI."""
 
 from __future__ import annotations
+
+ZOO = (
+    "binaryfacenet",
+    "quicknet",
+    "quicknet_small",
+    "quicknet_large",
+    "binarydensenet28",
+    "binarydensenet37",
+    "binarydensenet45",
+)
+
+
+def build_named(name: str, embedding: int = 128, output_head: bool = True):
+    """A freshly initialised zoo model by name, at its paper's defaults."""
+    if name == "binaryfacenet":
+        from vlrface.models.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
+
+        return build_binaryfacenet(BinaryFaceNetConfig(embedding=embedding), output_head)
+    if name.startswith("quicknet"):
+        from vlrface.models.quicknet import VARIANTS, build_quicknet
+
+        if name in VARIANTS:
+            return build_quicknet(name, embedding, output_head=output_head)
+    if name.startswith("binarydensenet") and name[len("binarydensenet") :] in ("28", "37", "45"):
+        from vlrface.models.binarydensenet import build_binarydensenet
+
+        depth = int(name[len("binarydensenet") :])
+        return build_binarydensenet(depth, embedding, output_head=output_head)
+    raise ValueError(f"unknown model {name!r}; known: {', '.join(ZOO)}")
 
 
 def build_model(cfg):
@@ -13,4 +42,4 @@ def build_model(cfg):
                 channels=cfg.channels, embedding=cfg.embedding, k_bits=dict(cfg.k_bits)
             )
         )
-    raise ValueError(f"unknown model {cfg.name!r}")
+    return build_named(cfg.name, cfg.embedding)
