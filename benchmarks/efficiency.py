@@ -1,0 +1,88 @@
+"""Table 2 for every zoo model: larq figures, LCE op census, x86 LCE interpreter latency.
+
+    .venv/bin/python benchmarks/efficiency.py [--models quicknet,binaryfacenet] [--runs 20]
+
+MACs/params/size are ``larq.models.summary`` figures of the backbone (the paper's convention);
+the census and latency are of the converted full model (with its 128-d head). Latency is LCE's
+interpreter on THIS x86 machine, one thread, median of ``--runs``: x86 has only portable binary
+kernels, so it does not rank models as an ARM core would (notes/lce_arm.md §0).
+"""
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+
+from vlrface.embedders import LCEEmbedder
+from vlrface.export import lce
+from vlrface.models import ZOO, build_named
+from vlrface.models.efficiency import efficiency
+
+
+def x86_latency_ms(flatbuffer: bytes, runs: int) -> float:
+    run = LCEEmbedder(flatbuffer, num_threads=1)
+    x = np.random.default_rng(0).normal(size=(1, 112, 112, 3)).astype(np.float32)
+    run(x)  # warm-up
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        run(x)
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(ZOO))
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--json", help="also write the rows to this file")
+    args = ap.parse_args()
+    rows = []
+    for name in args.models.split(","):
+        eff = efficiency(build_named(name, output_head=False))
+        census = lce.census(flatbuffer := lce.convert(build_named(name)))
+        ops = census["ops"]
+        rows.append(
+            {
+                **eff,
+                "model": name,
+                "lce_binary_mac_share": census["binary_mac_share"],
+                "lce_bconv": ops.get("LceBconv2d", 0),
+                "lce_quantize": ops.get("LceQuantize", 0),
+                "lce_float_conv": ops.get("CONV_2D", 0) + ops.get("DEPTHWISE_CONV_2D", 0),
+                "tflite_kib": census["size_bytes"] / 1024,
+                "x86_lce_ms_1thread": x86_latency_ms(flatbuffer, args.runs),
+            }
+        )
+        print(f"done {name}", flush=True)
+    print(f"\nmachine: {platform.processor() or platform.machine()}, LCE interpreter, 1 thread\n")
+    head = (
+        "model",
+        "binary MACs",
+        "float MACs",
+        "params",
+        "MiB",
+        "bin share",
+        "bconv",
+        "quantize",
+        "float conv",
+        "tflite KiB",
+        "x86 ms",
+    )
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['binary_macs']:,} | {r['float_macs']:,} | {r['params']:,} | "
+            f"{r['size_mib']:.2f} | {r['lce_binary_mac_share']:.3f} | {r['lce_bconv']} | "
+            f"{r['lce_quantize']} | {r['lce_float_conv']} | {r['tflite_kib']:.0f} | "
+            f"{r['x86_lce_ms_1thread']:.1f} |"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
