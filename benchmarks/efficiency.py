@@ -1,11 +1,12 @@
-"""Table 2 for every zoo model: larq figures, LCE op census, x86 LCE interpreter latency.
+"""Table 2 for every zoo model: larq figures, LCE op census, ARM cost model, x86 LCE latency.
 
     .venv/bin/python benchmarks/efficiency.py [--models quicknet,binaryfacenet] [--runs 20]
 
 MACs/params/size are ``larq.models.summary`` figures of the backbone (the paper's convention);
 the census and latency are of the converted full model (with its 128-d head). Latency is LCE's
 interpreter on THIS x86 machine, one thread, median of ``--runs``: x86 has only portable binary
-kernels, so it does not rank models as an ARM core would (notes/lce_arm.md §0).
+kernels, so it does not rank models as an ARM core would (notes/lce_arm.md §0); the ARM columns
+are the calibrated cost model's prediction (``vlrface.latency.costmodel``).
 """
 
 import argparse
@@ -17,6 +18,8 @@ import numpy as np
 
 from vlrface.embedders import LCEEmbedder
 from vlrface.export import lce
+from vlrface.latency.costmodel import predict_instructions
+from vlrface.latency.estimate import estimate_ms
 from vlrface.models import ZOO, build_named
 from vlrface.models.efficiency import efficiency
 
@@ -53,6 +56,8 @@ def main() -> None:
                 "lce_quantize": ops.get("LceQuantize", 0),
                 "lce_float_conv": ops.get("CONV_2D", 0) + ops.get("DEPTHWISE_CONV_2D", 0),
                 "tflite_kib": census["size_bytes"] / 1024,
+                "arm_minsn": predict_instructions(census["cost_features"]) / 1e6,
+                "rpi4_ms": estimate_ms(census["cost_features"], "raspberry-pi-4"),
                 "x86_lce_ms_1thread": x86_latency_ms(flatbuffer, args.runs),
             }
         )
@@ -69,6 +74,8 @@ def main() -> None:
         "quantize",
         "float conv",
         "tflite KiB",
+        "ARM M-insn (model)",
+        "RPi4 ms (model)",
         "x86 ms",
     )
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
@@ -77,7 +84,7 @@ def main() -> None:
             f"| {r['model']} | {r['binary_macs']:,} | {r['float_macs']:,} | {r['params']:,} | "
             f"{r['size_mib']:.2f} | {r['lce_binary_mac_share']:.3f} | {r['lce_bconv']} | "
             f"{r['lce_quantize']} | {r['lce_float_conv']} | {r['tflite_kib']:.0f} | "
-            f"{r['x86_lce_ms_1thread']:.1f} |"
+            f"{r['arm_minsn']:.1f} | {r['rpi4_ms']:.1f} | {r['x86_lce_ms_1thread']:.1f} |"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -88,5 +88,5 @@ def train_binaryfacenet(
         finetuned, manifest, data=c["data"], evaluation=c["evaluation"], seed=cfg.seed
     )
     tflite, export_report = export_lce(finetuned, manifest, data=c["data"], export=c["export"])
-    latency_report = latency_gate(export_report, latency=c["latency"])
+    latency_report = latency_gate(tflite, export_report, latency=c["latency"])
     register_model(finetuned, tflite, metrics, export_report, latency_report, data_info, config=c)

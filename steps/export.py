@@ -21,12 +21,21 @@ def export_lce(
 ) -> tuple[Annotated[bytes, "tflite"], Annotated[dict, "export_report"]]:
     """Convert with Larq Compute Engine; fail if parity on real test faces is below the floor."""
     data_cfg, cfg = DataConfig(**data), ExportConfig(**export)
-    test = manifest[manifest.split == "test"].head(cfg.parity_samples)
-    x = normalize(
-        np.stack([load_rgb(f"{data_cfg.root}/{p}", data_cfg.image_size) for p in test.path])
+
+    def faces(rows: pd.DataFrame) -> np.ndarray:
+        return normalize(
+            np.stack([load_rgb(f"{data_cfg.root}/{p}", data_cfg.image_size) for p in rows.path])
+        )
+
+    x = faces(manifest[manifest.split == "test"].head(cfg.parity_samples))
+    # int8 ranges come from training images; parity is checked on held-out test faces
+    representative = (
+        faces(manifest[manifest.split == "train"].head(cfg.int8_calibration_samples))
+        if cfg.int8
+        else None
     )
     try:
-        flatbuffer, report = lce.export(model, x, cfg.parity_min_cosine)
+        flatbuffer, report = lce.export(model, x, cfg.parity_min_cosine, representative)
     except lce.ParityError:
         mlflow.set_tag("gate.parity", "failed")
         raise
@@ -39,6 +48,7 @@ def export_lce(
             "export.lce.binary_macs": census["binary_macs"],
             "export.lce.float_macs": census["float_macs"],
             "export.lce.size_bytes": census["size_bytes"],
+            "export.lce.int8_ops": census["int8_ops"],
         }
     )
     mlflow.log_dict(report, "export/lce_report.json")

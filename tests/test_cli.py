@@ -1,4 +1,4 @@
-"""The `vlrface` command line: efficiency, checkpoint import, LCE export."""
+"""The `vlrface` command line: efficiency, checkpoint import, LCE export (float and int8)."""
 
 import json
 
@@ -139,3 +139,24 @@ def test_export_lce_below_parity_floor_writes_nothing(tiny_keras, tmp_path):
     )
     assert result.exit_code == 1 and "LCE parity cosine" in result.output
     assert not out.exists()
+
+
+def test_export_lce_int8_needs_calibration_data_and_uses_it(tmp_path):
+    from vlrface.data.synthetic import write_casia_layout
+
+    out = tmp_path / "q.tflite"
+    args = ["export", "lce", "--model", "binaryfacenet_lce", "--out", str(out), "--int8"]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2 and "--int8 needs --calibration" in refused.output
+    assert not out.exists()
+
+    faces = tmp_path / "faces"
+    write_casia_layout(faces, 2, 4, seed=3)
+    result = invoke(
+        *args, "--calibration", str(faces), "--count", "8", "--min-cosine", "0.9", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["int8"] and report["int8_calibration_samples"] == 8
+    assert report["census"]["int8_ops"] > 0 and report["census"]["ops"]["LceBconv2d"] == 20
+    assert out.read_bytes()[4:8] == b"TFL3"

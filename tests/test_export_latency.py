@@ -1,10 +1,12 @@
-"""LCE export: op census and MACs of a real conversion, parity, atomic writes; latency estimate."""
+"""LCE export: op census, MACs and cost features of real conversions, parity, int8, atomic
+writes; the ARM cost model and the latency gate."""
 
 import numpy as np
 import pytest
 
 from vlrface._keras import tf
 from vlrface.export import lce
+from vlrface.latency import anchors, costmodel
 from vlrface.latency.estimate import estimate_ms, gate
 
 
@@ -58,14 +60,186 @@ def test_write_atomic_leaves_no_partial_file(tmp_path):
     assert target.read_bytes() == b"abc" and [p.name for p in tmp_path.iterdir()] == ["m.tflite"]
 
 
-def test_mac_formula_and_devices():
-    # 1 G binary MACs and 10 M float MACs on a Pixel 1: 10.8 + 2.39 ms
-    assert estimate_ms(10**9, 10**7, "pixel-1") == pytest.approx(13.19)
-    assert estimate_ms(10**9, 0, "raspberry-pi-4") == pytest.approx(10.8 * 1.75)
+def test_cost_features_of_a_real_conversion(tiny_bnn):
+    f = lce.census(lce.convert(tiny_bnn))["cost_features"]
+    assert f["bconv_macs"] == 16 * 16 * 64 * 9 * 64
+    assert f["bconv_out"] == 16 * 16 * 64
+    assert f["bconv_patch_words"] == 16 * 16 * 9 * 2  # 64 input channels = two 32-bit words
+    assert f["quantize"] == 16 * 16 * 64  # the float BN output bitpacked for the binary conv
+    assert f["float_macs"] == 16 * 16 * 64 * 27 + 64 * 8
+    assert f["pooling"] == 16 * 16 * 64  # global average pool reads the whole map
+    assert f["grouped_macs"] == f["depthwise_macs"] == f["transcendental"] == 0
+    assert "unknown" not in f
+
+
+def test_calibration_meets_its_target_on_every_anchor():
+    """The stored fit reproduces itself and is within +-10 % of every measured anchor."""
+    cal = costmodel.calibration()
+    assert set(cal["anchors"]) == set(anchors.ANCHORS)
+    for name, a in cal["anchors"].items():
+        predicted = costmodel.predict_instructions(a["features"])
+        assert predicted == pytest.approx(a["predicted_instructions"], rel=1e-6), name
+        assert a["measured_instructions"] == anchors.ANCHORS[name][0], name
+        assert abs(predicted / a["measured_instructions"] - 1) <= 0.10, name
+    assert cal["coefficients"] == costmodel.fit(
+        [a["features"] for a in cal["anchors"].values()],
+        [a["measured_instructions"] for a in cal["anchors"].values()],
+    )
+
+
+def test_anchor_features_are_those_of_todays_conversion():
+    """Rebuilding and converting an anchor gives the features the fit was made on."""
+    stored = costmodel.calibration()["anchors"]["block_14x14x256"]["features"]
+    assert anchors.features("block_14x14x256") == stored
+
+
+def test_fixed_coefficients_stay_fixed_and_fit_recovers_a_known_model():
+    rng = np.random.default_rng(0)
+    truth = {k: float(rng.uniform(0.1, 2.0)) for k in costmodel.FEATURES}
+    truth.update(costmodel.FIXED)
+    rows = [{k: int(rng.integers(1, 10**6)) for k in costmodel.FEATURES} for _ in range(40)]
+    y = [sum(truth[k] * r[k] for k in costmodel.FEATURES) for r in rows]
+    fitted = costmodel.fit(rows, y)
+    for k in costmodel.FEATURES:
+        assert fitted[k] == pytest.approx(truth[k], rel=1e-6), k
+
+
+def test_gate_and_devices(tiny_bnn):
+    census = lce.census(lce.convert(tiny_bnn))
+    insns = costmodel.predict_instructions(census["cost_features"])
+    assert estimate_ms(census["cost_features"], "raspberry-pi-4") == pytest.approx(
+        insns / 1e6 * 0.544
+    )
     with pytest.raises(ValueError, match="unknown device"):
-        estimate_ms(1, 1, "toaster")
-    census = {"binary_macs": 10**9, "float_macs": 0}
-    assert gate(census, {"pixel-1": 11.0})["passed"]
-    failed = gate(census, {"pixel-1": 11.0, "raspberry-pi-4": 10.0})
+        estimate_ms(census["cost_features"], "toaster")
+    rpi4 = insns / 1e6 * 0.544
+    assert gate(census, {"raspberry-pi-4": rpi4 * 1.01})["passed"]
+    failed = gate(census, {"pixel-1": 1e3, "raspberry-pi-4": rpi4 * 0.99})
     assert not failed["passed"] and failed["source"] == "estimated"
+    assert failed["devices"]["pixel-1"]["passed"]
     assert not failed["devices"]["raspberry-pi-4"]["passed"]
+
+
+def test_unknown_ops_are_refused_not_priced():
+    feats = costmodel.features([{"op": "MyCustomOp", "in": [1, 4], "out": [1, 4]}])
+    assert feats["unknown"] == ["MyCustomOp"]
+    with pytest.raises(costmodel.UnknownOpError, match="MyCustomOp"):
+        costmodel.predict_instructions(feats)
+
+
+def test_int8_export_quantizes_the_float_parts(tiny_bnn):
+    rng = np.random.default_rng(0)
+    representative = rng.uniform(-1, 1, (32, 16, 16, 3)).astype(np.float32)
+    x = rng.uniform(-1, 1, (4, 16, 16, 3)).astype(np.float32)
+    flatbuffer, report = lce.export(tiny_bnn, x, 0.9, int8_representative=representative)
+    float_ops = lce.census(lce.convert(tiny_bnn))
+    census = report["census"]
+    assert report["int8"] and census["int8_ops"] > 0 and float_ops["int8_ops"] == 0
+    assert census["ops"]["LceBconv2d"] == 1  # the binary conv stays binary
+    # ranges go only where LCE can use them: not in front of the binary conv (it reads signs),
+    # not after its zero-padded output (LCE writes that in float only)
+    from vlrface.export.int8 import quantization_points
+
+    points = [type(tiny_bnn.get_layer(n)).__name__ for n in quantization_points(tiny_bnn)]
+    assert points == ["GlobalAveragePooling2D"]
+    assert report["parity"]["cosine_min"] >= 0.9
+    # a calibration range that clips everything is caught by the parity floor
+    with pytest.raises(lce.ParityError):
+        lce.export(tiny_bnn, x * 50, 0.999, int8_representative=representative * 1e-3)
+
+
+# lce_benchmark_model's output (TFLite's benchmark tool), as it prints it; timings in us
+BENCHMARK_OUTPUT = "\n".join(
+    [
+        "STARTING!",
+        "Num threads: [1]",
+        "Graph: [quicknet.tflite]",
+        "The input model file size (MB): 4.3723",
+        "Initialized session in 3.12ms.",
+        "Running benchmark for at least 1 iterations and at least 0.5 seconds but terminate "
+        "if exceeding 150 seconds.",
+        "count=12 first=46211 curr=44913 min=44871 max=46211 avg=45101.4 std=380",
+        "",
+        "Running benchmark for at least 50 iterations and at least 1 seconds but terminate "
+        "if exceeding 150 seconds.",
+        "count=50 first=44950 curr=44980 min=44861 max=45320 avg=44987.2 std=92",
+        "",
+        "Inference timings in us: Init: 3120, First inference: 46211, "
+        "Warmup (avg): 45101.4, Inference (avg): 44987.2",
+    ]
+)
+
+
+def test_parse_lce_benchmark_output():
+    from vlrface.errors import VlrfaceError
+    from vlrface.latency.measure import parse_benchmark_output
+
+    assert parse_benchmark_output(BENCHMARK_OUTPUT) == pytest.approx(44.9872)
+    without_summary = BENCHMARK_OUTPUT.rsplit("Inference timings", 1)[0]
+    assert parse_benchmark_output(without_summary) == pytest.approx(44.9872)
+    with pytest.raises(VlrfaceError, match="no 'Inference"):
+        parse_benchmark_output("ERROR: Failed to load model")
+
+
+def test_gate_takes_a_measured_device_as_measured(tiny_bnn):
+    census = lce.census(lce.convert(tiny_bnn))
+    measured = {"raspberry-pi-4": {"ms": 99.0, "runs": 50, "tool": "lce_benchmark_model"}}
+    report = gate(census, {"raspberry-pi-4": 100.0, "pixel-1": 100.0}, measured)
+    assert report["source"] == "measured" and report["passed"]
+    assert report["devices"]["raspberry-pi-4"]["source"] == "measured"
+    assert report["devices"]["raspberry-pi-4"]["ms"] == 99.0
+    assert report["devices"]["pixel-1"]["source"] == "estimated"
+    assert not gate(census, {"raspberry-pi-4": 98.0}, measured)["passed"]
+
+
+def test_measuring_off_arm_is_refused():
+    from vlrface.latency import measure
+
+    if measure.on_arm():
+        pytest.skip("this host is arm64")
+    with pytest.raises(measure.NotOnArmError, match="needs an arm64 host"):
+        measure.measure_lce("m.tflite", "lce_benchmark_model")
+
+
+def test_latency_cli(tiny_bnn, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from vlrface.cli import main
+
+    path = tmp_path / "m.tflite"
+    path.write_bytes(lce.convert(tiny_bnn))
+    run = lambda *a: CliRunner().invoke(main, ["latency", "--model", *a])  # noqa: E731
+    result = run(str(path), "--device", "raspberry-pi-4", "--device", "pixel-1", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["latency.source"] == "estimated"
+    feats = lce.census(path.read_bytes())["cost_features"]
+    assert out["latency.raspberry-pi-4.ms"] == pytest.approx(estimate_ms(feats, "raspberry-pi-4"))
+    assert out["latency.pixel-1.ms"] < out["latency.raspberry-pi-4.ms"]
+
+    assert "unknown device" in run(str(path), "--device", "toaster").output
+    bogus = tmp_path / "bogus.tflite"
+    bogus.write_bytes(b"not a model")
+    assert "not a TFLite flatbuffer" in run(str(bogus), "--device", "pixel-1").output
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"\x08\x07")
+    assert "measure ONNX models" in run(str(onnx), "--device", "pixel-1").output
+    if not measure_on_arm():
+        refused = run(
+            str(path),
+            "--device",
+            "pixel-1",
+            "--backend",
+            "measured",
+            "--benchmark-binary",
+            str(path),
+        )
+        assert refused.exit_code == 1 and "needs an arm64 host" in refused.output
+
+
+def measure_on_arm() -> bool:
+    from vlrface.latency.measure import on_arm
+
+    return on_arm()

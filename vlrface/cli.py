@@ -19,7 +19,7 @@ def main() -> None:
 
 @main.group()
 def data() -> None:
-    """Datasets: the synthetic demo set."""
+    """Datasets: the synthetic demo set, manifests of the real releases."""
 
 
 @data.command("synth")
@@ -56,6 +56,50 @@ def data_synth(out, identities, images_per_identity, seed, config_path) -> None:
         identities, images_per_identity, seed = s.identities, s.images_per_identity, s.seed
     write_casia_layout(out, identities, images_per_identity, seed)
     click.echo(f"wrote {identities} x {images_per_identity} synthetic faces to {out}")
+
+
+def _dataset_options(f):
+    """``--dataset`` and one ``--<option> FILE`` per protocol file a registered reader takes."""
+    from vlrface.data.datasets import DATASETS
+
+    options: dict[str, dict[str, list[str]]] = {}  # option -> help -> datasets
+    for d in DATASETS.values():
+        for p in d.protocol:
+            options.setdefault(p.option, {}).setdefault(p.help, []).append(d.name)
+    for name in sorted(options, reverse=True):
+        helps = "; ".join(f"{h} ({', '.join(users)})" for h, users in options[name].items())
+        f = click.option(
+            f"--{name}", name.replace("-", "_"), type=click.Path(dir_okay=False), help=helps
+        )(f)
+    names = ", ".join(DATASETS)
+    return click.option("--dataset", required=True, help=f"One of: {names}.")(f)
+
+
+@data.command("manifest")
+@_dataset_options
+@click.option("--root", required=True, type=click.Path(), help="The dataset's release folder.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Parquet to write.")
+@click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default="raise",
+    show_default=True,
+    help="A bad record stops the read, or is skipped and counted in the provenance.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the provenance as JSON.")
+def data_manifest(dataset, root, out, on_error, as_json, **protocol) -> None:
+    """Read a dataset in its release layout into a Parquet manifest with its provenance."""
+    from vlrface.data import datasets
+    from vlrface.data.manifest import build_manifest, write_manifest
+
+    spec = datasets.get(dataset)
+    given = {k: v for k, v in protocol.items() if v is not None}
+    if wrong := sorted(set(given) - {p.kwarg for p in spec.protocol}):
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in wrong)
+        raise click.UsageError(f"{flags} do(es) not apply to dataset {dataset}")
+    df = build_manifest(dataset, root, on_error=on_error, protocol=given)
+    write_manifest(df, out)
+    _emit({**df.attrs["provenance"], "out": out}, as_json)
 
 
 @main.group()
@@ -191,9 +235,15 @@ def export() -> None:
     "--calibration",
     "faces_dir",
     type=click.Path(file_okay=False, exists=True),
-    help="Face crops for the parity check (default: synthetic faces).",
+    help="Face crops for the parity check and, with --int8, the representative set that "
+    "calibrates the int8 ranges (default: synthetic faces).",
 )
 @click.option("--count", default=16, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="Quantize the float parts to int8, ranges calibrated on --calibration (required).",
+)
 @click.option(
     "--min-cosine",
     default=0.99,
@@ -202,15 +252,99 @@ def export() -> None:
     help="Parity floor, Keras vs the LCE interpreter; below it nothing is written.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def export_lce_cmd(spec, out, faces_dir, count, min_cosine, as_json) -> None:
+def export_lce_cmd(spec, out, faces_dir, count, int8, min_cosine, as_json) -> None:
     """Convert to a Larq Compute Engine flatbuffer: op census, parity, atomic write."""
     from vlrface.export import lce
 
+    if int8 and not faces_dir:
+        raise click.UsageError("--int8 needs --calibration DIR: representative face crops")
     model = _load_model(spec)
     faces, source = _face_batch(faces_dir, count)
-    flatbuffer, report = lce.export(model, faces, min_cosine)
+    flatbuffer, report = lce.export(model, faces, min_cosine, faces if int8 else None)
     lce.write_atomic(out, flatbuffer)
     _emit({"model": spec, "out": out, "parity_inputs": source, **report}, as_json)
+
+
+@main.command("latency")
+@click.option(
+    "--model",
+    "path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="An LCE flatbuffer (.tflite) or an ONNX model (.onnx).",
+)
+@click.option(
+    "--device",
+    "devices_",
+    multiple=True,
+    required=True,
+    help="Device name(s) from vlrface/latency/devices.yaml; repeatable.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "estimated", "measured"]),
+    default="auto",
+    show_default=True,
+    help="measured: run it here (arm64 only); auto: measured if possible, else estimated.",
+)
+@click.option(
+    "--benchmark-binary",
+    type=click.Path(dir_okay=False),
+    help="LCE's lce_benchmark_model (aarch64 build), for measured .tflite latency.",
+)
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def latency_cmd(path, devices_, backend, benchmark_binary, runs, as_json) -> None:
+    """Single-thread ARM latency of an exported model, with the provenance of every figure."""
+    from pathlib import Path
+
+    from vlrface.latency import estimate, measure
+
+    unknown = sorted(set(devices_) - set(estimate.devices()))
+    if unknown:
+        raise click.BadParameter(
+            f"unknown device(s) {unknown}; known: {sorted(estimate.devices())}",
+            param_hint="--device",
+        )
+    suffix = Path(path).suffix
+    if suffix not in (".tflite", ".onnx"):
+        raise click.BadParameter(f"{path}: expected a .tflite or .onnx file", param_hint="--model")
+    can_measure = measure.on_arm() and (suffix == ".onnx" or benchmark_binary)
+    if backend == "measured" or (backend == "auto" and can_measure):
+        if suffix == ".onnx":
+            result = measure.measure_onnx(path, runs)
+        else:
+            if not benchmark_binary:
+                raise click.UsageError("measured .tflite latency needs --benchmark-binary")
+            result = measure.measure_lce(path, benchmark_binary, runs)
+        # one host is one device: every named device gets this host's figure
+        figures = {d: {**result, "source": "measured"} for d in devices_}
+    elif suffix == ".onnx":
+        raise click.UsageError(
+            f"{path}: the ARM cost model prices LCE flatbuffers; measure ONNX models on an "
+            "arm64 host (--backend measured)"
+        )
+    else:
+        from vlrface.export.lce import census
+
+        flatbuffer = Path(path).read_bytes()
+        if flatbuffer[4:8] != b"TFL3":
+            raise click.BadParameter(f"{path}: not a TFLite flatbuffer", param_hint="--model")
+        feats = census(flatbuffer)["cost_features"]
+        figures = {
+            d: {
+                "ms": estimate.estimate_ms(feats, d),
+                "source": "estimated",
+                "method": estimate.METHOD,
+            }
+            for d in devices_
+        }
+    sources = {f["source"] for f in figures.values()}
+    payload = {"model": path, "latency.source": sources.pop()}
+    for device, fig in figures.items():
+        payload[f"latency.{device}.ms"] = fig["ms"]
+    payload["details"] = figures
+    _emit(payload, as_json)
 
 
 @main.group()

@@ -44,6 +44,7 @@ class DataConfig(Section):
 class ModelConfig(Section):
     name: Literal[
         "binaryfacenet",
+        "binaryfacenet_lce",
         "quicknet",
         "quicknet_small",
         "quicknet_large",
@@ -51,14 +52,30 @@ class ModelConfig(Section):
         "binarydensenet37",
         "binarydensenet45",
     ] = "binaryfacenet"
-    # channels and k_bits apply to binaryfacenet; the baselines have their papers' widths
     # a checkpoint to fine-tune from, skipping pre-training: the authors' .h5 or our .keras
     pretrained: str | None = None
-    channels: int = Field(64, ge=4)
+    # widths: binaryfacenet one int (default 64); binaryfacenet_lce one int or the widths of its
+    # 56/28/14 px stages (default [32, 64, 128]); the baselines have their papers' widths
+    channels: int | list[int] | None = None
+    # DoReFa k-bits per block, binaryfacenet only
     embedding: int = Field(128, ge=2)
     k_bits: dict[str, int] = Field(
         default_factory=lambda: {"head": 1, "gfe": 1, "lfe1": 1, "lfe2": 1}
     )
+
+    @model_validator(mode="after")
+    def _channels_fit_the_model(self):
+        c = self.channels
+        if c is None:
+            return self
+        widths = c if isinstance(c, list) else [c]
+        if min(widths) < 4:
+            raise ValueError(f"channels must be >= 4, got {c}")
+        if self.name == "binaryfacenet" and isinstance(c, list):
+            raise ValueError("binaryfacenet takes one channel width")
+        if self.name not in ("binaryfacenet", "binaryfacenet_lce"):
+            raise ValueError(f"{self.name} has its paper's widths; remove 'channels'")
+        return self
 
 
 class VLRConfig(Section):
@@ -95,10 +112,17 @@ class EvalConfig(Section):
 class ExportConfig(Section):
     parity_min_cosine: float = Field(0.99, ge=-1, le=1)
     parity_samples: int = Field(16, ge=1)
+    # int8 for the float parts, ranges calibrated on this many training images
+    int8: bool = False
+    int8_calibration_samples: int = Field(64, ge=1)
 
 
 class LatencyConfig(Section):
     budget_ms: dict[str, float] = Field(default_factory=lambda: {"raspberry-pi-4": 150.0})
+    # auto: measure when this host is arm64 and a benchmark binary is given, else estimate
+    backend: Literal["auto", "estimated", "measured"] = "auto"
+    benchmark_binary: str | None = None  # LCE's lce_benchmark_model (aarch64 build)
+    host_device: str | None = None  # which budgeted device this arm64 host is
 
     @field_validator("budget_ms")
     @classmethod
@@ -109,6 +133,26 @@ class LatencyConfig(Section):
         if unknown or not v:
             raise ValueError(f"unknown device(s) {unknown}; known: {sorted(devices())}")
         return v
+
+    @model_validator(mode="after")
+    def _measured_needs_a_host(self):
+        if self.backend == "measured" and not (self.benchmark_binary and self.host_device):
+            raise ValueError("backend 'measured' needs benchmark_binary and host_device")
+        if self.host_device and self.host_device not in self.budget_ms:
+            raise ValueError(f"host_device {self.host_device!r} has no entry in budget_ms")
+        return self
+
+    def measures_here(self) -> bool:
+        """Whether the gate runs the model on this host rather than estimating."""
+        from vlrface.latency.measure import on_arm
+
+        if self.backend == "measured":
+            return True
+        return (
+            self.backend == "auto"
+            and bool(self.benchmark_binary and self.host_device)
+            and (on_arm())
+        )
 
 
 class RegistryConfig(Section):

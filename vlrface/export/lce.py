@@ -62,9 +62,8 @@ def _op_name(model, op) -> str:
     return names.get(builtin, f"BUILTIN_{builtin}")
 
 
-def _macs(name: str, op, graph) -> tuple[int, int]:
+def _macs(name: str, op, shape) -> tuple[int, int]:
     """``(binary MACs, float MACs)`` of one op (batch 1)."""
-    shape = lambda i: [int(d) for d in graph.tensors[i].shape]  # noqa: E731
     out = shape(op.outputs[0])
     if name == "LceBconv2d":
         from flatbuffers import flexbuffers
@@ -85,26 +84,53 @@ def _macs(name: str, op, graph) -> tuple[int, int]:
     return 0, 0
 
 
-def census(flatbuffer: bytes) -> dict:
-    """Op counts and MACs of a TFLite/LCE flatbuffer."""
+def op_table(flatbuffer: bytes) -> list[dict]:
+    """One row per op of a TFLite/LCE flatbuffer (batch 1): its name, the shapes of its first
+    input and output, its kernel shape where it has one, whether its output is bitpacked
+    (``INT32``, as LCE writes binary activations), and its binary and float MACs."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
-    ops: Counter[str] = Counter()
-    binary = floating = 0
+    rows = []
     for graph in model.subgraphs:
+        shape = lambda i, g=graph: [int(d) for d in g.tensors[i].shape]  # noqa: E731
         for op in graph.operators:
             name = _op_name(model, op)
-            ops[name] += 1
-            b, f = _macs(name, op, graph)
-            binary, floating = binary + b, floating + f
+            inputs = [i for i in op.inputs if i >= 0]
+            binary, floating = _macs(name, op, shape)
+            rows.append(
+                {
+                    "op": name,
+                    "in": shape(inputs[0]) if inputs else [],
+                    "out": shape(op.outputs[0]),
+                    "kernel": shape(inputs[1]) if len(inputs) > 1 else [],
+                    "bitpacked_out": graph.tensors[op.outputs[0]].type == schema.TensorType.INT32,
+                    "int8_out": graph.tensors[op.outputs[0]].type == schema.TensorType.INT8,
+                    "binary_macs": binary,
+                    "float_macs": floating,
+                }
+            )
+    return rows
+
+
+def census(flatbuffer: bytes) -> dict:
+    """Op counts and MACs of a TFLite/LCE flatbuffer, and the features of the ARM cost model
+    (``vlrface.latency.costmodel``) that the latency gate prices."""
+    from vlrface.latency.costmodel import features
+
+    rows = op_table(flatbuffer)
+    ops = Counter(row["op"] for row in rows)
+    binary = sum(row["binary_macs"] for row in rows)
+    floating = sum(row["float_macs"] for row in rows)
     total = binary + floating
     return {
         "ops": dict(sorted(ops.items())),
         "binary_macs": binary,
         "float_macs": floating,
         "binary_mac_share": binary / total if total else 0.0,
+        "int8_ops": sum(row["int8_out"] for row in rows),
         "size_bytes": len(flatbuffer),
+        "cost_features": features(rows),
     }
 
 
@@ -121,20 +147,31 @@ def parity(model, flatbuffer: bytes, inputs: np.ndarray) -> dict:
     }
 
 
-def export(model, inputs: np.ndarray, min_cosine: float) -> tuple[bytes, dict]:
+def export(
+    model, inputs: np.ndarray, min_cosine: float, int8_representative: np.ndarray | None = None
+) -> tuple[bytes, dict]:
     """Convert, census and check parity on ``inputs``; raise ``ParityError`` below the floor.
 
-    Returns ``(flatbuffer, report)``; the report holds the census, the parity figures and
-    ``parity_passed``.
+    With ``int8_representative`` the float parts are quantized to int8, their ranges calibrated
+    on those images (``export.int8``). Returns ``(flatbuffer, report)``; the report holds the
+    census, the parity figures and ``parity_passed``.
     """
-    flatbuffer = convert(model)
+    if int8_representative is None:
+        flatbuffer = convert(model)
+    else:
+        from vlrface.export.int8 import convert_int8
+
+        flatbuffer = convert_int8(model, int8_representative)
     par = parity(model, flatbuffer, inputs)
     report = {
         "census": census(flatbuffer),
         "parity": par,
         "parity_min_cosine": min_cosine,
         "parity_passed": par["cosine_min"] >= min_cosine,
+        "int8": int8_representative is not None,
     }
+    if int8_representative is not None:
+        report["int8_calibration_samples"] = int(len(int8_representative))
     if not report["parity_passed"]:
         raise ParityError(
             f"LCE parity cosine {par['cosine_min']:.4f} < floor {min_cosine} "

@@ -1,14 +1,9 @@
-"""First-order ARM latency estimate of an LCE flatbuffer from its MACs (notes/lce_arm.md §7).
+"""The ARM latency gate, and estimated latency: the cost model's instructions x a device constant.
 
-``ms(pixel-1) = 10.8 * GbMAC + 239 * GfMAC``, fitted on LCE's published single-thread Pixel 1
-latencies of six larq-zoo models (+-7 %), scaled to other devices by a factor from
-``devices.yaml``. MACs are those of the converted flatbuffer (``export.lce.census``): binary MACs
-in ``LceBconv2d``, float MACs in convolutions and dense layers.
-
-Known limit: element-wise work is not counted. That is fine for the zoo models the formula was
-fitted on, but it underestimates a model whose cost lies in element-wise ops, such as the
-published BinaryFaceNet, whose DoReFa fake-quantisation LCE keeps as float TANH/ROUND/... ops.
-Every figure it gives is labelled ``latency.source = estimated``.
+``latency.source = estimated``: the figure is a prediction, from the converted graph's ops
+(``costmodel``) and a per-device milliseconds-per-instruction constant (``devices.yaml``), not a
+measurement. ``gate`` compares each budgeted device's figure with its budget; a device measured
+on real hardware (``measure``) carries its measured figure and ``source: measured`` instead.
 """
 
 from __future__ import annotations
@@ -18,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-MS_PER_GBMAC_BINARY = 10.8
-MS_PER_GBMAC_FLOAT = 239.0
-METHOD = "mac-formula-pixel1 (10.8 ms/GbMAC + 239 ms/GfMAC) x device factor"
+from vlrface.latency.costmodel import calibration, predict_instructions
+
+METHOD = "per-op ARM cost model (calibration.yaml) x device ms per M-instruction (devices.yaml)"
 
 
 @lru_cache
@@ -28,31 +23,41 @@ def devices() -> dict[str, dict]:
     return yaml.safe_load((Path(__file__).with_name("devices.yaml")).read_text())
 
 
-def estimate_ms(binary_macs: int, float_macs: int, device: str) -> float:
-    """Estimated single-thread latency in ms of a model with these MACs on ``device``."""
+def estimate_ms(cost_features: dict, device: str) -> float:
+    """Estimated single-thread latency in ms on ``device`` of a graph with these features."""
     table = devices()
     if device not in table:
         raise ValueError(f"unknown device {device!r}; known: {sorted(table)}")
-    pixel1 = MS_PER_GBMAC_BINARY * binary_macs / 1e9 + MS_PER_GBMAC_FLOAT * float_macs / 1e9
-    return pixel1 * float(table[device]["factor"])
+    return predict_instructions(cost_features) / 1e6 * float(table[device]["ms_per_minsn"])
 
 
-def gate(census: dict, budgets_ms: dict[str, float]) -> dict:
-    """Estimate every budgeted device; ``passed`` only if each is within its budget."""
+def gate(
+    census: dict, budgets_ms: dict[str, float], measured: dict[str, dict] | None = None
+) -> dict:
+    """Every budgeted device's latency against its budget: measured where ``measured`` has the
+    device (``measure.measure_lce`` results), estimated otherwise. ``passed`` only if each
+    device is within its budget; ``source`` is ``measured`` if any figure is."""
     if not budgets_ms:
         raise ValueError("the latency gate needs a budget for at least one device")
+    measured = measured or {}
+    feats = census["cost_features"]
     results = {}
     for device, budget in budgets_ms.items():
-        ms = estimate_ms(census["binary_macs"], census["float_macs"], device)
-        results[device] = {
-            "ms": ms,
-            "budget_ms": float(budget),
-            "passed": ms <= budget,
-            "factor_source": devices()[device]["source"],
-        }
+        if device in measured:
+            row = {**measured[device], "source": "measured"}
+        else:
+            row = {
+                "ms": estimate_ms(feats, device),
+                "source": "estimated",
+                "ms_per_minsn": float(devices()[device]["ms_per_minsn"]),
+                "device_source": devices()[device]["source"],
+            }
+        results[device] = {**row, "budget_ms": float(budget), "passed": row["ms"] <= budget}
     return {
-        "source": "estimated",
+        "source": "measured" if measured else "estimated",
         "method": METHOD,
+        "instructions": predict_instructions(feats),
+        "calibration_max_abs_error": calibration()["max_abs_error"],
         "devices": results,
         "passed": all(r["passed"] for r in results.values()),
     }

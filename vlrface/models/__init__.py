@@ -4,6 +4,7 @@ from __future__ import annotations
 
 ZOO = (
     "binaryfacenet",
+    "binaryfacenet_lce",
     "quicknet",
     "quicknet_small",
     "quicknet_large",
@@ -19,6 +20,10 @@ def build_named(name: str, embedding: int = 128, output_head: bool = True):
         from vlrface.models.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
 
         return build_binaryfacenet(BinaryFaceNetConfig(embedding=embedding), output_head)
+    if name == "binaryfacenet_lce":
+        from vlrface.models.binaryfacenet_lce import build_binaryfacenet_lce
+
+        return build_binaryfacenet_lce(embedding=embedding, output_head=output_head)
     if name.startswith("quicknet"):
         from vlrface.models.quicknet import VARIANTS, build_quicknet
 
@@ -39,7 +44,11 @@ def build_model(cfg):
 
         return build_binaryfacenet(
             BinaryFaceNetConfig(
-                channels=cfg.channels, embedding=cfg.embedding, k_bits=dict(cfg.k_bits)
+                channels=cfg.channels or 64, embedding=cfg.embedding, k_bits=dict(cfg.k_bits)
             )
         )
+    if cfg.name == "binaryfacenet_lce" and cfg.channels:
+        from vlrface.models.binaryfacenet_lce import build_binaryfacenet_lce
+
+        return build_binaryfacenet_lce(channels=cfg.channels, embedding=cfg.embedding)
     return build_named(cfg.name, cfg.embedding)

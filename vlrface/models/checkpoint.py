@@ -84,7 +84,7 @@ def import_checkpoint(
     cfg = BinaryFaceNetConfig()
     if model_cfg is not None:
         cfg = BinaryFaceNetConfig(
-            channels=model_cfg.channels,
+            channels=model_cfg.channels or 64,
             embedding=model_cfg.embedding,
             k_bits=dict(model_cfg.k_bits),
         )

@@ -1,0 +1,94 @@
+"""Measured ARM latency (``latency.source = measured``): the model run on a real arm64 host.
+
+LCE flatbuffers run under LCE's ``lce_benchmark_model`` (the aarch64 build LCE publishes with
+each release, or one built from source: notes/lce_arm.md §1), single-threaded; its output is
+TFLite's benchmark tool's, from which the average inference time is read. ONNX models run under
+onnxruntime's aarch64 build, one intra- and one inter-op thread. Both run only where the host
+is arm64 (``uname -m`` = ``aarch64``/``arm64``), the case of a user's board or a pipeline step
+pinned to an arm64 Kubernetes node; elsewhere ``NotOnArmError`` says so and the caller falls back
+to the cost model (``estimate``).
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from vlrface.errors import VlrfaceError
+
+ARM_MACHINES = ("aarch64", "arm64")
+_AVG_US = re.compile(r"Inference \(avg\):\s*([0-9.eE+]+)")
+_COUNT_AVG_US = re.compile(r"count=\d+.*?\bavg=([0-9.eE+]+)")
+
+
+class NotOnArmError(VlrfaceError):
+    """A measured latency was asked for on a host that is not arm64."""
+
+
+def on_arm() -> bool:
+    return platform.machine().lower() in ARM_MACHINES
+
+
+def _require_arm() -> None:
+    if not on_arm():
+        raise NotOnArmError(
+            f"measured latency needs an arm64 host; this one is {platform.machine()} "
+            "(use the estimated backend, or run the latency step on an arm64 node)"
+        )
+
+
+def parse_benchmark_output(text: str, source: str = "lce_benchmark_model") -> float:
+    """Average inference time in ms from TFLite benchmark-tool output."""
+    found = _AVG_US.findall(text) or _COUNT_AVG_US.findall(text)
+    if not found:
+        raise VlrfaceError(f"{source}: no 'Inference (avg)' timing in its output")
+    return float(found[-1]) / 1000.0
+
+
+def measure_lce(tflite: str | Path, binary: str | Path, runs: int = 50) -> dict:
+    """Run ``lce_benchmark_model`` single-threaded on ``tflite``; the average ms per inference."""
+    _require_arm()
+    binary = Path(binary)
+    if not binary.is_file():
+        raise VlrfaceError(f"{binary}: lce_benchmark_model not found")
+    cmd = [str(binary), f"--graph={tflite}", "--num_threads=1", f"--num_runs={runs}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise VlrfaceError(f"{binary}: failed on {tflite}: {' | '.join(tail)}")
+    return {
+        "ms": parse_benchmark_output(done.stdout + done.stderr, str(binary)),
+        "runs": runs,
+        "tool": str(binary),
+        "host": platform.machine(),
+    }
+
+
+def measure_onnx(model: str | Path, runs: int = 50, warmup: int = 5) -> dict:
+    """Median ms per inference of an ONNX model under onnxruntime, one thread, batch 1."""
+    _require_arm()
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    times = []
+    for i in range(warmup + runs):
+        start = time.perf_counter()
+        session.run(None, {inp.name: x})
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    return {
+        "ms": statistics.median(times),
+        "runs": runs,
+        "tool": f"onnxruntime {ort.__version__}",
+        "host": platform.machine(),
+    }
