@@ -18,7 +18,7 @@ from vlrface.data import casia
 from vlrface.embedders import KerasEmbedder
 from vlrface.materializers import load_keras
 from vlrface.models import build_model
-from vlrface.preprocess import load_rgb
+from vlrface.preprocess import load_face
 from vlrface.protocols.verification import evaluate_pairs, make_pairs
 from vlrface.stack import active_tracking_uri
 from vlrface.training import seed_everything
@@ -45,7 +45,7 @@ def main() -> None:
     manifest = casia.read_manifest(cfg.data.root, cfg.data.test_fraction, cfg.seed)
     test = manifest[manifest.split == "test"].reset_index(drop=True)
     pairs = make_pairs(test, cfg.evaluation.pairs, cfg.seed)
-    images = np.stack([load_rgb(f"{cfg.data.root}/{p}", cfg.data.image_size) for p in test.path])
+    images = np.stack([load_face(cfg.data.root, p, cfg.data.image_size) for p in test.path])
     seed_everything(cfg.seed)
     trained, version = champion_backbone(cfg.registry.model_name)
     rows = {}

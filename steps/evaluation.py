@@ -10,7 +10,7 @@ from zenml import log_metadata, step
 from vlrface._keras import tf
 from vlrface.config import DataConfig, EvalConfig
 from vlrface.embedders import KerasEmbedder
-from vlrface.preprocess import load_rgb
+from vlrface.preprocess import load_face
 from vlrface.protocols.verification import evaluate_pairs, make_pairs
 from vlrface.reports.plots import roc_figure
 
@@ -28,7 +28,7 @@ def evaluate_model(
     used = np.unique(np.concatenate([pairs.a, pairs.b]))
     images = np.zeros((len(test), data_cfg.image_size, data_cfg.image_size, 3), np.uint8)
     for i in used:
-        images[i] = load_rgb(f"{data_cfg.root}/{test.path[i]}", data_cfg.image_size)
+        images[i] = load_face(data_cfg.root, test.path[i], data_cfg.image_size)
     metrics, scores = evaluate_pairs(
         KerasEmbedder(model),
         images,

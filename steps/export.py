@@ -10,7 +10,7 @@ from zenml import log_metadata, step
 from vlrface._keras import tf
 from vlrface.config import DataConfig, ExportConfig
 from vlrface.export import lce
-from vlrface.preprocess import load_rgb, normalize
+from vlrface.preprocess import load_face, normalize
 
 TRACKER = "mlflow_tracker"
 
@@ -24,7 +24,7 @@ def export_lce(
 
     def faces(rows: pd.DataFrame) -> np.ndarray:
         return normalize(
-            np.stack([load_rgb(f"{data_cfg.root}/{p}", data_cfg.image_size) for p in rows.path])
+            np.stack([load_face(data_cfg.root, p, data_cfg.image_size) for p in rows.path])
         )
 
     x = faces(manifest[manifest.split == "test"].head(cfg.parity_samples))

@@ -10,7 +10,7 @@ from zenml import log_metadata, step
 from vlrface._keras import tf
 from vlrface.config import DataConfig, ModelConfig, StageConfig
 from vlrface.materializers import KerasModelMaterializer
-from vlrface.preprocess import load_rgb, normalize
+from vlrface.preprocess import load_face, normalize
 from vlrface.training import run_stage
 
 TRACKER = "mlflow_tracker"
@@ -92,7 +92,7 @@ def load_pretrained(
     if path.endswith(".h5"):
         test = manifest[manifest.split == "test"].head(8)
         faces = normalize(
-            np.stack([load_rgb(f"{data_cfg.root}/{p}", data_cfg.image_size) for p in test.path])
+            np.stack([load_face(data_cfg.root, p, data_cfg.image_size) for p in test.path])
         )
         backbone, report = import_checkpoint(path, faces, model_cfg=model_cfg)
         log_metadata(metadata={"pretrained": report.as_dict()})

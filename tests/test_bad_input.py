@@ -67,6 +67,19 @@ def test_corrupt_image_fails_validation_naming_the_file(faces):
     assert "decodable" in msg and "0000003/002.jpg" in msg and "\n" not in msg
 
 
+def test_corrupt_image_is_skipped_and_counted_on_request(tmp_path):
+    faces = write_casia_layout(tmp_path / "three", 3, 3, seed=0, progress=False)
+    img = faces / "0000003" / "002.jpg"
+    img.write_bytes(img.read_bytes()[:200])
+    manifest = casia.read_manifest(faces, progress=False, on_error="skip")
+    assert "0000003/002.jpg" not in set(manifest.path) and len(manifest) == 8
+    assert (
+        manifest.attrs["skipped"] == 1
+        and "0000003/002.jpg" in manifest.attrs["skipped_examples"][0]
+    )
+    validate_manifest(manifest, "faces", 112)  # what is left is clean
+
+
 def test_identity_in_train_and_test_fails_validation(faces):
     manifest = casia.read_manifest(faces, test_fraction=0.0, progress=False)
     manifest.loc[manifest.path == "0000001/002.jpg", "split"] = "test"

@@ -32,7 +32,17 @@ class SyntheticData(Section):
 
 class DataConfig(Section):
     root: str = "data/casia-webface-synthetic"
-    layout: Literal["casia_webface"] = "casia_webface"
+    # the training set's release layout: a name of vlrface.data.datasets with role "train"
+    layout: Literal[
+        "casia_webface",
+        "casia_webface_pack",
+        "ms1m_retinaface",
+        "vggface2",
+        "tinyface",
+        "survface",
+        "scface",
+    ] = "casia_webface"
+    on_error: Literal["raise", "skip"] = "raise"  # bad records: stop, or skip and count
     dvc_file: str = "data.dvc"
     name: str = "demo"  # names the metrics: eval.<name>.<variant>.<res>.<metric>
     synthetic: bool = True

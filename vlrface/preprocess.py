@@ -11,18 +11,32 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vlrface.data.records import DataError
+from vlrface.data.records import DataError, read_bytes
 
 
-def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
-    """Decode an image file to ``HxWx3`` uint8 RGB, resized to ``size x size`` if given."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+def decode_rgb(raw: bytes, size: int | None, where: str | Path) -> np.ndarray:
+    """Encoded image bytes -> ``HxWx3`` uint8 RGB, resized (inter-area) to ``size x size`` if
+    given; ``DataError`` naming ``where`` if they do not decode."""
+    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR) if raw else None
     if img is None:
-        raise DataError(f"{path}: cannot decode image (missing, truncated or not an image)")
+        raise DataError(f"{where}: cannot decode image (truncated or not an image)")
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if size is not None and img.shape[:2] != (size, size):
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     return img
+
+
+def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
+    """Decode an image file to ``HxWx3`` uint8 RGB, resized to ``size x size`` if given."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: cannot decode image (missing, truncated or not an image)")
+    return decode_rgb(path.read_bytes(), size, path)
+
+
+def load_face(root: str | Path, path: str, size: int | None = None) -> np.ndarray:
+    """A manifest row's face (a file under ``root``, or a record of a RecordIO pack), RGB."""
+    return decode_rgb(read_bytes(root, path), size, f"{root}/{path}")
 
 
 def normalize(batch: np.ndarray) -> np.ndarray:

@@ -10,9 +10,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
 from tqdm import tqdm
 
-from vlrface.data.records import DataError, describe_image, finalize, identity_split
+from vlrface.data.records import (
+    DataError,
+    ErrorPolicy,
+    describe_image,
+    finalize,
+    identity_split,
+)
 
 NAME = "casia_webface"
 _ID = re.compile(r"^\d{7}$")
@@ -37,13 +44,22 @@ def read_names(root: Path) -> dict[str, str]:
 
 
 def read_manifest(
-    root: str | Path, test_fraction: float = 0.2, seed: int = 0, progress: bool = True
-) -> "pd.DataFrame":  # noqa: F821
-    """Walk a CASIA-WebFace root and return its manifest (identity-disjoint train/test split).
+    root: str | Path,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+    *,
+    on_error: str = "raise",
+) -> pd.DataFrame:
+    """Walk a CASIA-WebFace root and return its manifest.
 
-    Raises ``DataError`` naming the path for a missing or empty root, or for a file or folder
-    that is not part of the layout.
+    The release has no test split: every row is ``train`` unless ``test_fraction`` holds out a
+    stable share of identities as ``test`` (``records.identity_split``). Raises ``DataError``
+    naming the path for a missing or empty root, or for a file or folder that is not part of the
+    layout. An image that does not decode is kept with ``decodable=False`` (the GX suite then
+    fails naming it) or, with ``on_error="skip"``, left out and counted.
     """
+    policy = ErrorPolicy(on_error)
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data root does not exist or is not a directory")
@@ -65,9 +81,18 @@ def read_manifest(
     rows = []
     for img in tqdm(files, desc=f"manifest {root.name}", unit="img", disable=not progress):
         ident = img.parent.name
-        rows.append({
-            "path": f"{ident}/{img.name}", "identity": ident, "source": NAME,
-            "split": identity_split(ident, seed, test_fraction),
-            "name": names.get(ident, ""), **describe_image(img),
-        })
-    return finalize(rows)
+        described = describe_image(img)
+        if not described["decodable"] and policy.mode == "skip":
+            policy.bad(f"{img}: cannot decode image")
+            continue
+        rows.append(
+            {
+                "path": f"{ident}/{img.name}",
+                "identity": ident,
+                "source": NAME,
+                "split": identity_split(ident, seed, test_fraction),
+                "name": names.get(ident, ""),
+                **described,
+            }
+        )
+    return policy.stamp(finalize(rows))

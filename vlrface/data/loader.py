@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from vlrface.degrade import VLRPolicy
-from vlrface.preprocess import load_rgb, normalize
+from vlrface.preprocess import load_face, normalize
 
 
 class FaceBatches:
@@ -32,9 +32,7 @@ class FaceBatches:
         vlr: VLRPolicy | None = None,
     ):
         if len(manifest) < batch_size:
-            raise ValueError(
-                f"batch_size {batch_size} exceeds the {len(manifest)} training images"
-            )
+            raise ValueError(f"batch_size {batch_size} exceeds the {len(manifest)} training images")
         self.root, self.size, self.flip, self.vlr = Path(root), size, flip, vlr
         self.paths = manifest["path"].to_numpy()
         self.labels = manifest["identity"].map(labels).to_numpy(np.int32)
@@ -47,7 +45,7 @@ class FaceBatches:
         rng = np.random.default_rng([self.seed, epoch, step, 0xB7])
         imgs = []
         for i in idx:
-            img = load_rgb(self.root / self.paths[i], self.size)
+            img = load_face(self.root, self.paths[i], self.size)
             if self.vlr is not None:
                 img, _ = self.vlr.apply(img, rng)
             if self.flip and rng.uniform() < 0.5:
@@ -58,7 +56,7 @@ class FaceBatches:
     def epoch(self, epoch: int):
         """Yield the batches of ``epoch``; the next batch is decoded while one trains."""
         order = np.random.default_rng([self.seed, epoch, 0x5E]).permutation(len(self.paths))
-        chunks = [order[s * self.batch_size:(s + 1) * self.batch_size] for s in range(len(self))]
+        chunks = [order[s * self.batch_size : (s + 1) * self.batch_size] for s in range(len(self))]
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(self._batch, epoch, 0, chunks[0]) if chunks else None
             for step in range(len(chunks)):

@@ -79,7 +79,11 @@ def identity_traits(seed: int, identity: int) -> Identity:
     hair = _HAIR[rng.integers(len(_HAIR))] + rng.normal(0, 8, 3)
     n_marks = int(rng.integers(0, 4))
     marks = np.column_stack(
-        [rng.uniform(30, 82, n_marks), rng.uniform(45, 100, n_marks), rng.uniform(0.8, 1.8, n_marks)]
+        [
+            rng.uniform(30, 82, n_marks),
+            rng.uniform(45, 100, n_marks),
+            rng.uniform(0.8, 1.8, n_marks),
+        ]
     )
     return Identity(
         skin=np.clip(skin, 30, 250),
@@ -122,14 +126,29 @@ def _len(v: float) -> int:
 def _ellipse(img, cx, cy, ax, ay, angle, color, thick=-1, start=0, end=360):
     t = thick if thick < 0 else max(1, round(thick * _SS))
     cv2.ellipse(
-        img, _pt(cx, cy), (_len(ax), _len(ay)), angle, start, end, tuple(float(c) for c in color),
-        t, cv2.LINE_AA, 4,
+        img,
+        _pt(cx, cy),
+        (_len(ax), _len(ay)),
+        angle,
+        start,
+        end,
+        tuple(float(c) for c in color),
+        t,
+        cv2.LINE_AA,
+        4,
     )
 
 
 def _line(img, p, q, color, thick):
-    cv2.line(img, _pt(*p), _pt(*q), tuple(float(c) for c in color), max(1, round(thick * _SS)),
-             cv2.LINE_AA, 4)
+    cv2.line(
+        img,
+        _pt(*p),
+        _pt(*q),
+        tuple(float(c) for c in color),
+        max(1, round(thick * _SS)),
+        cv2.LINE_AA,
+        4,
+    )
 
 
 def render_face(seed: int, identity: int, index: int) -> np.ndarray:
@@ -171,8 +190,17 @@ def render_face(seed: int, identity: int, index: int) -> np.ndarray:
     # Hair on top.
     top = face_cy - ident.face_h
     if ident.hair_style != 2:
-        _ellipse(img, cx, top + (ident.hairline - top) * 0.55, ident.face_w + 2,
-                 (ident.hairline - top) * 0.9 + 6, 0, ident.hair, start=180, end=360)
+        _ellipse(
+            img,
+            cx,
+            top + (ident.hairline - top) * 0.55,
+            ident.face_w + 2,
+            (ident.hairline - top) * 0.9 + 6,
+            0,
+            ident.hair,
+            start=180,
+            end=360,
+        )
     else:
         _ellipse(img, cx, top + 4, ident.face_w * 0.8, 8, 0, ident.hair, start=180, end=360)
     if ident.hair_style == 3:
@@ -185,8 +213,17 @@ def render_face(seed: int, identity: int, index: int) -> np.ndarray:
     for mx, my, mr in ident.marks:
         _ellipse(img, ix(mx), my, mr, mr, 0, ident.skin * 0.55)
     if ident.beard:
-        _ellipse(img, cx, ident.mouth_y + 4, jaw_w * 0.8, 11, 0, ident.hair * 0.9 + ident.skin * 0.1,
-                 start=0, end=180)
+        _ellipse(
+            img,
+            cx,
+            ident.mouth_y + 4,
+            jaw_w * 0.8,
+            11,
+            0,
+            ident.hair * 0.9 + ident.skin * 0.1,
+            start=0,
+            end=180,
+        )
 
     # Eyes, brows.
     for side in (-1, 1):
@@ -199,29 +236,55 @@ def render_face(seed: int, identity: int, index: int) -> np.ndarray:
         _ellipse(img, ex, ey, ident.eye_w, eh, 0, ident.skin * 0.5, thick=0.6)
         by = ey - ident.brow_gap - brow_raise
         slant = side * ident.brow_slant * ident.eye_w
-        _line(img, (ex - ident.eye_w, by + slant), (ex + ident.eye_w, by - slant),
-              ident.hair * 0.8, ident.brow_thick)
+        _line(
+            img,
+            (ex - ident.eye_w, by + slant),
+            (ex + ident.eye_w, by - slant),
+            ident.hair * 0.8,
+            ident.brow_thick,
+        )
         if ident.glasses:
             _ellipse(img, ex, ey, ident.eye_w + 3.5, ident.eye_w + 1.5, 0, (30, 30, 30), thick=1.0)
     if ident.glasses:
-        _line(img, (ix(56.0 - ident.eye_dx + ident.eye_w + 3.5), ident.eye_y + pitch),
-              (ix(56.0 + ident.eye_dx - ident.eye_w - 3.5), ident.eye_y + pitch), (30, 30, 30), 1.0)
+        _line(
+            img,
+            (ix(56.0 - ident.eye_dx + ident.eye_w + 3.5), ident.eye_y + pitch),
+            (ix(56.0 + ident.eye_dx - ident.eye_w - 3.5), ident.eye_y + pitch),
+            (30, 30, 30),
+            1.0,
+        )
 
     # Nose: bridge shadow and nostrils.
     ny = ident.nose_y + pitch
     _line(img, (ix(56.0, 1.3), ident.eye_y + 4), (ix(56.0, 1.6), ny - 2), ident.skin * 0.8, 1.4)
     for side in (-1, 1):
-        _ellipse(img, ix(56.0 + side * ident.nose_w * 0.45, 1.5), ny, 2.0, 1.3, 0, ident.skin * 0.45)
+        _ellipse(
+            img, ix(56.0 + side * ident.nose_w * 0.45, 1.5), ny, 2.0, 1.3, 0, ident.skin * 0.45
+        )
 
     # Mouth: curvature follows the smile, openness the smile too.
     my = ident.mouth_y + pitch
     curve = smile * 4.0
     left, right = ix(56.0 - ident.mouth_w), ix(56.0 + ident.mouth_w)
-    _ellipse(img, (left + right) / 2, my - curve * 0.3, ident.mouth_w, ident.lip_thick + max(0, smile) * 2,
-             0, ident.lip)
+    _ellipse(
+        img,
+        (left + right) / 2,
+        my - curve * 0.3,
+        ident.mouth_w,
+        ident.lip_thick + max(0, smile) * 2,
+        0,
+        ident.lip,
+    )
     if smile > 0.5:
-        _ellipse(img, (left + right) / 2, my - curve * 0.3, ident.mouth_w * 0.8, smile * 1.6, 0,
-                 (235, 230, 225))
+        _ellipse(
+            img,
+            (left + right) / 2,
+            my - curve * 0.3,
+            ident.mouth_w * 0.8,
+            smile * 1.6,
+            0,
+            (235, 230, 225),
+        )
     _line(img, (left, my - curve), ((left + right) / 2, my), ident.lip * 0.6, 0.8)
     _line(img, ((left + right) / 2, my), (right, my - curve), ident.lip * 0.6, 0.8)
 
@@ -234,8 +297,13 @@ def render_face(seed: int, identity: int, index: int) -> np.ndarray:
     # Pose in the image plane: roll, scale and shift about the face centre.
     m = cv2.getRotationMatrix2D((56.0 * _SS, 62.0 * _SS), roll, scale)
     m[:, 2] += shift * _SS
-    img = cv2.warpAffine(np.clip(img, 0, 255).astype(np.float32), m, (n, n),
-                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    img = cv2.warpAffine(
+        np.clip(img, 0, 255).astype(np.float32),
+        m,
+        (n, n),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT,
+    )
     img = cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
 
     sigma = rng.uniform(0.0, 1.2)
@@ -278,8 +346,12 @@ def write_casia_layout(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     names = []
-    bar = tqdm(total=identities * images_per_identity, desc="synthetic faces", unit="img",
-               disable=not progress)
+    bar = tqdm(
+        total=identities * images_per_identity,
+        desc="synthetic faces",
+        unit="img",
+        disable=not progress,
+    )
     for ident in range(identities):
         folder = root / casia_id(ident)
         folder.mkdir(exist_ok=True)
@@ -287,7 +359,8 @@ def write_casia_layout(
         for k in range(images_per_identity):
             rgb = render_face(seed, ident, k)
             ok, buf = cv2.imencode(
-                ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                ".jpg",
+                cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                 [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality(seed, ident, k)],
             )
             if not ok:  # pragma: no cover - cv2 failing to encode a valid array

@@ -39,8 +39,11 @@ def read_pointer(dvc_file: str | Path) -> DataVersion:
         outs = yaml.safe_load(dvc_file.read_text())["outs"]
         out = outs[0]
         return DataVersion(
-            dvc_file=str(dvc_file), path=str(out["path"]), md5=str(out["md5"]),
-            nfiles=int(out.get("nfiles", 1)), size=int(out.get("size", 0)),
+            dvc_file=str(dvc_file),
+            path=str(out["path"]),
+            md5=str(out["md5"]),
+            nfiles=int(out.get("nfiles", 1)),
+            size=int(out.get("size", 0)),
         )
     except (yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
         raise DataError(f"{dvc_file}: not a DVC pointer with an 'outs' md5 ({exc})") from exc

@@ -10,15 +10,13 @@ BinaryFaceNet's DoReFa convolutions come out as float ``CONV_2D`` (notes/lce_arm
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
 from vlrface.embedders import KerasEmbedder, LCEEmbedder
 from vlrface.errors import VlrfaceError
+from vlrface.fileio import write_atomic  # noqa: F401  (part of this module's API)
 
 BINARY_OPS = {"LceBconv2d"}
 
@@ -32,23 +30,6 @@ def convert(model) -> bytes:
     import larq_compute_engine as lce
 
     return bytes(lce.convert_keras_model(model))
-
-
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _op_name(model, op) -> str:

@@ -1,0 +1,226 @@
+"""QMUL-TinyFace in its release layout (notes/datasets.md §5).
+
+::
+
+    <root>/Training_Set/<PersonID>/<PersonID>_<name>.jpg   split "train"
+    <root>/Testing_Set/Probe/*.jpg                         split "probe"
+    <root>/Testing_Set/Gallery_Match/*.jpg                 split "gallery"
+    <root>/Testing_Set/Gallery_Distractor/*.jpg            split "distractor" (no identity)
+    <root>/Testing_Set/probe_img_ID_pairs.mat              probe_set (Nx1 cell), probe_ids (Nx1)
+    <root>/Testing_Set/gallery_match_img_ID_pairs.mat      gallery_set, gallery_ids
+
+The ``.mat`` files are looked up in ``Testing_Set/``, then in ``Face_Identification_Evaluation/``
+(where some distributions keep them, §5.1), or passed explicitly. Probe and gallery rows come
+from the ``.mat`` lists, not from the folders, and ``protocol_index`` keeps the list order: the
+official devkit ranks features in that order (§5.2). Distractors have no list; their
+``protocol_index`` is the sorted file-name order (MATLAB ``dir``). Training rows have
+``protocol_index`` -1 and their folder name as identity; test identities are the ``.mat`` ids,
+which must equal the integer filename prefix. Only ``*.jpg`` files are read.
+
+Bad input: a missing or unreadable ``.mat``, or one without the expected variables, raises
+``DataError`` naming it. A list entry naming a file not on disk ("unknown file in a protocol
+list"), an entry listed twice, an id that disagrees with the filename prefix, a training image
+whose prefix is not its folder and an image that does not decode are bad records, raised or
+skipped and counted by ``ErrorPolicy`` (``on_error``). A list entry that leaves its folder
+(``../x.jpg``) always raises.
+
+The ``.mat`` helpers here are shared with the QMUL-SurvFace reader (same devkit conventions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.io import loadmat
+from scipy.io.matlab import MatReadError
+from tqdm import tqdm
+
+from vlrface.data.records import DataError, ErrorPolicy, describe_or_skip, finalize, inside_root
+
+NAME = "tinyface"
+SPLITS = ("train", "probe", "gallery", "distractor")
+_MAT_FOLDERS = ("Testing_Set", "Face_Identification_Evaluation")
+_LISTS = {  # split: (image folder, .mat file); its variables are <split>_set, <split>_ids
+    "probe": ("Probe", "probe_img_ID_pairs.mat"),
+    "gallery": ("Gallery_Match", "gallery_match_img_ID_pairs.mat"),
+}
+
+
+def find_protocol_file(
+    root: Path, name: str, folders: Iterable[str], given: str | Path | None = None
+) -> Path:
+    """``given`` if set, else the first ``root/<folder>/<name>`` that exists, else
+    ``DataError`` naming where it looked."""
+    if given:
+        return Path(given)
+    tried = [root / folder / name for folder in folders]
+    for path in tried:
+        if path.is_file():
+            return path
+    raise DataError(
+        f"{tried[0]}: protocol file missing (also looked for {', '.join(map(str, tried[1:]))})"
+    )
+
+
+def load_mat(path: Path, variables: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named variables of a MATLAB (v5) ``.mat`` file; ``DataError`` if it lacks one."""
+    if not path.is_file():
+        raise DataError(f"{path}: protocol file missing")
+    try:
+        mat = loadmat(path)
+    except (MatReadError, ValueError, NotImplementedError, OSError) as e:
+        raise DataError(f"{path}: not a readable MATLAB .mat file ({e})") from None
+    if any(v not in mat for v in variables):
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise DataError(f"{path}: expected variables {', '.join(variables)}; found {found}")
+    return {v: mat[v] for v in variables}
+
+
+def cell_names(cells: np.ndarray, path: Path, variable: str) -> np.ndarray:
+    """A MATLAB cell of file names (each a 1-element char array) as a str array, same shape."""
+    out = np.empty(cells.shape, dtype=object)
+    for index, cell in np.ndenumerate(cells):
+        flat = np.asarray(cell).ravel()
+        if flat.size != 1 or not isinstance(flat[0], str) or not flat[0]:
+            at = tuple(i + 1 for i in index)  # MATLAB's 1-based (row, column)
+            raise DataError(f"{path}: {variable}{at} is not a file name: {cell!r}")
+        out[index] = str(flat[0])
+    return out
+
+
+def read_id_pairs(path: Path, set_var: str, ids_var: str) -> list[tuple[str, int]]:
+    """The ``(file name, id)`` rows of a devkit ``*_img_ID_pairs.mat``, in list order."""
+    mat = load_mat(path, (set_var, ids_var))
+    names = cell_names(mat[set_var], path, set_var).ravel()
+    try:
+        ids = np.asarray(mat[ids_var], dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: {ids_var} is not a numeric array") from None
+    if len(names) != len(ids):
+        raise DataError(f"{path}: {set_var} has {len(names)} entries but {ids_var} {len(ids)}")
+    if not np.array_equal(ids, np.round(ids)):
+        raise DataError(f"{path}: {ids_var} holds non-integer ids")
+    return list(zip(names.tolist(), ids.astype(np.int64).tolist(), strict=True))
+
+
+def listed_rows(
+    root: Path,
+    folder: str,
+    mat: Path,
+    entries: list[tuple[str, int]],
+    split: str,
+    policy: ErrorPolicy,
+) -> list[dict]:
+    """Rows for the images a protocol list names, checked, with their list position."""
+    rows, first = [], {}
+    for i, (name, ident) in enumerate(entries):
+        where = f"{mat}: row {i + 1} ({name!r})"
+        inside_root(root / folder, name, mat)  # an entry escaping its folder always raises
+        prefix = name.split("_")[0]
+        if name in first:
+            policy.bad(f"{where}: duplicate entry (first listed at row {first[name] + 1})")
+        elif not prefix.isdigit() or int(prefix) != ident:
+            policy.bad(f"{where}: id {ident} disagrees with the filename prefix")
+        elif not (root / folder / name).is_file():
+            policy.bad(f"{where}: unknown file in a protocol list (not in {root / folder})")
+        else:
+            rows.append(
+                {
+                    "path": f"{folder}/{name}",
+                    "identity": str(ident),
+                    "split": split,
+                    "protocol_index": i,
+                }
+            )
+        first.setdefault(name, i)
+    return rows
+
+
+def listed_folder(root: Path, folder: str, split: str) -> list[dict]:
+    """Rows for every ``*.jpg`` of an unlisted folder (no identity), in sorted name order."""
+    return [
+        {"path": f"{folder}/{img.name}", "identity": "", "split": split, "protocol_index": i}
+        for i, img in enumerate(jpgs(root / folder))
+    ]
+
+
+def jpgs(folder: Path) -> list[Path]:
+    """The ``*.jpg`` files of ``folder``, sorted; ``DataError`` if the folder is missing."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder missing")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".jpg")
+
+
+def check_splits(splits: Iterable[str], known: tuple[str, ...]) -> set[str]:
+    """``splits`` as a set; ``ValueError`` naming any not in ``known``."""
+    splits = set(splits)
+    if unknown := splits - set(known):
+        raise ValueError(f"unknown split(s) {sorted(unknown)}; expected some of {known}")
+    return splits
+
+
+def manifest_of(
+    root: Path, rows: list[dict], policy: ErrorPolicy, source: str, progress: bool
+) -> pd.DataFrame:
+    """The stamped manifest of ``rows`` with size, hash and decoded shape added; an image that
+    does not decode is a bad record; ``DataError`` if no image is left."""
+    described = []
+    for row in tqdm(rows, desc=f"manifest {root.name}", unit="img", disable=not progress):
+        info = describe_or_skip(root / row["path"], policy)
+        if info is not None:
+            described.append({**row, "source": source, **info})
+    if not described:
+        raise DataError(f"{root}: no readable images in the requested splits")
+    return policy.stamp(finalize(described))
+
+
+def _train_rows(root: Path, policy: ErrorPolicy) -> list[dict]:
+    train = root / "Training_Set"
+    if not train.is_dir():
+        raise DataError(f"{train}: folder missing")
+    rows = []
+    for person in sorted(p for p in train.iterdir() if p.is_dir()):
+        for img in jpgs(person):
+            if img.name.split("_")[0] != person.name:
+                policy.bad(f"{img}: filename prefix is not its identity folder {person.name!r}")
+                continue
+            rows.append(
+                {
+                    "path": f"Training_Set/{person.name}/{img.name}",
+                    "identity": person.name,
+                    "split": "train",
+                    "protocol_index": -1,
+                }
+            )
+    return rows
+
+
+def read_manifest(
+    root: str | Path,
+    *,
+    on_error: str = "raise",
+    progress: bool = True,
+    splits: Iterable[str] = SPLITS,
+    probe_mat: str | Path | None = None,
+    gallery_mat: str | Path | None = None,
+) -> pd.DataFrame:
+    """The manifest of a QMUL-TinyFace root (``split`` in ``train, probe, gallery,
+    distractor``), with a ``protocol_index`` column; see the module docstring."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data root does not exist or is not a directory")
+    splits = check_splits(splits, SPLITS)
+    policy = ErrorPolicy(on_error)
+    rows = _train_rows(root, policy) if "train" in splits else []
+    given = {"probe": probe_mat, "gallery": gallery_mat}
+    for split, (folder, mat_name) in _LISTS.items():
+        if split in splits:
+            mat = find_protocol_file(root, mat_name, _MAT_FOLDERS, given[split])
+            entries = read_id_pairs(mat, f"{split}_set", f"{split}_ids")
+            rows += listed_rows(root, f"Testing_Set/{folder}", mat, entries, split, policy)
+    if "distractor" in splits:
+        rows += listed_folder(root, "Testing_Set/Gallery_Distractor", "distractor")
+    return manifest_of(root, rows, policy, NAME, progress)
