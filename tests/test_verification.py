@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import roc_curve
 
 from vlrface.protocols.verification import (
-    _best_threshold,
+    best_threshold,
     kfold_accuracy,
     make_pairs,
     metric_suffix,
@@ -17,7 +17,7 @@ from vlrface.protocols.verification import (
 def test_best_threshold_hand_case():
     scores = np.array([0.1, 0.4, 0.35, 0.8])
     same = np.array([False, False, True, True])
-    t = _best_threshold(scores, same)
+    t = best_threshold(scores, same)
     # no threshold separates 0.35 (same) from 0.4 (not same): the best is 3 of 4
     assert np.mean((scores > t) == same) == 0.75
 

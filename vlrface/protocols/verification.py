@@ -57,7 +57,7 @@ def make_pairs(test: pd.DataFrame, n_pairs: int, seed: int) -> pd.DataFrame:
     return pairs.iloc[rng.permutation(len(pairs))].reset_index(drop=True)
 
 
-def _best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
     """The threshold (predict same if score > t) with the highest accuracy on these pairs."""
     order = np.argsort(scores, kind="stable")
     s, y = scores[order], same[order].astype(np.int64)
@@ -75,18 +75,24 @@ def _best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
     return float((s[k - 1] + s[k]) / 2)
 
 
+def heldout_accuracies(scores, same, fold) -> np.ndarray:
+    """Accuracy of each fold at the threshold that is best on all the other folds."""
+    scores, same, fold = np.asarray(scores, np.float64), np.asarray(same, bool), np.asarray(fold)
+    accs = []
+    for f in np.unique(fold):
+        test = fold == f
+        t = best_threshold(scores[~test], same[~test])
+        accs.append(float(np.mean((scores[test] > t) == same[test])))
+    return np.array(accs)
+
+
 def kfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: int = 10) -> tuple[float, float]:
     """Mean and std of held-out accuracy over ``folds`` contiguous folds."""
-    scores, same = np.asarray(scores, np.float64), np.asarray(same, bool)
-    if len(scores) < folds:
-        raise ValueError(f"{len(scores)} pairs cannot be split into {folds} folds")
-    bounds = np.linspace(0, len(scores), folds + 1).astype(int)
-    accs = []
-    for f in range(folds):
-        test = np.zeros(len(scores), bool)
-        test[bounds[f] : bounds[f + 1]] = True
-        t = _best_threshold(scores[~test], same[~test])
-        accs.append(float(np.mean((scores[test] > t) == same[test])))
+    n = len(scores)
+    if n < folds:
+        raise ValueError(f"{n} pairs cannot be split into {folds} folds")
+    bounds = np.linspace(0, n, folds + 1).astype(int)
+    accs = heldout_accuracies(scores, same, np.searchsorted(bounds, np.arange(n), "right") - 1)
     return float(np.mean(accs)), float(np.std(accs))
 
 
