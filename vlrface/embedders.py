@@ -44,6 +44,69 @@ class LCEEmbedder:
         return np.asarray(out).reshape(len(batch), -1)
 
 
+class TorchEmbedder:
+    """A PyTorch model (``vlrface.models.torch``) in eval mode under ``no_grad``.
+
+    Takes the normalised NHWC RGB batch, hands the model NCHW in its own channel order
+    (``model.preprocessing.channel_order``, or ``channel_order``; RGB if neither says) on the
+    device of its parameters, and puts the model back in training mode if it found it there.
+    """
+
+    def __init__(self, model, channel_order: str | None = None):
+        spec = getattr(model, "preprocessing", None)
+        self.model = model
+        self.bgr = (channel_order or getattr(spec, "channel_order", "RGB")).upper() == "BGR"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = np.asarray(batch, np.float32)
+        x = x[..., ::-1] if self.bgr else x
+        x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        param = next(self.model.parameters(), None)
+        x = x.to(param.device) if param is not None else x
+        training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.model(x)
+        finally:
+            self.model.train(training)
+        return out.float().cpu().numpy().reshape(len(batch), -1)
+
+
+class ONNXEmbedder:
+    """An ONNX model run by onnxruntime on the CPU, one intra- and one inter-op thread.
+
+    The graph takes NCHW in the model's channel order (``vlrface.export.onnx`` writes it, and
+    the preprocessing, into the ``vlrface.preprocessing`` metadata); ``channel_order`` overrides.
+    """
+
+    def __init__(self, path_or_bytes, num_threads: int = 1, channel_order: str | None = None):
+        import json
+
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = num_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        model = path_or_bytes
+        model = bytes(model) if isinstance(model, bytes | bytearray) else str(model)
+        self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        spec = json.loads(meta.get("vlrface.preprocessing", "{}"))
+        self.bgr = (channel_order or spec.get("channel_order", "RGB")).upper() == "BGR"
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = np.asarray(batch, np.float32)
+        x = x[..., ::-1] if self.bgr else x
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        out = self.session.run(None, {self.input_name: x})[0]
+        return np.asarray(out).reshape(len(batch), -1)
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
