@@ -2,7 +2,8 @@
 
 One module-scoped project (DVC repo + ZenML stack with MLflow) serves every run, in order:
 first run -> champion; same inputs -> served from cache; forced gate failure -> registered but
-refused; cache off -> the same metrics to the last digit.
+refused; cache off -> the same metrics to the last digit; new data through DVC -> everything
+after the data runs again and a challenger is judged against the champion.
 """
 
 import json
@@ -282,3 +283,31 @@ def test_pretrained_checkpoint_replaces_pretraining(project, first_run, shared_d
     assert steps["register_model"] == "completed"
     _, tags = mlflow_run_metrics(run_)
     assert tags["pretrained.sha256"].startswith("8af82b31969ebe57")
+
+
+def test_new_data_version_reruns_and_challenges_the_champion(project, first_run, session_tmp):
+    """Retraining on new data: one more identity through DVC changes data.dvc's md5, so the
+    steps that read the data, and everything after them, run again; the new model is
+    registered as a challenger and judged against the champion on the compare metric."""
+    import shutil
+
+    from vlrface.data.synthetic import write_casia_layout
+
+    root = project / "data" / "casia-webface-synthetic"
+    md5 = lambda: yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]  # noqa: E731
+    before, client = md5(), mlflow_client()
+    versions = len(client.search_model_versions("name='tinyfacenet'"))
+    more = write_casia_layout(session_tmp / "more", 15, 4, seed=3, progress=False)
+    new = sorted({p.name for p in more.iterdir() if p.is_dir()} - {p.name for p in root.iterdir()})
+    assert len(new) == 1
+    shutil.copytree(more / new[0], root / new[0])
+    dvc("add", "-q", "data", cwd=project)
+    assert md5() != before
+
+    retrained = run(write_config(project, "tiny"))  # the first run's config, unchanged
+    assert set(statuses(retrained).values()) == {"completed"}
+    latest = client.get_model_version("tinyfacenet", str(versions + 1))
+    assert latest.tags["dvc_md5"] == md5()
+    assert latest.tags["promotion.decision"] in ("promoted", "refused")
+    _, tags = mlflow_run_metrics(retrained)
+    assert tags["data.dvc_md5"] == md5() and tags["registry.version"] == latest.version

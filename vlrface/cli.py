@@ -223,6 +223,157 @@ def _load_model(spec: str):
     )
 
 
+_EVAL_FILES = {  # --option: (runner keyword, help)
+    "pairs": ("pairs", "lfw: pairs.txt (default <data>/pairs.txt)."),
+    "bin": ("bin", "lfw: an aligned insightface lfw.bin instead of the raw release."),
+    "features": ("features", "scface: features.txt."),
+    "annotations": ("annotations", "scface: scface_annotations.txt (4 landmarks)."),
+    "probe-mat": ("probe_mat", "tinyface: probe_img_ID_pairs.mat."),
+    "gallery-mat": ("gallery_mat", "tinyface/survface: the gallery .mat list."),
+    "positive-mat": ("positive_mat", "survface: positive_pairs_names.mat."),
+    "negative-mat": ("negative_mat", "survface: negative_pairs_names.mat."),
+    "mated-probe-mat": ("mated_probe_mat", "survface: mated_probe_img_ID_pairs.mat."),
+}
+
+
+def _eval_file_options(f):
+    for option, (_, helps) in reversed(_EVAL_FILES.items()):
+        f = click.option(f"--{option}", option.replace("-", "_"), help=helps)(f)
+    return f
+
+
+def _eval_embedder(spec: str):
+    """An ``Embedder`` for ``spec``: a .tflite (LCE) or .onnx file, a models:/ or runs:/ URI
+    (the version's artifacts: its .tflite, else .onnx, else Keras model), a .keras/.h5 file or a
+    zoo name."""
+    from pathlib import Path
+
+    from vlrface import embedders
+
+    def from_file(path: Path):
+        if path.suffix == ".tflite":
+            return embedders.LCEEmbedder(path.read_bytes())
+        if path.suffix == ".onnx":
+            if not hasattr(embedders, "ONNXEmbedder"):
+                raise click.ClickException(f"{path}: this vlrface has no ONNX runtime embedder")
+            return embedders.ONNXEmbedder(path)
+        return None
+
+    if spec.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        try:
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=spec))
+        except Exception as exc:  # MLflow raises many types: one line for the user
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise click.ClickException(f"cannot load model {spec}: {first}") from None
+        files = sorted(folder.rglob("*")) if folder.is_dir() else [folder]
+        for suffix in (".tflite", ".onnx", ".keras", ".h5"):
+            if found := [p for p in files if p.suffix == suffix]:
+                spec = str(found[0])
+                break
+        else:
+            raise click.ClickException(f"{spec}: no .tflite, .onnx, .keras or .h5 model inside")
+    path = Path(spec)
+    if path.suffix in (".tflite", ".onnx"):
+        if not path.is_file():
+            raise click.ClickException(f"{path}: model file missing")
+        return from_file(path)
+    try:
+        return embedders.KerasEmbedder(_load_model(spec))
+    except click.BadParameter as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@main.command("evaluate")
+@click.option(
+    "--protocol",
+    required=True,
+    help="lfw, scface, tinyface, survface, ijbb, ijbc or vggface2_pose.",
+)
+@click.option("--data", "root", required=True, help="The dataset's release folder.")
+@click.option(
+    "--model",
+    "spec",
+    required=True,
+    help="A .keras/.h5/.tflite/.onnx file, a zoo name, or models:/<name>@<alias>.",
+)
+@_eval_file_options
+@click.option("--resolutions", help="Probe sizes in px, e.g. 7,14,28 (default: the protocol's).")
+@click.option(
+    "--up",
+    default="area",
+    show_default=True,
+    type=click.Choice(["area", "bicubic", "bilinear", "nearest", "bicubic_aa", "bilinear_aa"]),
+    help="Up-sampling back to the input size.",
+)
+@click.option("--no-flip", is_flag=True, help="Embed without the flip test-time augmentation.")
+@click.option(
+    "--plots",
+    type=click.Path(file_okay=False),
+    help="Write the protocol's ROC/DET/CMC/heatmap figures (PNG) into this folder.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def evaluate_cmd(protocol, root, spec, resolutions, up, no_flip, plots, as_json, **files) -> None:
+    """Evaluate a model on a benchmark protocol; metrics named as MLflow logs them."""
+    from pathlib import Path
+
+    from vlrface.data.records import DataError
+    from vlrface.protocols.common import parse_resolutions
+    from vlrface.protocols.runners import PROTOCOL_FILES, PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise click.ClickException(
+            f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}"
+        )
+    if not Path(root).exists():
+        raise click.ClickException(f"{root}: data root does not exist")
+    kwargs = {}
+    for option, value in files.items():
+        if value is None:
+            continue
+        keyword = _EVAL_FILES[option.replace("_", "-")][0]
+        if keyword not in PROTOCOL_FILES[protocol]:
+            raise click.ClickException(f"--{option.replace('_', '-')} does not apply to {protocol}")
+        if not Path(value).is_file():
+            raise click.ClickException(f"{value}: protocol file missing")
+        kwargs[keyword] = value
+    if resolutions is not None:
+        try:
+            kwargs["resolutions"] = parse_resolutions(resolutions)
+        except ValueError as exc:
+            raise click.ClickException(f"--resolutions {resolutions!r}: {exc}") from None
+    embedder = _eval_embedder(spec)
+    try:
+        metrics, artifacts = PROTOCOLS[protocol](
+            embedder, root, flip=not no_flip, up=up, progress=True, **kwargs
+        )
+    except (DataError, ValueError, KeyError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].strip("'\"")
+        raise click.ClickException(f"{protocol}: {first}") from None
+    metrics = {k: float(v) for k, v in metrics.items()}
+    if plots:
+        from vlrface.reports.plots import protocol_figures
+
+        for name, fig in protocol_figures(protocol, artifacts, Path(spec).name).items():
+            out = Path(plots) / Path(name).name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out, dpi=120)
+    if not as_json:
+        _emit({"protocol": protocol, "model": spec, **metrics}, False)
+        return
+    payload = {"protocol": protocol, "data": str(root), "model": spec, "metrics": metrics}
+    if "cross_resolution" in artifacts:
+        cross = artifacts["cross_resolution"]
+        payload["cross_resolution"] = {
+            k: [[None if v != v else float(v) for v in row] for row in m]
+            if k != "resolutions"
+            else m
+            for k, m in cross.items()
+        }
+    _emit(payload, True)
+
+
 @main.group()
 def export() -> None:
     """Export models for deployment."""
@@ -352,22 +503,37 @@ def models() -> None:
     """The MLflow model registry."""
 
 
-@models.command("list")
-@click.option("--name", help="Only this registered model.")
-@click.option(
+def _registry(tracking_uri: str | None):
+    """An MLflow client on ``tracking_uri`` (default: the active ZenML stack's tracker) that
+    fails fast when the server is unreachable."""
+    from vlrface import registry
+
+    registry.fail_fast()
+    if not tracking_uri:
+        from vlrface.stack import active_tracking_uri
+
+        tracking_uri = active_tracking_uri()
+    return registry.client_for(tracking_uri), tracking_uri
+
+
+_tracking_uri_option = click.option(
     "--tracking-uri",
     envvar="MLFLOW_TRACKING_URI",
     help="MLflow tracking URI (default: the active ZenML stack's tracker).",
 )
+
+
+@models.command("list")
+@click.option("--name", help="Only this registered model.")
+@_tracking_uri_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of versions.")
 def models_list(name, tracking_uri, as_json) -> None:
     """Registered versions with aliases, key metrics and gate results."""
-    from mlflow import MlflowClient
+    from vlrface import registry
 
-    from vlrface.registry import list_versions
-    from vlrface.stack import active_tracking_uri
-
-    rows = list_versions(MlflowClient(tracking_uri or active_tracking_uri()), name)
+    client, uri = _registry(tracking_uri)
+    with registry.errors(uri):
+        rows = registry.list_versions(client, name)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -381,6 +547,222 @@ def models_list(name, tracking_uri, as_json) -> None:
             f"{r['name']} v{r['version']} aliases={','.join(r['aliases']) or '-'} "
             f"decision={r['decision']} gates[{gates}] {key}"
         )
+
+
+@models.command("history")
+@click.option("--name", help="Only this registered model.")
+@_tracking_uri_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of events.")
+def models_history(name, tracking_uri, as_json) -> None:
+    """Every promote / refuse / rollback event, newest first."""
+    from vlrface import registry
+
+    client, uri = _registry(tracking_uri)
+    with registry.errors(uri):
+        events = registry.history(client, name)
+    if as_json:
+        click.echo(json.dumps(events, indent=2))
+        return
+    if not events:
+        click.echo("no promotion history")
+        return
+    for e in events:
+        prev = f"v{e['previous']}" if e.get("previous") else "none"
+        now = f"v{e['champion']}" if e.get("champion") else "none"
+        rules = e.get("rules", [])
+        failed = [r["reason"] for r in rules if not r.get("passed")]
+        compared = [r["reason"] for r in rules if r["rule"].startswith("metric.")]
+        why = "; ".join(failed or compared or e.get("reasons", [])[:1])
+        click.echo(
+            f"{e['at']} {e['model']} {e['event']:<8} v{e['version']} "
+            f"champion {prev} -> {now} by {e.get('by', '-')}: {why}"
+        )
+
+
+@models.command("card")
+@click.option("--name", required=True, help="Registered model.")
+@click.option("--version", required=True, type=click.IntRange(1))
+@_tracking_uri_option
+def models_card(name, version, tracking_uri) -> None:
+    """Print a version's Markdown model card (rendered from the registry as it is now)."""
+    from vlrface import registry
+    from vlrface.reports.model_card import render
+
+    client, uri = _registry(tracking_uri)
+    with registry.errors(uri):
+        mv = registry.get_version(client, name, version)
+        card = render(registry.card_inputs(client, mv))
+    click.echo(card, nl=False)
+
+
+@main.command("promote")
+@click.option("--model", "name", required=True, help="Registered model name.")
+@click.option("--version", type=click.IntRange(1), help="Version to evaluate (default: latest).")
+@click.option("--rollback", is_flag=True, help="Move champion back to the previous champion.")
+@click.option("--dry-run", is_flag=True, help="Print the decision; change nothing.")
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False),
+    help="Promotion policy (default: mlflow/promotion.yaml if present, else the policy the "
+    "version was last decided under).",
+)
+@_tracking_uri_option
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+def promote_cmd(name, version, rollback, dry_run, policy_path, tracking_uri, as_json) -> None:
+    """Promote a version to `champion` if it passes the policy against the current champion.
+
+    Exit status: 0 promoted (or would be, with --dry-run), 3 refused, 1 on an error.
+    """
+    from pathlib import Path
+
+    from vlrface import promotion, registry
+
+    if rollback and (version or policy_path):
+        raise click.UsageError("--rollback takes neither --version nor --policy")
+    policy = promotion.load_policy(policy_path) if policy_path else None
+    client, uri = _registry(tracking_uri)
+    with registry.errors(uri):
+        if rollback:
+            event = registry.rollback(client, name, dry_run=dry_run)
+            if as_json:
+                click.echo(json.dumps({**event, "dry_run": dry_run}, indent=2))
+            else:
+                verb = "would roll back" if dry_run else "rolled back"
+                click.echo(f"{name}: {verb} champion v{event['previous']} -> v{event['version']}")
+            return
+        if policy is None:
+            default = promotion.DEFAULT_POLICY
+            if Path(default).is_file():
+                policy = promotion.load_policy(default)
+            else:
+                policy = registry.policy_of(registry.get_version(client, name, version))
+            if policy is None:
+                raise registry.RegistryError(
+                    f"no promotion policy: {default} does not exist and the version records "
+                    "none; pass --policy FILE"
+                )
+        decision, event = registry.promote(client, name, policy, version, dry_run=dry_run)
+    already = any(r.rule == "champion" for r in decision.rules)
+    bad_files = [r for r in decision.failed if r.rule.startswith("files")]
+    if as_json:
+        payload = {**decision.as_dict(), "dry_run": dry_run, "recorded": event is not None}
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        head = "PROMOTED" if decision.promote else "REFUSED"
+        if dry_run:
+            head = f"would be {head.lower()} (dry run: nothing changed)"
+        champ = f"v{decision.champion_version}" if decision.champion_version else "no champion"
+        click.echo(f"{name} v{decision.version} vs {champ} under {decision.policy}: {head}")
+        for r in decision.rules:
+            click.echo(f"  {'pass' if r.passed else 'FAIL'}  {r.rule}: {r.reason}")
+    if bad_files:
+        raise registry.RegistryError(f"{bad_files[0].reason}; nothing promoted")
+    if not decision.promote and not already:
+        sys.exit(3)
+
+
+_CHAMPION = "models:/binaryfacenet@champion"
+_MODEL_HELP = "MLflow model URI (models:/<name>@<alias>, runs:/..., or a local model directory)."
+
+
+def _served(uri: str):
+    from vlrface.serving import load
+
+    try:
+        return load(uri)
+    except Exception as exc:  # MLflow raises many types: one line for the user
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise click.ClickException(f"cannot load model {uri}: {first}") from None
+
+
+def _photos(paths):
+    """Photo files as a request DataFrame (column ``image``, base64)."""
+    import pandas as pd
+
+    from vlrface.serving import encode_image
+
+    return pd.DataFrame({"image": [encode_image(p) for p in paths]})
+
+
+@main.command("verify")
+@click.argument("image_a", type=click.Path(exists=True, dir_okay=False))
+@click.argument("image_b", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "uri", default=_CHAMPION, show_default=True, help=_MODEL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def verify_cmd(image_a, image_b, uri, as_json) -> None:
+    """Are two aligned face photos the same person? Cosine score (and decision) of the model."""
+    request = _photos([image_a]).assign(image_b=_photos([image_b])["image"])
+    row = _served(uri).predict(request).iloc[0]
+    payload = {"model": uri, "score": float(row["score"])}
+    if "same" in row:
+        payload["same"] = bool(row["same"])
+    _emit(payload, as_json)
+
+
+@main.command("enroll")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--gallery",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Gallery file to write (.npz): one mean descriptor per identity.",
+)
+@click.option("--model", "uri", default=_CHAMPION, show_default=True, help=_MODEL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def enroll_cmd(folder, out, uri, as_json) -> None:
+    """Enroll <folder>/<identity>/*.jpg|png: a gallery of one descriptor per identity."""
+    import io
+    from pathlib import Path
+
+    import numpy as np
+
+    from vlrface.fileio import write_atomic
+
+    people = {
+        d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        for d in sorted(Path(folder).iterdir())
+        if d.is_dir()
+    }
+    people = {name: photos for name, photos in people.items() if photos}
+    if not people:
+        raise click.ClickException(f"{folder}: no <identity>/<photo>.jpg|png to enroll")
+    model = _served(uri)
+    names, means = [], []
+    for name, photos in people.items():
+        e = np.array(model.predict(_photos(photos))["embedding"].tolist()).mean(axis=0)
+        names.append(name)
+        means.append(e / max(np.linalg.norm(e), 1e-12))
+    buffer = io.BytesIO()
+    np.savez(buffer, names=np.array(names), descriptors=np.stack(means), model=np.array(uri))
+    write_atomic(out, buffer.getvalue())
+    _emit({"gallery": out, "identities": len(names), "model": uri}, as_json)
+
+
+@main.command("identify")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--gallery", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "uri", default=None, help=_MODEL_HELP + " Default: the gallery's.")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def identify_cmd(image, gallery, uri, top, as_json) -> None:
+    """Rank the enrolled identities of a gallery by similarity to a face photo."""
+    import numpy as np
+
+    try:
+        g = np.load(gallery)
+        names, descriptors, enrolled_with = g["names"], g["descriptors"], str(g["model"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.ClickException(
+            f"{gallery}: not a gallery written by vlrface enroll ({exc})"
+        ) from None
+    uri = uri or enrolled_with
+    probe = np.array(_served(uri).predict(_photos([image]))["embedding"].iloc[0])
+    scores = descriptors @ probe
+    order = np.argsort(-scores, kind="stable")[:top]
+    ranked = [{"identity": str(names[i]), "score": float(scores[i])} for i in order]
+    _emit({"model": uri, "candidates": ranked}, as_json)
 
 
 def run() -> None:

@@ -1,0 +1,121 @@
+"""Serving a face descriptor: an MLflow pyfunc around an exported model and its preprocessing.
+
+``FaceDescriptor`` wraps the deployable artifact (an LCE flatbuffer run by LCE's interpreter, or
+an ONNX model run by onnxruntime) with everything between a photo and a descriptor: decode,
+optional 5-point alignment (``vlrface.align``, when a request carries landmarks), resize to the
+model's input (inter-area), normalisation (``preprocess.normalize``), flip test-time
+augmentation and L2 normalisation (``embedders.embed_images``). So ``mlflow models serve -m
+models:/<name>@champion`` answers with the same descriptors the evaluation measured.
+
+Requests are DataFrames (MLflow's ``dataframe_split``/``dataframe_records``):
+
+* ``image``: a base64-encoded JPEG/PNG -> the response row has ``embedding`` (a list of floats);
+* ``image`` and ``image_b`` -> also ``score`` (cosine similarity) and, when the model carries a
+  verification ``threshold``, ``same``;
+* optional ``landmarks`` (10 numbers ``x1, y1, ..., x5, y5`` in the photo's pixels): align first.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from vlrface.errors import VlrfaceError
+
+
+class RequestError(VlrfaceError):
+    """A request the model cannot answer; the message names the row and the problem."""
+
+
+def encode_image(path: str | Path) -> str:
+    """A photo file as the base64 string a request carries."""
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _embedder(path: Path):
+    from vlrface.embedders import LCEEmbedder
+
+    if path.suffix == ".tflite":
+        return LCEEmbedder(path.read_bytes())
+    if path.suffix == ".onnx":
+        from vlrface.embedders import ONNXEmbedder
+
+        return ONNXEmbedder(str(path))
+    raise VlrfaceError(f"{path}: serve a .tflite (LCE) or .onnx model, not {path.suffix!r}")
+
+
+class FaceDescriptor(mlflow.pyfunc.PythonModel):
+    """The pyfunc model: photos in, L2-normalised descriptors (and pair scores) out."""
+
+    def load_context(self, context):
+        self.config = {"input_size": 112, "flip": True, "threshold": None}
+        self.config.update(context.model_config or {})
+        self.embedder = _embedder(Path(context.artifacts["model"]))
+
+    def _faces(self, images: pd.Series, landmarks: pd.Series | None, column: str) -> np.ndarray:
+        from vlrface.align import align_face
+        from vlrface.preprocess import decode_rgb
+
+        size, faces = int(self.config["input_size"]), []
+        for i, b64 in enumerate(images):
+            where = f"request row {i} column {column!r}"
+            try:
+                raw = base64.b64decode(str(b64), validate=True)
+            except (binascii.Error, ValueError):
+                raise RequestError(f"{where}: not base64-encoded image bytes") from None
+            if landmarks is not None and landmarks.iloc[i] is not None:
+                points = np.asarray(landmarks.iloc[i], dtype=np.float64)
+                if points.size != 10:
+                    raise RequestError(f"{where}: landmarks need 10 numbers, got {points.size}")
+                face = align_face(decode_rgb(raw, None, where), points, size)
+            else:
+                face = decode_rgb(raw, size, where)
+            faces.append(face)
+        return np.stack(faces)
+
+    def _describe(self, images, landmarks, column) -> np.ndarray:
+        from vlrface.embedders import embed_images
+        from vlrface.preprocess import normalize
+
+        faces = normalize(self._faces(images, landmarks, column))
+        return embed_images(self.embedder, faces, flip=bool(self.config["flip"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        if not isinstance(model_input, pd.DataFrame) or "image" not in model_input:
+            raise RequestError("a request needs an 'image' column (base64-encoded photos)")
+        marks = model_input.get("landmarks")
+        a = self._describe(model_input["image"], marks, "image")
+        out = pd.DataFrame({"embedding": [row.tolist() for row in a]})
+        if "image_b" in model_input:
+            b = self._describe(model_input["image_b"], model_input.get("landmarks_b"), "image_b")
+            out["score"] = (a * b).sum(axis=1)
+            if self.config["threshold"] is not None:
+                out["same"] = out["score"] >= float(self.config["threshold"])
+        return out
+
+
+def save(
+    path: str | Path,
+    model_file: str | Path,
+    input_size: int = 112,
+    threshold: float | None = None,
+    flip: bool = True,
+) -> Path:
+    """Write an MLflow model directory serving ``model_file`` (``.tflite`` or ``.onnx``)."""
+    mlflow.pyfunc.save_model(
+        str(path),
+        python_model=FaceDescriptor(),
+        artifacts={"model": str(model_file)},
+        model_config={"input_size": input_size, "threshold": threshold, "flip": flip},
+    )
+    return Path(path)
+
+
+def load(uri: str):
+    """A served model by URI: ``models:/<name>@champion``, ``runs:/...`` or a local directory."""
+    return mlflow.pyfunc.load_model(uri)
