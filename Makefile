@@ -24,6 +24,7 @@ help:
 	@echo "make test       set up, run the test suite"
 	@echo "make lint       ruff"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
+	@echo "make latency-emulated  ARM instruction-counted latency of an ONNX model under qemu-user"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,3 +67,21 @@ mlflow-ui: install
 
 clean:
 	rm -rf .zen mlflow/mlflow.db mlflow/artifacts .dvc/cache .dvc/tmp
+
+# Emulated ARM latency (vlrface.latency.emulate): installs qemu-user when missing (as root), sets
+# up the cached aarch64 toolchain, exports a freshly initialised SqueezeFacePoseNet to ONNX and
+# prints its instruction-counted latency on LATENCY_DEVICES as JSON.
+LATENCY_DEVICES ?= jetson-nano raspberry-pi-4 pixel-1
+.PHONY: latency-emulated
+latency-emulated: install
+	@command -v qemu-aarch64 >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q \
+	  && apt-get install -y -q qemu-user; } \
+	  || { echo "qemu-aarch64 not found: apt-get install qemu-user (as root)" >&2; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	python -c 'import sys, torch; from vlrface.export.onnx import to_onnx; \
+	from vlrface.models.torch import build_torch; torch.manual_seed(0); \
+	m = build_torch("squeezefaceposenet"); \
+	open(sys.argv[1], "wb").write(to_onnx(m, m.preprocessing.input_size))' \
+	  "$$tmp/squeezefaceposenet.onnx" && \
+	vlrface latency --model "$$tmp/squeezefaceposenet.onnx" --backend emulated --json \
+	  $(foreach d,$(LATENCY_DEVICES),--device $(d))
