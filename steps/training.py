@@ -1,4 +1,4 @@
-"""Training steps: pre-train, then fine-tune with VLR augmentation."""
+"""Training steps: pre-train, then fine-tune with a degradation policy (VLR augmentation)."""
 
 from typing import Annotated
 
@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from zenml import log_metadata, step
 
+from steps import cache
 from vlrface._keras import tf
 from vlrface.config import DataConfig, ModelConfig, StageConfig
 from vlrface.materializers import KerasModelMaterializer
@@ -25,9 +26,30 @@ def _logger(prefix: str):
     return on_epoch
 
 
+def _flat(prefix: str, value) -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"<prefix>.a.b": 1}`` (lists as they are), for MLflow params."""
+    if isinstance(value, dict):
+        return {
+            k: v for key, sub in value.items() for k, v in _flat(f"{prefix}.{key}", sub).items()
+        }
+    return {prefix: value}
+
+
+def _log_start(prefix: str):
+    def on_start(info: dict) -> None:
+        # what the run does, as built: the degradation policy's policy_dict() (library included),
+        # loss, schedule, optimizer, strategy and whether mixed precision applies here
+        mlflow.log_dict(info, f"training/{prefix}_run.json")
+        if info["policy"] is not None:
+            mlflow.log_dict(info["policy"], f"training/{prefix}_vlr_policy.json")
+        mlflow.log_params(_flat(f"{prefix}.run", info))
+
+    return on_start
+
+
 def _stage(prefix, manifest, data, model, stage, seed, backbone=None, centres=None):
     data_cfg, stage_cfg = DataConfig(**data), StageConfig(**stage)
-    mlflow.log_params({f"{prefix}.{k}": v for k, v in stage.items()})
+    mlflow.log_params(_flat(prefix, stage))
     backbone, centres, history = run_stage(
         manifest,
         data_cfg.root,
@@ -38,12 +60,17 @@ def _stage(prefix, manifest, data, model, stage, seed, backbone=None, centres=No
         centres,
         desc=prefix,
         on_epoch=_logger(prefix),
-    )
+        on_start=_log_start(prefix),
+    )  # a non-finite loss raises NonFiniteLossError: the step (and the run) fails
     log_metadata(metadata={prefix: {"final": history[-1], "epochs": len(history)}})
     return backbone, centres, history
 
 
-@step(experiment_tracker=TRACKER, output_materializers={"pretrained": KerasModelMaterializer})
+@step(
+    experiment_tracker=TRACKER,
+    cache_policy=cache.TRAINING,
+    output_materializers={"pretrained": KerasModelMaterializer},
+)
 def pretrain_model(
     manifest: pd.DataFrame, data: dict, model: dict, stage: dict, seed: int
 ) -> tuple[
@@ -57,7 +84,11 @@ def pretrain_model(
     return backbone, centres, history
 
 
-@step(experiment_tracker=TRACKER, output_materializers={"finetuned": KerasModelMaterializer})
+@step(
+    experiment_tracker=TRACKER,
+    cache_policy=cache.TRAINING,
+    output_materializers={"finetuned": KerasModelMaterializer},
+)
 def finetune_model(
     pretrained: tf.keras.Model,
     centres: np.ndarray,
@@ -71,14 +102,19 @@ def finetune_model(
     Annotated[np.ndarray, "finetune_centres"],
     Annotated[list, "finetune_history"],
 ]:
-    """Fine-tune with VLR augmentation (random inter-area down/up-sampling)."""
+    """Fine-tune with the stage's degradation policy (``vlr:`` shorthand: random inter-area
+    down/up-sampling), optionally with a frozen teacher (T-C)."""
     backbone, centres, history = _stage(
         "finetune", manifest, data, model, stage, seed + 1, pretrained, centres
     )
     return backbone, centres, history
 
 
-@step(experiment_tracker=TRACKER, output_materializers={"pretrained": KerasModelMaterializer})
+@step(
+    experiment_tracker=TRACKER,
+    cache_policy=cache.TRAINING,
+    output_materializers={"pretrained": KerasModelMaterializer},
+)
 def load_pretrained(
     manifest: pd.DataFrame, data: dict, model: dict, checkpoint_sha256: str
 ) -> tuple[Annotated[tf.keras.Model, "pretrained"], Annotated[np.ndarray, "pretrain_centres"]]:

@@ -1,24 +1,73 @@
-"""Training a Keras face backbone with a margin head: SGDW, the paper's step schedule, seeds.
+"""Training a Keras face backbone with a margin head: SGDW, schedules, checkpoints, T-C.
 
 BinaryFaceNet (papers/binaryfacenet.md §3.2): SGD with momentum 0.9 and decoupled weight decay
 5e-4 (SGDW), lr 0.01 multiplied by 0.1 at epochs 9, 15 and 18, ArcFace with s = 16. The loop is a
 plain ``tf.GradientTape`` step so that seeds, progress and per-epoch logging are explicit; with
 ``tf.config.experimental.enable_op_determinism`` two runs with the same seed give the same
 weights bit for bit on a CPU.
+
+* Weight decay: tf-keras' ``SGD(weight_decay=wd)`` applies ``w -= lr * wd * w`` to every
+  trainable variable before the momentum update, outside the gradient: decoupled (Loshchilov &
+  Hutter's SGDW), not an L2 term (the decay never enters the momentum buffer), and scaled by the
+  current lr, so it follows the schedule. ``tests/test_training.py`` checks this.
+* Schedules: ``Schedule`` (the paper's steps) and ``Plateau`` (the cross-resolution papers:
+  reduce when the epoch's mean training loss stops improving, papers/cross-resolution-learning.md
+  §3.2; the paper's factor is 1/5, the default here 0.1).
+* Losses: any margin head of ``vlrface.losses`` (``LOSSES``); the softmax cross-entropy of its
+  logits, plus ``lam * MSE(teacher(HR), student(LR))`` with a frozen teacher (T-C).
+* Checkpoints every N steps (``Checkpointer``): backbone, head and optimizer variables, lr and
+  schedule state, epoch/step counters (the data position: batches are pure functions of
+  ``(seed, epoch, step)``, the only random draws of a step) and the partial epoch's figures;
+  ``resume`` continues bit for bit. A non-finite loss or gradient norm stops training with
+  ``NonFiniteLossError`` naming the step; the last good checkpoint is kept as it was.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from vlrface._keras import tf
 from vlrface.data.loader import FaceBatches
-from vlrface.losses import ArcFaceHead, arcface_loss
+from vlrface.errors import ConfigError
+from vlrface.losses import (
+    AdaFaceHead,
+    ArcFaceHead,
+    CosFaceHead,
+    LaplacianMarginHead,
+    SphereFaceHead,
+    arcface_loss,
+    feature_distillation_loss,
+    laplacian_quality,
+)
+
+log = logging.getLogger(__name__)
+
+HEADS = {
+    "arcface": ArcFaceHead,
+    "cosface": CosFaceHead,
+    "sphereface": SphereFaceHead,
+    "adaface": AdaFaceHead,
+    "laplacian": LaplacianMarginHead,
+}
+LOSSES = tuple(HEADS)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or the gradients became NaN/Inf; names the stage, epoch and step."""
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint that does not belong to this stage (other data, batch size or model)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +80,49 @@ class Schedule:
 
     def at(self, epoch: int) -> float:
         return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+
+    def initial_state(self) -> dict:
+        return {}
+
+    def lr_for(self, epoch: int, state: dict) -> float:
+        return self.at(epoch)
+
+    def update(self, state: dict, loss: float) -> dict:
+        return state
+
+    def describe(self) -> dict:
+        return {"kind": "step", **asdict(self), "milestones": list(self.milestones)}
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """Reduce-on-plateau: ``lr *= factor`` after ``patience`` epochs whose mean training loss did
+    not fall below ``best * (1 - threshold)``; never below ``min_lr``. The state (current lr,
+    best loss, epochs without improvement) is a JSON dict, saved with every checkpoint."""
+
+    lr: float = 0.01
+    factor: float = 0.1
+    patience: int = 2
+    threshold: float = 1e-4
+    min_lr: float = 0.0
+
+    def initial_state(self) -> dict:
+        return {"lr": self.lr, "best": None, "bad_epochs": 0}
+
+    def lr_for(self, epoch: int, state: dict) -> float:
+        return state["lr"]
+
+    def update(self, state: dict, loss: float) -> dict:
+        best = state["best"]
+        if best is None or loss < best * (1.0 - self.threshold):
+            return {**state, "best": loss, "bad_epochs": 0}
+        bad = state["bad_epochs"] + 1
+        if bad >= self.patience:
+            return {**state, "lr": max(state["lr"] * self.factor, self.min_lr), "bad_epochs": 0}
+        return {**state, "bad_epochs": bad}
+
+    def describe(self) -> dict:
+        return {"kind": "plateau", **asdict(self)}
 
 
 @dataclass(frozen=True)
@@ -45,10 +137,20 @@ class Stage:
 
     epochs: int
     batch_size: int = 128
-    schedule: Schedule = field(default_factory=Schedule)
+    schedule: Schedule | Plateau = field(default_factory=Schedule)
     optimizer: Optimizer = field(default_factory=Optimizer)
     arcface_scale: float = 16.0
     arcface_margin: float = 0.5
+    loss: str = "arcface"
+    loss_params: dict = field(default_factory=dict)
+    distill_lambda: float = 0.1
+    distill_reduction: str = "mean"
+    checkpoint_every: int | None = None
+    checkpoint_dir: str | None = None
+    keep_checkpoints: int = 2
+    resume: bool = False
+    strategy: str = "default"
+    mixed_precision: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -58,73 +160,427 @@ def seed_everything(seed: int) -> None:
 
 
 def make_head(n_classes: int, embedding: int, stage: Stage, centres: np.ndarray | None = None):
-    """An ArcFace head, initialised from ``centres`` when their shape fits."""
-    head = ArcFaceHead(n_classes, scale=stage.arcface_scale, margin=stage.arcface_margin)
+    """The stage's margin head, its centres initialised from ``centres`` when their shape fits."""
+    if stage.loss not in HEADS:
+        raise ConfigError(f"unknown loss {stage.loss!r}; choose one of {list(LOSSES)}")
+    if stage.loss == "arcface":
+        kwargs = {"scale": stage.arcface_scale, "margin": stage.arcface_margin}
+    else:
+        kwargs = {k: v for k, v in stage.loss_params.items() if k != "statistic"}
+    head = HEADS[stage.loss](n_classes, **kwargs)
     head.build((None, embedding))
     if centres is not None and centres.shape == (embedding, n_classes):
         head.centres.assign(centres)
     return head
 
 
+def _logits(head, emb, y, x, stage: Stage):
+    if isinstance(head, AdaFaceHead):
+        return head(emb, y, training=True)
+    if isinstance(head, LaplacianMarginHead):
+        quality = laplacian_quality(x, stage.loss_params.get("statistic", "mean_abs"))
+        return head(emb, y, quality)
+    return head(emb, y)
+
+
+def make_strategy(name: str):
+    """``tf.distribute`` strategy by name; ``default`` is the no-op default strategy."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"unknown strategy {name!r}; choose default, mirrored or multi_worker")
+
+
+def mixed_precision_applies(requested: bool) -> bool:
+    """Mixed precision runs on a GPU only; on a CPU the request is logged and ignored."""
+    if not requested:
+        return False
+    if tf.config.list_physical_devices("GPU"):
+        return True
+    log.warning("mixed_precision: true is ignored: no GPU here (float32 on the CPU)")
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+
+
+class Checkpointer:
+    """``<dir>/ckpt-<global step>/{variables.npz, state.json}`` plus ``<dir>/latest``.
+
+    ``variables.npz`` holds every backbone, head and optimizer variable (moving averages, slot
+    variables and the optimizer's iteration counter included) under ``<group>/<index>``, with
+    their names in ``state.json`` so that a restore checks it fills the same variables. A
+    checkpoint directory is written under a temporary name and renamed, and ``latest`` replaced
+    atomically after it, so an interrupted save leaves the previous checkpoint in charge.
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 2):
+        self.dir, self.keep = Path(directory), keep
+
+    def latest(self) -> Path | None:
+        pointer = self.dir / "latest"
+        if not pointer.is_file():
+            return None
+        path = self.dir / pointer.read_text().strip()
+        if not (path / "state.json").is_file():
+            raise CheckpointMismatchError(f"{pointer}: names {path.name}, which is incomplete")
+        return path
+
+    def save(self, groups: dict[str, list], state: dict) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"ckpt-{state['global_step']:09d}"
+        tmp = self.dir / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        arrays, names = {}, {}
+        for group, variables in groups.items():
+            names[group] = [v.name for v in variables]
+            for i, v in enumerate(variables):
+                arrays[f"{group}/{i}"] = v.numpy()
+        np.savez(tmp / "variables.npz", **arrays)
+        (tmp / "state.json").write_text(json.dumps({**state, "variables": names}, indent=1))
+        final = self.dir / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        pointer = self.dir / ".latest.tmp"
+        pointer.write_text(name)
+        os.replace(pointer, self.dir / "latest")
+        self._prune(final)
+        return final
+
+    def _prune(self, current: Path) -> None:
+        mine = sorted(p for p in self.dir.glob("ckpt-*") if p.is_dir())
+        for old in [p for p in mine if p != current][: max(len(mine) - self.keep, 0)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    @staticmethod
+    def restore(path: Path, groups: dict[str, list]) -> dict:
+        state = json.loads((path / "state.json").read_text())
+        with np.load(path / "variables.npz") as arrays:
+            for group, variables in groups.items():
+                saved = state["variables"].get(group, [])
+                if len(saved) != len(variables):
+                    raise CheckpointMismatchError(
+                        f"{path}: {len(saved)} '{group}' variables saved, the run has "
+                        f"{len(variables)}"
+                    )
+                for i, v in enumerate(variables):
+                    value = arrays[f"{group}/{i}"]
+                    if tuple(value.shape) != tuple(v.shape):
+                        raise CheckpointMismatchError(
+                            f"{path}: '{group}' variable {i} ({saved[i]}) has shape "
+                            f"{value.shape}, the run's {v.name} {tuple(v.shape)}"
+                        )
+                    v.assign(value)
+        return state
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+
+
+def build_step(
+    backbone,
+    head,
+    stage: Stage,
+    initial_lr: float,
+    teacher=None,
+    strategy=None,
+    mixed_precision=False,
+):
+    """``(step, optimizer, lr variable)``: the compiled training step ``step(x, y, x_hr) ->
+    (loss, hits, gradient norm)`` (SGDW; ``x_hr`` is read only with a teacher)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    distributed = strategy is not tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    with strategy.scope():
+        lr = tf.Variable(initial_lr, trainable=False, dtype=tf.float32)
+        opt = tf.keras.optimizers.SGD(
+            learning_rate=lr,
+            momentum=stage.optimizer.momentum,
+            weight_decay=stage.optimizer.weight_decay,
+            # Keras' default XLA-compiled update, as the trainer always had: the same numerics
+        )
+        if mixed_precision:
+            opt = tf.keras.mixed_precision.LossScaleOptimizer(opt)
+        variables = backbone.trainable_variables + head.trainable_variables
+        inner = opt.inner_optimizer if mixed_precision else opt
+        inner.build(variables)
+    if teacher is not None and teacher.trainable_variables:
+        raise ValueError("the teacher must be frozen (teacher.trainable = False)")
+
+    def replica_step(x, y, x_hr):
+        with tf.GradientTape() as tape:
+            emb = backbone(x, training=True)
+            logits = _logits(head, emb, y, x, stage)
+            loss = arcface_loss(logits, y)
+            if teacher is not None:
+                loss = loss + feature_distillation_loss(
+                    teacher(x_hr, training=False),
+                    emb,
+                    stage.distill_lambda,
+                    stage.distill_reduction,
+                )
+            scaled = loss / replicas
+            if mixed_precision:
+                scaled = opt.get_scaled_loss(scaled)
+        grads = tape.gradient(scaled, variables)
+        if mixed_precision:
+            grads = opt.get_unscaled_gradients(grads)
+        gnorm = tf.linalg.global_norm(grads)
+        opt.apply_gradients(zip(grads, variables, strict=True))
+        hits = tf.reduce_sum(tf.cast(tf.argmax(logits, 1, output_type=tf.int32) == y, tf.int32))
+        return loss, hits, gnorm
+
+    @tf.function(reduce_retracing=True)
+    def step(x, y, x_hr):
+        if not distributed and replicas == 1:
+            return replica_step(x, y, x_hr)
+        loss, hits, gnorm = strategy.run(replica_step, args=(x, y, x_hr))
+        mean = tf.distribute.ReduceOp.MEAN
+        return (
+            strategy.reduce(mean, loss, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None),
+            # finite iff every replica's is: the guard's use (not the all-reduced norm)
+            strategy.reduce(tf.distribute.ReduceOp.SUM, gnorm, axis=None),
+        )
+
+    return step, opt, lr
+
+
 def train(
     backbone: tf.keras.Model,
-    head: ArcFaceHead,
+    head,
     batches: FaceBatches,
     stage: Stage,
     desc: str = "train",
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+    teacher: tf.keras.Model | None = None,
+    strategy=None,
+    mixed_precision: bool = False,
 ) -> list[dict]:
     """Train ``backbone`` and ``head`` in place; returns one dict of figures per epoch.
 
-    Raises ``FloatingPointError`` as soon as the loss is not finite.
+    ``on_step(global_step, loss)`` runs after every step (and its checkpoint). With ``teacher``
+    the batches must carry the HR images (``FaceBatches(with_hr=True)``). Raises
+    ``NonFiniteLossError`` (a ``FloatingPointError``) as soon as the loss or the gradient norm is
+    not finite, before any checkpoint of that step is written.
     """
-    lr = tf.Variable(stage.schedule.at(0), trainable=False, dtype=tf.float32)
-    opt = tf.keras.optimizers.SGD(
-        learning_rate=lr,
-        momentum=stage.optimizer.momentum,
-        weight_decay=stage.optimizer.weight_decay,
+    strategy = strategy or tf.distribute.get_strategy()
+    distributed = strategy is not tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    schedule, sched_state = stage.schedule, stage.schedule.initial_state()
+    step, opt, lr = build_step(
+        backbone, head, stage, schedule.lr_for(0, sched_state), teacher, strategy, mixed_precision
     )
-    variables = backbone.trainable_variables + head.trainable_variables
 
-    @tf.function(reduce_retracing=True)
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            logits = head(backbone(x, training=True), y)
-            loss = arcface_loss(logits, y)
-        opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        hits = tf.reduce_sum(tf.cast(tf.argmax(logits, 1, output_type=tf.int32) == y, tf.int32))
-        return loss, hits
+    groups = {
+        "backbone": backbone.weights,
+        "head": head.weights,
+        "optimizer": opt.variables,
+        "lr": [lr],
+    }
+    if mixed_precision:  # tf-keras keeps the dynamic loss scale outside ``opt.variables``
+        scale = opt._loss_scale
+        groups["loss_scale"] = [scale._current_loss_scale, scale._counter]
+    fingerprint = {
+        "stage": desc,
+        "seed": batches.seed,
+        "batch_size": batches.batch_size,
+        "steps_per_epoch": len(batches),
+        "images": len(batches.paths),
+        "labels_sha": _labels_digest(batches.labels),
+        "loss": stage.loss,
+        "teacher": teacher is not None,
+        "policy": batches.vlr.policy_dict() if batches.vlr is not None else None,
+    }
+    ckpt = None
+    if stage.checkpoint_dir:
+        ckpt = Checkpointer(stage.checkpoint_dir, stage.keep_checkpoints)
+    history: list[dict] = []
+    start_epoch, start_step = 0, 0
+    losses, hits, seen = [], 0, 0
+    last_saved = None
+    if ckpt is not None:
+        last = ckpt.latest()
+        if last is not None and not stage.resume:
+            raise ConfigError(
+                f"checkpoint_dir {ckpt.dir} already holds checkpoints ({last.name}); set "
+                "'resume: true' to continue from them, or choose an empty checkpoint_dir"
+            )
+        if last is not None:
+            state = Checkpointer.restore(last, groups)
+            for key, want in fingerprint.items():
+                if state["fingerprint"].get(key) != want:
+                    raise CheckpointMismatchError(
+                        f"{last}/state.json: '{key}' is {state['fingerprint'].get(key)!r}, this "
+                        f"run's {want!r}: the checkpoint belongs to another run"
+                    )
+            start_epoch, start_step = state["epoch"], state["step"]
+            sched_state, history = state["schedule_state"], state["history"]
+            losses = state["partial"]["losses"]
+            hits, seen = state["partial"]["hits"], state["partial"]["seen"]
+            last_saved = state["global_step"]
+            log.info(
+                "%s: resumed from %s (epoch %d, step %d)", desc, last, start_epoch + 1, start_step
+            )
+        elif stage.resume:
+            log.info("%s: resume requested, no checkpoint in %s: starting afresh", desc, ckpt.dir)
 
-    history = []
-    for epoch in range(stage.epochs):
-        lr.assign(stage.schedule.at(epoch))
-        losses, hits, seen = [], 0, 0
+    def save(epoch: int, next_step: int, global_step: int) -> Path:
+        nonlocal last_saved
+        last_saved = global_step
+        return ckpt.save(
+            groups,
+            {
+                "epoch": epoch,
+                "step": next_step,
+                "global_step": global_step,
+                "schedule_state": sched_state,
+                "schedule": schedule.describe(),
+                "history": history,
+                "partial": {"losses": losses, "hits": hits, "seen": seen},
+                # the RNG: every random draw of a step comes from the loader's generators,
+                # keyed by (seed, epoch, step); the models hold no stateful random ops
+                "rng": {"data_seed": batches.seed, "keyed_by": "seed, epoch, step"},
+                "fingerprint": fingerprint,
+            },
+        )
+
+    zeros = np.zeros((batches.batch_size, 1, 1, 1), np.float32)
+
+    def feed(a):
+        if not distributed or replicas == 1:
+            return tf.constant(a)
+        n = len(a) // replicas
+        return strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.constant(a[ctx.replica_id_in_sync_group * n :][:n])
+        )
+
+    per_epoch = len(batches)
+    for epoch in range(start_epoch, stage.epochs):
+        lr.assign(schedule.lr_for(epoch, sched_state))
+        first = start_step if epoch == start_epoch else 0
+        if first == 0:
+            losses, hits, seen = [], 0, 0
         bar = tqdm(
-            batches.epoch(epoch),
-            total=len(batches),
+            batches.epoch(epoch, start=first),
+            total=per_epoch,
+            initial=first,
             disable=not progress,
             desc=f"{desc} epoch {epoch + 1}/{stage.epochs}",
             unit="batch",
         )
-        for x, y in bar:
-            loss, hit = step(tf.constant(x), tf.constant(y))
-            loss = float(loss)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss became {loss} at epoch {epoch + 1}")
+        for i, batch in enumerate(bar, start=first):
+            x, y = batch[0], batch[1]
+            x_hr = batch[2] if teacher is not None else zeros
+            loss, hit, gnorm = step(feed(x), feed(y), feed(x_hr))
+            loss, gnorm = float(loss), float(gnorm)
+            global_step = epoch * per_epoch + i + 1
+            # with loss scaling, an overflowing gradient is expected: the optimizer skips the step
+            if not (math.isfinite(loss) and (mixed_precision or math.isfinite(gnorm))):
+                what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {gnorm}"
+                kept = ckpt.latest() if ckpt is not None else None
+                raise NonFiniteLossError(
+                    f"{desc}: {what} at epoch {epoch + 1}, step {i + 1}/{per_epoch} (global step "
+                    f"{global_step}); training stopped"
+                    + (f", last good checkpoint kept: {kept}" if kept else ", no checkpoint")
+                )
             losses.append(loss)
             hits, seen = hits + int(hit), seen + len(y)
             bar.set_postfix(loss=f"{loss:.3f}")
-        record = {
-            "epoch": epoch + 1,
-            "loss": float(np.mean(losses)),
-            "train_acc": hits / max(seen, 1),
-            "lr": float(lr.numpy()),
-        }
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(epoch, record)
+            if i + 1 == per_epoch:
+                record = {
+                    "epoch": epoch + 1,
+                    "loss": float(np.mean(losses)),
+                    "train_acc": hits / max(seen, 1),
+                    "lr": float(lr.numpy()),
+                }
+                history.append(record)
+                sched_state = schedule.update(sched_state, record["loss"])
+                if on_epoch is not None:
+                    on_epoch(epoch, record)
+            every = stage.checkpoint_every
+            if ckpt is not None and every and global_step % every == 0:
+                done = i + 1 == per_epoch
+                save(epoch + 1 if done else epoch, 0 if done else i + 1, global_step)
+            if on_step is not None:
+                on_step(global_step, loss)
+        bar.close()
+    if ckpt is not None and last_saved != stage.epochs * per_epoch:
+        save(stage.epochs, 0, stage.epochs * per_epoch)  # the finished stage
     return history
+
+
+def _labels_digest(labels: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(labels, np.int32).tobytes()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# a stage from the configuration
+
+
+def stage_from_config(stage_cfg) -> Stage:
+    """A ``Stage`` of a ``vlrface.config.StageConfig``."""
+    if stage_cfg.schedule == "plateau":
+        p = stage_cfg.plateau
+        schedule = Plateau(stage_cfg.lr, p.factor, p.patience, p.threshold, p.min_lr)
+    else:
+        schedule = Schedule(stage_cfg.lr, tuple(stage_cfg.milestones), stage_cfg.gamma)
+    teacher = stage_cfg.teacher
+    return Stage(
+        epochs=stage_cfg.epochs,
+        batch_size=stage_cfg.batch_size,
+        schedule=schedule,
+        optimizer=Optimizer(stage_cfg.momentum, stage_cfg.weight_decay),
+        arcface_scale=stage_cfg.arcface_scale,
+        arcface_margin=stage_cfg.arcface_margin,
+        loss=stage_cfg.loss,
+        loss_params=dict(stage_cfg.loss_params),
+        distill_lambda=teacher.lam if teacher else 0.1,
+        distill_reduction=teacher.reduction if teacher else "mean",
+        checkpoint_every=stage_cfg.checkpoint_every,
+        checkpoint_dir=stage_cfg.checkpoint_dir,
+        keep_checkpoints=stage_cfg.keep_checkpoints,
+        resume=stage_cfg.resume,
+        strategy=stage_cfg.strategy,
+        mixed_precision=stage_cfg.mixed_precision,
+    )
+
+
+def build_policy(policy_cfg: dict | None, total_steps: int):
+    """The degradation policy of a config dict; a curriculum without ``total_steps`` spans the
+    stage (``total_steps`` = epochs x batches per epoch)."""
+    from vlrface.degrade import policy_from_config
+
+    if policy_cfg is None:
+        return None
+    cfg = dict(policy_cfg)
+    if cfg.get("kind") == "curriculum":
+        cfg.setdefault("total_steps", total_steps)
+    return policy_from_config(cfg)
+
+
+def load_teacher(teacher_cfg) -> tf.keras.Model:
+    """The frozen teacher of a ``vlrface.config.TeacherConfig``."""
+    from vlrface.models import build_model
+    from vlrface.models.checkpoint import copy_weights, load_h5
+
+    if teacher_cfg.path is not None:
+        model = load_h5(teacher_cfg.path)  # any saved Keras model: .keras or .h5
+    else:
+        model = build_model(teacher_cfg.model)
+        copy_weights(load_h5(teacher_cfg.checkpoint), model, teacher_cfg.checkpoint)
+    model.trainable = False
+    return model
 
 
 def run_stage(
@@ -138,45 +594,114 @@ def run_stage(
     desc: str = "train",
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: bool = True,
+    on_start: Callable[[dict], None] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    teacher: tf.keras.Model | None = None,
 ):
     """Train one stage on the manifest's train split; returns ``(backbone, centres, history)``.
 
     ``model_cfg``/``stage_cfg`` are ``vlrface.config`` sections. Starts from ``backbone`` (a new
-    model if ``None``) and from ``centres`` for the ArcFace head when they fit the classes.
+    model if ``None``) and from ``centres`` for the head when they fit the classes.
+    ``on_start(info)`` receives what the run does before it starts: the degradation policy's
+    ``policy_dict()``, loss, schedule, strategy, mixed precision and teacher. ``teacher`` (a
+    frozen Keras model) overrides ``stage_cfg.teacher``.
     """
     from vlrface.data.records import label_map
-    from vlrface.degrade import VLRPolicy
     from vlrface.models import build_model
 
     seed_everything(seed)
     train_df = manifest[manifest["split"] == "train"]
     labels = label_map(train_df)
-    if backbone is None:
-        backbone = build_model(model_cfg)
-    stage = Stage(
-        epochs=stage_cfg.epochs,
-        batch_size=stage_cfg.batch_size,
-        schedule=Schedule(stage_cfg.lr, tuple(stage_cfg.milestones), stage_cfg.gamma),
-        optimizer=Optimizer(stage_cfg.momentum, stage_cfg.weight_decay),
-        arcface_scale=stage_cfg.arcface_scale,
-        arcface_margin=stage_cfg.arcface_margin,
-    )
-    vlr = stage_cfg.vlr
-    policy = (
-        VLRPolicy(vlr.probability, tuple(vlr.sizes), vlr.down, vlr.up)
-        if vlr.probability > 0
-        else None
-    )
+    stage = stage_from_config(stage_cfg)
+    strategy = make_strategy(stage.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if stage.strategy != "default" and replicas == 1:
+        log.info("%s: strategy %r has one replica here: as the default", desc, stage.strategy)
+    if stage.batch_size % replicas:
+        raise ConfigError(
+            f"{desc}.batch_size {stage.batch_size} does not split over {replicas} replicas"
+        )
+    mixed = mixed_precision_applies(stage.mixed_precision) and backbone is None
+    if stage.mixed_precision and backbone is not None:
+        log.warning("%s: mixed_precision applies to a backbone built in the stage; the given "
+                    "backbone keeps its float32 policy", desc)  # fmt: skip
+    given = backbone is not None
+    with strategy.scope():
+        if backbone is None:
+            if mixed:
+                tf.keras.mixed_precision.set_global_policy("mixed_float16")
+            try:
+                backbone = build_model(model_cfg)
+            finally:
+                tf.keras.mixed_precision.set_global_policy("float32")
+        # the head next, so that its initialisation does not depend on what follows
+        head = make_head(len(labels), int(backbone.output_shape[-1]), stage, centres)
+        if given and stage.strategy != "default":  # a strategy's variables live in its scope
+            clone = tf.keras.models.clone_model(backbone)
+            clone.set_weights(backbone.get_weights())
+            backbone = clone
+    if teacher is None and stage_cfg.teacher is not None:
+        teacher = load_teacher(stage_cfg.teacher)
+    size = int(backbone.input_shape[1])
+    if teacher is not None:
+        if tuple(teacher.input_shape[1:3]) != (size, size):
+            raise ConfigError(
+                f"{desc}.teacher takes {teacher.input_shape[1:3]} inputs, the student {size}x{size}"
+            )
+        if teacher.output_shape[-1] != backbone.output_shape[-1]:
+            raise ConfigError(
+                f"{desc}.teacher's embedding is {teacher.output_shape[-1]}-d, the student's "
+                f"{backbone.output_shape[-1]}-d: the distillation MSE needs equal sizes"
+            )
+        teacher.trainable = False
+    per_epoch = len(train_df) // stage.batch_size
+    policy = build_policy(stage_cfg.policy_config(), max(stage.epochs * per_epoch, 1))
     batches = FaceBatches(
         root,
         train_df,
         labels,
         stage.batch_size,
         seed,
-        size=int(backbone.input_shape[1]),
+        size=size,
         flip=stage_cfg.flip,
         vlr=policy,
+        with_hr=teacher is not None,
     )
-    head = make_head(len(labels), int(backbone.output_shape[-1]), stage, centres)
-    history = train(backbone, head, batches, stage, desc=desc, on_epoch=on_epoch, progress=progress)
+    info = {
+        "policy": policy.policy_dict() if policy is not None else None,
+        "loss": stage.loss,
+        "loss_params": (
+            {"scale": stage.arcface_scale, "margin": stage.arcface_margin}
+            if stage.loss == "arcface"
+            else dict(stage.loss_params)
+        ),
+        "schedule": stage.schedule.describe(),
+        "optimizer": {"name": "SGDW", **asdict(stage.optimizer), "decoupled_weight_decay": True},
+        "strategy": stage.strategy,
+        "replicas": replicas,
+        "mixed_precision": mixed,
+        "teacher": (
+            {"lam": stage.distill_lambda, "reduction": stage.distill_reduction}
+            | {"name": teacher.name}
+            if teacher is not None
+            else None
+        ),
+        "steps_per_epoch": len(batches),
+        "total_steps": stage.epochs * len(batches),
+    }
+    if on_start is not None:
+        on_start(info)
+    history = train(
+        backbone,
+        head,
+        batches,
+        stage,
+        desc=desc,
+        on_epoch=on_epoch,
+        progress=progress,
+        on_step=on_step,
+        teacher=teacher,
+        strategy=strategy,
+        mixed_precision=mixed,
+    )
     return backbone, head.centres.numpy(), history

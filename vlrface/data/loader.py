@@ -1,8 +1,21 @@
-"""Streaming batches from a manifest: decode, augment (flip, VLR), normalise.
+"""Streaming batches from a manifest: decode, augment (VLR policy, flip), normalise.
 
 Images are read from disk per batch (nothing is held in memory beyond one prefetched batch), in
-an order and with augmentations that are pure functions of ``(seed, epoch)``, so a repeated or
-resumed run sees exactly the same batches.
+an order and with augmentations that are pure functions of ``(seed, epoch, step)``, so a repeated
+or resumed run sees exactly the same batches: ``epoch(e, start=s)`` continues an epoch at batch
+``s`` (the data position a checkpoint stores).
+
+The degradation policy (``vlrface.degrade``) is applied as its kind asks:
+
+* ``VLRPolicy`` / ``MassoliPolicy``: per sample, with the batch's generator
+  ``default_rng([seed, epoch, step, 0xB7])`` (draws: policy, then flip, sample by sample);
+* ``CurriculumPolicy``: per sample, evaluated at the global step ``epoch * len(self) + step``
+  (its ``total_steps`` is the stage's, so p rises from ``start`` to ``end`` over the stage);
+* ``CrossResolutionPolicy``: per batch (``apply_batch``): exactly ``round(share * batch)``
+  degraded samples in every batch.
+
+With ``with_hr`` a batch is ``(x, y, x_hr)``: ``x_hr`` the same faces, flipped alike, before the
+degradation (the teacher's input in teacher-student training).
 """
 
 from __future__ import annotations
@@ -13,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vlrface.degrade import VLRPolicy
+from vlrface.degrade import CrossResolutionPolicy, CurriculumPolicy
 from vlrface.preprocess import load_face, normalize
 
 
 class FaceBatches:
-    """Shuffled, augmented training batches ``(x float32 NHWC, y int32)`` of a manifest."""
+    """Shuffled, augmented training batches ``(x float32 NHWC, y int32[, x_hr])``."""
 
     def __init__(
         self,
@@ -29,11 +42,13 @@ class FaceBatches:
         seed: int,
         size: int = 112,
         flip: bool = True,
-        vlr: VLRPolicy | None = None,
+        vlr=None,
+        with_hr: bool = False,
     ):
         if len(manifest) < batch_size:
             raise ValueError(f"batch_size {batch_size} exceeds the {len(manifest)} training images")
         self.root, self.size, self.flip, self.vlr = Path(root), size, flip, vlr
+        self.with_hr = with_hr
         self.paths = manifest["path"].to_numpy()
         self.labels = manifest["identity"].map(labels).to_numpy(np.int32)
         self.batch_size, self.seed = batch_size, seed
@@ -41,25 +56,44 @@ class FaceBatches:
     def __len__(self) -> int:
         return len(self.paths) // self.batch_size  # full batches only
 
+    def policy_at(self, epoch: int, step: int):
+        """The policy as applied to batch ``step`` of ``epoch`` (a curriculum at its step)."""
+        if isinstance(self.vlr, CurriculumPolicy):
+            return self.vlr.at(epoch * len(self) + step)
+        return self.vlr
+
     def _batch(self, epoch: int, step: int, idx: np.ndarray):
         rng = np.random.default_rng([self.seed, epoch, step, 0xB7])
-        imgs = []
-        for i in idx:
-            img = load_face(self.root, self.paths[i], self.size)
-            if self.vlr is not None:
-                img, _ = self.vlr.apply(img, rng)
+        policy = self.policy_at(epoch, step)
+        hr = [load_face(self.root, self.paths[i], self.size) for i in idx]
+        if isinstance(policy, CrossResolutionPolicy):
+            imgs, _ = policy.apply_batch(hr, self.seed, epoch, step)
+        elif policy is not None:
+            imgs = [None] * len(hr)
+        else:
+            imgs = list(hr)
+        for i in range(len(hr)):
+            if imgs[i] is None:
+                imgs[i], _ = policy.apply(hr[i], rng)
             if self.flip and rng.uniform() < 0.5:
-                img = img[:, ::-1]
-            imgs.append(img)
-        return normalize(np.stack(imgs)), self.labels[idx]
+                imgs[i], hr[i] = imgs[i][:, ::-1], hr[i][:, ::-1]
+        x, y = normalize(np.stack(imgs)), self.labels[idx]
+        return (x, y, normalize(np.stack(hr))) if self.with_hr else (x, y)
 
-    def epoch(self, epoch: int):
-        """Yield the batches of ``epoch``; the next batch is decoded while one trains."""
+    def epoch(self, epoch: int, start: int = 0):
+        """Yield the batches ``start, start + 1, ...`` of ``epoch``; the next batch is decoded
+        while one trains."""
         order = np.random.default_rng([self.seed, epoch, 0x5E]).permutation(len(self.paths))
         chunks = [order[s * self.batch_size : (s + 1) * self.batch_size] for s in range(len(self))]
+        if not 0 <= start <= len(chunks):
+            raise ValueError(f"start batch {start} is outside the epoch's {len(chunks)} batches")
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._batch, epoch, 0, chunks[0]) if chunks else None
-            for step in range(len(chunks)):
+            pending = (
+                pool.submit(self._batch, epoch, start, chunks[start])
+                if start < len(chunks)
+                else None
+            )
+            for step in range(start, len(chunks)):
                 batch = pending.result()
                 if step + 1 < len(chunks):
                     pending = pool.submit(self._batch, epoch, step + 1, chunks[step + 1])

@@ -1,0 +1,323 @@
+"""Training mechanics on a tiny real Keras/larq model and a few synthetic faces at 32x32.
+
+Exact resume (and that the check would catch a wrong data position or optimizer state), the
+NaN/Inf guard, teacher-student distillation checked by hand, decoupled weight decay, the plateau
+schedule, the loader's policies, the margin losses and the strategy/mixed-precision switches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import larq as lq
+import numpy as np
+import pandas as pd
+import pytest
+
+from vlrface._keras import tf
+from vlrface.config import StageConfig, TeacherConfig
+from vlrface.data.loader import FaceBatches
+from vlrface.data.records import label_map
+from vlrface.degrade import CrossResolutionPolicy, CurriculumPolicy, VLRPolicy
+from vlrface.losses import ArcFaceHead, arcface_loss
+from vlrface.training import (
+    LOSSES,
+    NonFiniteLossError,
+    Plateau,
+    Stage,
+    make_head,
+    run_stage,
+    seed_everything,
+    train,
+)
+
+SIZE, EMB = 32, 8
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    """16 synthetic faces of 4 identities in CASIA's layout, and their manifest."""
+    from vlrface.data.synthetic import write_casia_layout
+
+    root = tmp_path_factory.mktemp("faces")
+    write_casia_layout(root, identities=4, images_per_identity=4, seed=5, progress=False)
+    paths = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.jpg"))
+    manifest = pd.DataFrame(
+        {"path": paths, "identity": [p.split("/")[0] for p in paths], "split": "train"}
+    )
+    return root, manifest
+
+
+def tiny_backbone(seed: int = 0, name: str = "tiny") -> tf.keras.Model:
+    """A small real BNN: float stem, one binarised (larq, ste_sign) conv, BN, pooled embedding."""
+    seed_everything(seed)
+    layers = tf.keras.layers
+    inp = layers.Input((SIZE, SIZE, 3))
+    x = layers.Conv2D(8, 3, strides=2, use_bias=False)(inp)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    x = lq.layers.QuantConv2D(
+        8,
+        3,
+        padding="same",
+        input_quantizer="ste_sign",
+        kernel_quantizer="ste_sign",
+        kernel_constraint="weight_clip",
+        use_bias=False,
+    )(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return tf.keras.Model(inp, layers.Dense(EMB)(x), name=name)
+
+
+BASE = dict(
+    epochs=2,
+    batch_size=4,
+    lr=0.05,
+    milestones=[1],
+    # a curriculum over the stage's 8 steps: the data position matters to the degradation too
+    policy={"kind": "curriculum", "base": {"kind": "fixed", "sizes": [8, 16]}},
+)
+
+
+def stage(tmp, **kw) -> StageConfig:
+    return StageConfig(**{**BASE, "checkpoint_dir": str(tmp), "checkpoint_every": 3, **kw})
+
+
+def fit(faces, cfg, on_step=None, backbone_seed=0, **kw):
+    root, manifest = faces
+    backbone, centres, history = run_stage(
+        manifest,
+        str(root),
+        None,
+        cfg,
+        seed=7,
+        backbone=tiny_backbone(backbone_seed),
+        desc="t",
+        progress=False,
+        on_step=on_step,
+        **kw,
+    )
+    return [w.copy() for w in backbone.get_weights()] + [centres], history
+
+
+def interrupt_at(k):
+    def on_step(global_step, loss):
+        if global_step == k:
+            raise KeyboardInterrupt
+
+    return on_step
+
+
+def same(a, b) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(faces, tmp_path_factory):
+    return fit(faces, stage(tmp_path_factory.mktemp("full")))
+
+
+@pytest.fixture(scope="module")
+def interrupted(faces, tmp_path_factory):
+    """A run stopped after step 5 of 8; its last checkpoint is step 3 (mid-epoch 1)."""
+    d = tmp_path_factory.mktemp("cut")
+    with pytest.raises(KeyboardInterrupt):
+        fit(faces, stage(d), on_step=interrupt_at(5))
+    assert (d / "latest").read_text() == "ckpt-000000003"
+    return d
+
+
+def test_resume_is_bit_exact(faces, uninterrupted, interrupted, tmp_path):
+    weights, history = uninterrupted
+    d = tmp_path / "ckpt"
+    shutil.copytree(interrupted, d)
+    # a different initialisation: everything the result depends on must come from the checkpoint
+    resumed, resumed_history = fit(faces, stage(d, resume=True), backbone_seed=99)
+    assert same(resumed, weights)
+    assert resumed_history == history
+    final = json.loads((d / (d / "latest").read_text() / "state.json").read_text())
+    assert (final["epoch"], final["step"], final["global_step"]) == (2, 0, 8)
+    # resuming a finished stage trains nothing and returns the same model and history
+    again, again_history = fit(faces, stage(d, resume=True), backbone_seed=98)
+    assert same(again, weights) and again_history == history
+
+
+def test_resume_check_catches_lost_data_position_or_optimizer_state(
+    faces, uninterrupted, interrupted, tmp_path
+):
+    weights, _ = uninterrupted
+    # data position lost: restart the epoch from batch 0 with the step-3 weights
+    d = tmp_path / "position"
+    shutil.copytree(interrupted, d)
+    state_file = d / "ckpt-000000003" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["step"], state["partial"] = 0, {"losses": [], "hits": 0, "seen": 0}
+    state_file.write_text(json.dumps(state))
+    assert not same(fit(faces, stage(d, resume=True))[0], weights)
+    # optimizer state lost: zero momentum buffers and iteration counter
+    d = tmp_path / "optimizer"
+    shutil.copytree(interrupted, d)
+    npz = d / "ckpt-000000003" / "variables.npz"
+    with np.load(npz) as f:
+        arrays = {k: np.zeros_like(v) if k.startswith("optimizer/") else v for k, v in f.items()}
+    np.savez(npz, **arrays)
+    assert not same(fit(faces, stage(d, resume=True))[0], weights)
+
+
+def test_fresh_run_refuses_a_used_checkpoint_dir(faces, interrupted):
+    from vlrface.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="resume: true"):
+        fit(faces, stage(interrupted))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(faces, tmp_path):
+    cfg = stage(tmp_path, lr=1e30, checkpoint_every=1, policy=None)
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 1, step \d/4") as err:
+        fit(faces, cfg)
+    kept = tmp_path / (tmp_path / "latest").read_text()
+    assert str(kept) in str(err.value)
+    state = json.loads((kept / "state.json").read_text())
+    assert f"global step {state['global_step'] + 1})" in str(err.value)
+    with np.load(kept / "variables.npz") as f:
+        assert all(np.isfinite(v).all() for v in f.values())
+
+
+def test_teacher_student_loss_by_hand_and_frozen_teacher(faces, tmp_path):
+    root, manifest = faces
+    manifest = manifest.iloc[::2].reset_index(drop=True)  # 8 faces, one batch of 8
+    teacher = tiny_backbone(seed=1, name="teacher")
+    teacher.save(tmp_path / "teacher.keras")
+    teacher_before = [w.copy() for w in teacher.get_weights()]
+    cfg = StageConfig(
+        epochs=1,
+        batch_size=8,
+        lr=0.05,
+        milestones=[],
+        policy={"kind": "fixed", "probability": 1.0, "sizes": [8]},
+        teacher=TeacherConfig(path=str(tmp_path / "teacher.keras"), lam=0.1),
+    )
+    labels = label_map(manifest)
+    centres = np.random.default_rng(0).normal(size=(EMB, len(labels))).astype(np.float32)
+    student = tiny_backbone(seed=2)
+    start = [w.copy() for w in student.get_weights()]
+    infos = []
+    _, _, history = run_stage(
+        manifest, str(root), None, cfg, 7, student, centres, progress=False, on_start=infos.append
+    )
+    assert infos[0]["teacher"]["lam"] == 0.1 and infos[0]["policy"]["kind"] == "fixed"
+
+    # the same batch, by hand: CE of the ArcFace logits + 0.1 * mean((T(HR) - S(LR))^2)
+    policy = VLRPolicy(1.0, (8,))
+    x, y, x_hr = next(FaceBatches(root, manifest, labels, 8, 7, SIZE, True, policy, True).epoch(0))
+    assert not np.array_equal(x, x_hr)
+    check = tiny_backbone(seed=2)
+    check.set_weights(start)
+    head = ArcFaceHead(len(labels), 16.0, 0.5)
+    head.build((None, EMB))
+    head.centres.assign(centres)
+    s = check(x, training=True)
+    loaded = tf.keras.models.load_model(tmp_path / "teacher.keras")
+    t = loaded(x_hr, training=False)
+    ce = float(arcface_loss(head(s, y), y))
+    distill = 0.1 * float(np.mean(np.square(t.numpy() - s.numpy())))
+    assert distill > 1e-3
+    assert history[0]["loss"] == pytest.approx(ce + distill, rel=1e-5, abs=1e-6)
+    # the teacher is frozen: the saved model did not change either
+    assert same([w.copy() for w in loaded.get_weights()], teacher_before)
+
+
+def test_weight_decay_is_decoupled():
+    """A zero gradient still shrinks w by lr * wd per step, and the decay never enters the
+    momentum: with L2 (coupled) decay the second step would shrink by (1 + momentum) x that."""
+    w = tf.Variable([1.0, -2.0])
+    opt = tf.keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.5)  # as the trainer's
+    opt.build([w])
+    for _ in range(2):
+        before = w.numpy().copy()
+        opt.apply_gradients([(tf.zeros_like(w), w)])
+        np.testing.assert_allclose(w.numpy(), before * (1 - 0.1 * 0.5), rtol=1e-6)
+
+
+def test_plateau_schedule():
+    p = Plateau(lr=0.01, factor=0.1, patience=2, threshold=0.0)
+    s = p.initial_state()
+    lrs = []
+    for loss in [5.0, 4.0, 4.0, 4.5, 3.0, 3.0, 3.0]:
+        lrs.append(p.lr_for(0, s))
+        s = p.update(s, loss)
+    assert lrs == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.001, 0.001, 0.001])
+    assert p.lr_for(0, s) == pytest.approx(1e-4)  # two epochs at 3.0 without improvement
+
+
+def test_loader_policies(faces):
+    root, manifest = faces
+    labels = label_map(manifest)
+    crossres = CrossResolutionPolicy(0.5, VLRPolicy(1.0, (4,)))
+    hr_only = FaceBatches(root, manifest, labels, 8, 3, SIZE, False, None)
+    mixed = FaceBatches(root, manifest, labels, 8, 3, SIZE, False, crossres, with_hr=True)
+    for (x0, _), (x, _, x_hr) in zip(hr_only.epoch(0), mixed.epoch(0), strict=True):
+        np.testing.assert_array_equal(x0, x_hr)
+        changed = [not np.array_equal(a, b) for a, b in zip(x, x_hr, strict=True)]
+        assert sum(changed) == 4  # exactly half of every batch degraded
+    curr = CurriculumPolicy(total_steps=4, base=VLRPolicy(1.0, (4,)))
+    batches = FaceBatches(root, manifest, labels, 4, 3, SIZE, True, curr, with_hr=True)
+    assert [batches.policy_at(e, s).probability for e, s in ((0, 0), (0, 2), (1, 0))] == [
+        0.0,
+        0.5,
+        1.0,
+    ]
+    first = next(batches.epoch(0))
+    np.testing.assert_array_equal(first[0], first[2])  # p = 0 at step 0
+    last = next(batches.epoch(1))
+    assert all(not np.array_equal(a, b) for a, b in zip(last[0], last[2], strict=True))
+    # start= continues the same sequence
+    full = list(batches.epoch(1))
+    tail = list(batches.epoch(1, start=2))
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(full[2:], tail, strict=True))
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_each_margin_loss_trains_a_step(faces, loss):
+    root, manifest = faces
+    labels = label_map(manifest)
+    stage_ = Stage(epochs=1, batch_size=8, loss=loss)
+    backbone = tiny_backbone(3)
+    head = make_head(len(labels), EMB, stage_)
+    batches = FaceBatches(root, manifest.iloc[:8], labels, 8, 1, SIZE, False, None)
+    before = backbone.get_weights()
+    history = train(backbone, head, batches, stage_, progress=False)
+    assert np.isfinite(history[0]["loss"])
+    assert not same(backbone.get_weights(), before)
+    assert type(head).__name__.lower().startswith(loss[:4])
+
+
+@pytest.mark.parametrize("strategy", ["mirrored", "multi_worker"])
+def test_strategy_and_mixed_precision_on_one_cpu(faces, uninterrupted, caplog, strategy):
+    """On one CPU a strategy runs the strategy.run path with one replica: the same weights;
+    ``mixed_precision`` is ignored (and says so)."""
+    cfg = StageConfig(**BASE, strategy=strategy, mixed_precision=True)
+    infos = []
+    with caplog.at_level(logging.WARNING, logger="vlrface.training"):
+        weights, history = fit(faces, cfg, on_start=infos.append)
+    assert infos[0]["replicas"] == 1 and infos[0]["mixed_precision"] is False
+    assert "mixed_precision" in caplog.text
+    assert same(weights, uninterrupted[0]) and history == uninterrupted[1]
+
+
+def test_teacher_from_a_model_config_and_checkpoint(tmp_path):
+    from vlrface.config import ModelConfig
+    from vlrface.models import build_model
+    from vlrface.training import load_teacher
+
+    model_cfg = ModelConfig(name="binaryfacenet", channels=8, embedding=16)
+    seed_everything(4)
+    trained = build_model(model_cfg)
+    trained.save(tmp_path / "teacher.keras")
+    teacher = load_teacher(
+        TeacherConfig(model=model_cfg, checkpoint=str(tmp_path / "teacher.keras"))
+    )
+    assert not teacher.trainable and not teacher.trainable_variables
+    assert same(teacher.get_weights(), trained.get_weights())
