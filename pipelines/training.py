@@ -1,5 +1,6 @@
 """``train_binaryfacenet``: data -> validate -> pre-train -> fine-tune -> evaluate -> export
--> latency gate -> register and promote.
+-> latency gate -> register and promote. The pre-trained and fine-tuned backbones are registered
+too (``<name>-pretrained``, ``<name>-finetuned``), linked to the exported version by lineage tags.
 
 Run it with ``zenml pipeline run pipelines.train_binaryfacenet -c configs/demo.yaml``. The
 configuration is validated (``vlrface.config``) and the data version resolved from DVC when the
@@ -20,6 +21,7 @@ from steps import (
     load_pretrained,
     pretrain_model,
     register_model,
+    register_stage,
     validate_data,
 )
 from vlrface import provenance
@@ -58,6 +60,7 @@ def train_binaryfacenet(
 
     manifest, data_info = load_data(data=c["data"], data_version=version.as_dict(), seed=cfg.seed)
     validate_data(manifest, data=c["data"])
+    pretrained_version = None
     if cfg.model.pretrained:
         pretrained, centres = load_pretrained(
             manifest,
@@ -67,7 +70,7 @@ def train_binaryfacenet(
             after="validate_data",
         )
     else:
-        pretrained, centres, _ = pretrain_model(
+        pretrained, centres, history = pretrain_model(
             manifest,
             data=c["data"],
             model=c["model"],
@@ -75,7 +78,10 @@ def train_binaryfacenet(
             seed=cfg.seed,
             after="validate_data",
         )
-    finetuned, _, _ = finetune_model(
+        pretrained_version = register_stage(
+            pretrained, history, data_info, config=c, stage="pretrain", id="register_pretrained"
+        )
+    finetuned, _, history = finetune_model(
         pretrained,
         centres,
         manifest,
@@ -84,9 +90,28 @@ def train_binaryfacenet(
         stage=c["finetune"],
         seed=cfg.seed,
     )
+    finetuned_version = register_stage(
+        finetuned,
+        history,
+        data_info,
+        config=c,
+        stage="finetune",
+        parent=pretrained_version,
+        id="register_finetuned",
+    )
     metrics = evaluate_model(
         finetuned, manifest, data=c["data"], evaluation=c["evaluation"], seed=cfg.seed
     )
     tflite, export_report = export_lce(finetuned, manifest, data=c["data"], export=c["export"])
     latency_report = latency_gate(tflite, export_report, latency=c["latency"])
-    register_model(finetuned, tflite, metrics, export_report, latency_report, data_info, config=c)
+    register_model(
+        finetuned,
+        tflite,
+        metrics,
+        export_report,
+        latency_report,
+        data_info,
+        config=c,
+        pretrained_version=pretrained_version,
+        finetuned_version=finetuned_version,
+    )

@@ -4,17 +4,34 @@ from steps.data import load_data, validate_data
 from steps.evaluation import evaluate_model
 from steps.export import export_lce
 from steps.latency import latency_gate
-from steps.registry import register_model
+from steps.registry import register_model, register_stage
+from steps.torch_steps import (
+    evaluate_onnx,
+    export_onnx,
+    finetune_torch,
+    load_torch_pretrained,
+    onnx_latency_gate,
+    pretrain_torch,
+    register_torch,
+)
 from steps.training import finetune_model, load_pretrained, pretrain_model
 
 __all__ = [
     "evaluate_model",
+    "evaluate_onnx",
     "export_lce",
+    "export_onnx",
     "finetune_model",
+    "finetune_torch",
     "latency_gate",
     "load_data",
     "load_pretrained",
+    "load_torch_pretrained",
+    "onnx_latency_gate",
     "pretrain_model",
+    "pretrain_torch",
     "register_model",
+    "register_stage",
+    "register_torch",
     "validate_data",
 ]

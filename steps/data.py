@@ -2,18 +2,19 @@
 
 import json
 import tempfile
+from pathlib import Path
 from typing import Annotated
 
 import mlflow
 import pandas as pd
 from zenml import log_metadata, step
 
+from steps import cache
 from vlrface.config import DataConfig
-from vlrface.data.manifest import build_manifest
 from vlrface.data.records import identity_split
+from vlrface.data.training_set import training_rows
 from vlrface.data.validation import (
     DataValidationError,
-    split_by_role,
     validate_dataset,
     validate_manifest,
 )
@@ -21,15 +22,15 @@ from vlrface.data.validation import (
 TRACKER = "mlflow_tracker"
 
 
-@step(experiment_tracker=TRACKER)
+@step(experiment_tracker=TRACKER, cache_policy=cache.DATA)
 def load_data(
     data: dict, data_version: dict, seed: int
 ) -> tuple[Annotated[pd.DataFrame, "manifest"], Annotated[dict, "data_info"]]:
     """Read the configured data root in its release layout; keep the release's training rows and
     hold out a stable share of identities for in-run verification; record the data version."""
     cfg = DataConfig(**data)
-    release = build_manifest(cfg.layout, cfg.root, on_error=cfg.on_error)
-    manifest = split_by_role(cfg.layout, release)[0].reset_index(drop=True)
+    release = training_rows(cfg)
+    manifest = release.reset_index(drop=True)
     manifest.attrs = release.attrs
     manifest["release_split"] = manifest["split"]
     manifest["split"] = [identity_split(i, seed, cfg.test_fraction) for i in manifest.identity]
@@ -37,7 +38,7 @@ def load_data(
     info = {
         **{f"dvc_{k}": v for k, v in data_version.items()},
         "dataset": cfg.name,
-        "layout": cfg.layout,
+        "layout": "+".join(cfg.layouts()),
         "synthetic": cfg.synthetic,
         "images": len(manifest),
         "identities": int(manifest.identity.nunique()),
@@ -61,7 +62,25 @@ def load_data(
     return manifest, info
 
 
-@step(experiment_tracker=TRACKER)
+def _as_released(manifest: pd.DataFrame, cfg: DataConfig):
+    """``(layout, rows)`` per release, as its reader gave them (release split, own paths and
+    ids), for the release's own GX suite."""
+    rows = manifest.assign(split=manifest.release_split).drop(columns="release_split")
+    if not cfg.datasets:
+        yield cfg.layout, rows
+        return
+    for entry in cfg.datasets:
+        part = rows[rows.source == entry.layout]
+        prefix = Path(entry.root).as_posix().strip("/") + "/"
+        yield (
+            entry.layout,
+            part.assign(path=part.path.str.removeprefix(prefix), identity=part.raw_identity).drop(
+                columns="raw_identity"
+            ),
+        )
+
+
+@step(experiment_tracker=TRACKER, cache_policy=cache.DATA)
 def validate_data(manifest: pd.DataFrame, data: dict) -> Annotated[dict, "validation_report"]:
     """Run the dataset's GX suites (layout, schema, official counts, resolution, landmarks) and
     the training-manifest suite; a failure stops the pipeline before training. GX's data docs
@@ -69,13 +88,14 @@ def validate_data(manifest: pd.DataFrame, data: dict) -> Annotated[dict, "valida
     cfg = DataConfig(**data)
     with tempfile.TemporaryDirectory() as docs:
         try:
-            as_released = manifest.assign(split=manifest.release_split).drop(
-                columns="release_split"
-            )
-            dataset_report = validate_dataset(as_released, cfg.layout, docs_dir=f"{docs}/dataset")
+            dataset_report = {"warnings": []}
+            for layout, rows in _as_released(manifest, cfg):
+                one = validate_dataset(rows, layout, docs_dir=f"{docs}/dataset/{layout}")
+                dataset_report[layout] = one
+                dataset_report["warnings"] += one["warnings"]
             report = validate_manifest(
                 manifest,
-                f"{cfg.name}_{cfg.layout}",
+                f"{cfg.name}_{'+'.join(cfg.layouts())}",
                 cfg.image_size,
                 cfg.min_images_per_identity,
                 docs_dir=f"{docs}/training",

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from zenml import log_metadata, step
 
+from steps import cache
 from vlrface._keras import tf
 from vlrface.config import DataConfig, ExportConfig
 from vlrface.export import lce
@@ -15,7 +16,7 @@ from vlrface.preprocess import load_face, normalize
 TRACKER = "mlflow_tracker"
 
 
-@step(experiment_tracker=TRACKER)
+@step(experiment_tracker=TRACKER, cache_policy=cache.EXPORT)
 def export_lce(
     model: tf.keras.Model, manifest: pd.DataFrame, data: dict, export: dict
 ) -> tuple[Annotated[bytes, "tflite"], Annotated[dict, "export_report"]]:

@@ -7,6 +7,7 @@ from typing import Annotated
 import mlflow
 from zenml import log_metadata, step
 
+from steps import cache
 from vlrface.config import LatencyConfig
 from vlrface.latency.estimate import gate
 from vlrface.latency.measure import measure_lce
@@ -14,7 +15,7 @@ from vlrface.latency.measure import measure_lce
 TRACKER = "mlflow_tracker"
 
 
-@step(experiment_tracker=TRACKER)
+@step(experiment_tracker=TRACKER, cache_policy=cache.LATENCY)
 def latency_gate(
     tflite: bytes, export_report: dict, latency: dict
 ) -> Annotated[dict, "latency_report"]:

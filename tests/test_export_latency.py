@@ -81,10 +81,12 @@ def test_calibration_meets_its_target_on_every_anchor():
         assert predicted == pytest.approx(a["predicted_instructions"], rel=1e-6), name
         assert a["measured_instructions"] == anchors.ANCHORS[name][0], name
         assert abs(predicted / a["measured_instructions"] - 1) <= 0.10, name
-    assert cal["coefficients"] == costmodel.fit(
+    refit = costmodel.fit(
         [a["features"] for a in cal["anchors"].values()],
         [a["measured_instructions"] for a in cal["anchors"].values()],
     )
+    # the same fit up to the last bits of NNLS's arithmetic (BLAS, SciPy build)
+    assert cal["coefficients"] == pytest.approx(refit, rel=1e-9)
 
 
 def test_anchor_features_are_those_of_todays_conversion():

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -25,7 +27,12 @@ TINY = {
         "seed": 3,
         "data": {"name": "tiny", "test_fraction": 0.3},
         "model": {"name": "binaryfacenet", "channels": 8, "embedding": 16},
-        "pretrain": {"epochs": 2, "batch_size": 8, "lr": 0.1, "milestones": [1]},
+        "pretrain": {
+            "epochs": 2,
+            "batch_size": 8,
+            "lr": 0.01,
+            "milestones": [1],
+        },  # 0.1 diverges (NaN) on 15 ids
         "finetune": {
             "epochs": 1,
             "batch_size": 8,
@@ -44,12 +51,14 @@ TINY = {
 @pytest.fixture(scope="module")
 def project(session_tmp):
     """A DVC repo holding a tiny synthetic set, and the local MLflow stack, activated."""
+    from vlrface.data.fixtures.lfw import write_lfw
     from vlrface.data.synthetic import write_casia_layout
     from vlrface.stack import ensure_local_stack
 
     proj = session_tmp / "project"
     root = proj / "data" / "casia-webface-synthetic"
     write_casia_layout(root, identities=14, images_per_identity=4, seed=3, progress=False)
+    write_lfw(proj / "lfw")  # a benchmark protocol run by the evaluate step (outside DVC's data)
     dvc("init", "--no-scm", "-q", cwd=proj)
     dvc("add", "-q", "data", cwd=proj)
     ensure_local_stack(session_tmp / "mlflow", ["train_binaryfacenet"])
@@ -62,6 +71,9 @@ def write_config(project, name, **overrides):
     params["data"].update(
         root=str(project / "data" / "casia-webface-synthetic"), dvc_file=str(project / "data.dvc")
     )
+    params["evaluation"]["protocols"] = [
+        {"name": "lfw", "root": str(project / "lfw"), "resolutions": [7, 14]}
+    ]
     for section, values in overrides.items():
         if section == "enable_cache":
             cfg["enable_cache"] = values
@@ -118,6 +130,8 @@ def test_first_run_completes_and_becomes_champion(project, first_run):
         "evaluate_model",
         "export_lce",
         "latency_gate",
+        "register_pretrained",
+        "register_finetuned",
         "register_model",
     }
     assert set(steps.values()) == {"completed"}
@@ -127,8 +141,17 @@ def test_first_run_completes_and_becomes_champion(project, first_run):
         variant = "hr_hr" if res == 112 else "hr_lr"
         for m in ("acc", "acc_std", "tar_far_1e-3"):
             assert f"eval.tiny.{variant}.{res}.{m}" in metrics
+    for variant in ("hr_lr", "lr_lr"):  # the LFW protocol of evaluation.protocols
+        for m in ("acc", "acc_std", "tar_far_1e-3"):
+            assert f"eval.lfw.{variant}.14.{m}" in metrics
     assert "latency.raspberry-pi-4.ms" in metrics
     assert tags["latency.source"] == "estimated"
+    exp = mlflow_client().get_experiment_by_name("train_binaryfacenet")
+    (mrun,) = mlflow_client().search_runs(
+        [exp.experiment_id], f"attributes.run_name = '{first_run.name}'"
+    )
+    figures = {a.path for a in mlflow_client().list_artifacts(mrun.info.run_id, "eval/lfw")}
+    assert {"eval/lfw/roc_lfw.png", "eval/lfw/det_lfw.png", "eval/lfw/metrics.json"} <= figures
     assert tags["data.synthetic"] == "true"
 
     client = mlflow_client()
@@ -147,10 +170,21 @@ def test_first_run_completes_and_becomes_champion(project, first_run):
         "pkg.zenml",
         "pkg.mlflow",
         "sha256.backbone.keras",
-        "sha256.tinyfacenet.tflite",
+        "sha256.artifacts/tinyfacenet.tflite",
+        "sha256.MLmodel",
     ):
         assert vt[key], key
     assert vt["seed"] == "3"
+    # each training stage is a registered version of its own, linked both ways
+    client = mlflow_client()
+    assert vt["lineage.pretrained"] == "tinyfacenet-pretrained/1"
+    assert vt["lineage.finetuned"] == "tinyfacenet-finetuned/1"
+    fine = client.get_model_version("tinyfacenet-finetuned", "1").tags
+    assert fine["lineage.pretrained"] == "tinyfacenet-pretrained/1"
+    assert fine["lineage.exported"] == "tinyfacenet/1" and fine["dvc_md5"] == vt["dvc_md5"]
+    assert fine["sha256.backbone.keras"] and "metric.finetune.loss" in fine
+    pre = client.get_model_version("tinyfacenet-pretrained", "1").tags
+    assert pre["stage"] == "pretrain" and pre["config_hash"] == vt["config_hash"]
     assert vt["promotion.decision"] == "promoted"
     assert {vt["gate.data"], vt["gate.parity"], vt["gate.latency"]} == {"passed"}
 
@@ -200,6 +234,39 @@ def test_models_list_json(project, first_run):
     champion = [r for r in rows if "champion" in r["aliases"]]
     assert len(champion) == 1 and champion[0]["name"] == "tinyfacenet"
     assert champion[0]["gates"] == {"data": True, "parity": True, "latency": True}
+
+
+def test_champion_is_served_by_mlflow_pyfunc(project, first_run):
+    """The registered version is an MLflow pyfunc model: ``vlrface verify`` loads
+    ``models:/tinyfacenet@champion`` and scores a face against itself 1.0, and its descriptor
+    is the LCE interpreter's on the registered flatbuffer (flip-summed, L2-normalised)."""
+    import mlflow
+
+    from vlrface.embedders import LCEEmbedder, embed_images
+    from vlrface.preprocess import decode_rgb, normalize
+    from vlrface.serving import encode_image
+
+    root = project / "data" / "casia-webface-synthetic"
+    face = sorted(sorted(p for p in root.iterdir() if p.is_dir())[0].glob("*.jpg"))[0]
+    uri, store = "models:/tinyfacenet@champion", os.environ["VLRFACE_TEST_MLFLOW_URI"]
+    out = subprocess.run(
+        [sys.executable, "-m", "vlrface", "verify", str(face), str(face), "--json", "--model", uri],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": store},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["score"] == pytest.approx(1.0, abs=1e-5)
+
+    mlflow.set_tracking_uri(store)
+    served = mlflow.pyfunc.load_model(uri)
+    got = np.array(served.predict(pd.DataFrame({"image": [encode_image(face)]}))["embedding"][0])
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    flatbuffer = (folder / "artifacts" / "tinyfacenet.tflite").read_bytes()
+    faces = normalize(decode_rgb(face.read_bytes(), 112, str(face))[None])
+    want = embed_images(LCEEmbedder(flatbuffer), faces, flip=True)[0]
+    np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 def versions():
@@ -310,4 +377,4 @@ def test_new_data_version_reruns_and_challenges_the_champion(project, first_run,
     assert latest.tags["dvc_md5"] == md5()
     assert latest.tags["promotion.decision"] in ("promoted", "refused")
     _, tags = mlflow_run_metrics(retrained)
-    assert tags["data.dvc_md5"] == md5() and tags["registry.version"] == latest.version
+    assert tags["data.dvc_md5"] == md5() and tags["registry.version"] == str(latest.version)

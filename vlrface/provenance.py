@@ -65,3 +65,25 @@ def sha256_file(path: str | Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+CODE_SUFFIXES = (".py", ".yaml", ".json")
+
+
+def code_hash(*parts: str, root: Path = PACKAGE_ROOT) -> str:
+    """sha256 over the source files of ``parts`` of this package (``"training.py"``,
+    ``"models"``: a folder counts every ``.py``/``.yaml``/``.json`` file under it), keyed by
+    their paths relative to the package, so it is the same on every machine. A missing part
+    is an error: a renamed module must not silently drop out of a cache key."""
+    h = hashlib.sha256()
+    for part in sorted(parts):
+        path = root / part
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: not part of the vlrface package")
+        files = [path] if path.is_file() else sorted(path.rglob("*"))
+        for f in files:
+            if f.suffix in CODE_SUFFIXES and "__pycache__" not in f.parts:
+                h.update(f.relative_to(root).as_posix().encode() + b"\0")
+                h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()

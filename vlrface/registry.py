@@ -375,6 +375,15 @@ def rollback(client: MlflowClient, name: str, dry_run: bool = False, by: str = "
     return event
 
 
+STAGE_NAMES = {"pretrain": "pretrained", "finetune": "finetuned"}
+
+
+def stage_model_name(name: str, stage: str) -> str:
+    """The registered model that holds ``name``'s backbones after ``stage``:
+    ``binaryfacenet-pretrained``, ``binaryfacenet-finetuned``."""
+    return f"{name}-{STAGE_NAMES.get(stage, stage)}"
+
+
 def register(
     client: MlflowClient,
     name: str,

@@ -49,6 +49,21 @@ def _embedder(path: Path):
     raise VlrfaceError(f"{path}: serve a .tflite (LCE) or .onnx model, not {path.suffix!r}")
 
 
+def _preprocessing(embedder):
+    """An ONNX model's ``vlrface.preprocessing`` metadata (``export.onnx`` writes it), else None."""
+    import json
+
+    session = getattr(embedder, "session", None)
+    if session is None:
+        return None
+    spec = session.get_modelmeta().custom_metadata_map.get("vlrface.preprocessing")
+    if not spec:
+        return None
+    from vlrface.models.torch import Preprocessing
+
+    return Preprocessing.from_dict(json.loads(spec))
+
+
 class FaceDescriptor(mlflow.pyfunc.PythonModel):
     """The pyfunc model: photos in, L2-normalised descriptors (and pair scores) out."""
 
@@ -56,6 +71,9 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
         self.config = {"input_size": 112, "flip": True, "threshold": None}
         self.config.update(context.model_config or {})
         self.embedder = _embedder(Path(context.artifacts["model"]))
+        self.preprocessing = _preprocessing(self.embedder)
+        if self.preprocessing is not None:
+            self.config["input_size"] = self.preprocessing.input_size
 
     def _faces(self, images: pd.Series, landmarks: pd.Series | None, column: str) -> np.ndarray:
         from vlrface.align import align_face
@@ -73,8 +91,10 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
                 if points.size != 10:
                     raise RequestError(f"{where}: landmarks need 10 numbers, got {points.size}")
                 face = align_face(decode_rgb(raw, None, where), points, size)
-            else:
-                face = decode_rgb(raw, size, where)
+            else:  # a PyTorch model's own geometry (shorter side, centre crop) comes next
+                face = decode_rgb(raw, None if self.preprocessing else size, where)
+            if self.preprocessing is not None:
+                face = self.preprocessing.geometry(face[None])[0]
             faces.append(face)
         return np.stack(faces)
 
@@ -82,7 +102,11 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
         from vlrface.embedders import embed_images
         from vlrface.preprocess import normalize
 
-        faces = normalize(self._faces(images, landmarks, column))
+        faces = self._faces(images, landmarks, column)
+        if self.preprocessing is None:  # the Larq models' (x - 127.5) / 128
+            faces = normalize(faces)
+        else:  # a PyTorch model's own mean/std, as exported into its ONNX metadata
+            faces = self.preprocessing.normalize(faces)
         return embed_images(self.embedder, faces, flip=bool(self.config["flip"]))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -106,14 +130,26 @@ def save(
     threshold: float | None = None,
     flip: bool = True,
 ) -> Path:
-    """Write an MLflow model directory serving ``model_file`` (``.tflite`` or ``.onnx``)."""
+    """Write an MLflow model directory serving ``model_file`` (``.tflite`` or ``.onnx``).
+
+    Its requirements are the runtime this process has (pinned), not MLflow's inference, which
+    would load the model in a subprocess; ``vlrface`` itself must be importable where it is
+    served (``mlflow models serve --env-manager local`` in this project's environment)."""
+    runtime = "larq-compute-engine" if Path(model_file).suffix == ".tflite" else "onnxruntime"
     mlflow.pyfunc.save_model(
         str(path),
         python_model=FaceDescriptor(),
         artifacts={"model": str(model_file)},
         model_config={"input_size": input_size, "threshold": threshold, "flip": flip},
+        pip_requirements=_pinned("mlflow", "numpy", "pandas", "pillow", runtime),
     )
     return Path(path)
+
+
+def _pinned(*packages: str) -> list[str]:
+    from importlib import metadata
+
+    return [f"{p}=={metadata.version(p)}" for p in packages]
 
 
 def load(uri: str):
