@@ -1,0 +1,108 @@
+"""``train_squeezefaceposenet``: MS1M pre-training, then VGGFace2 fine-tuning of
+SqueezeFacePoseNet (papers/squeezefaceposenet.md §3-4), exported to ONNX and registered.
+
+data (fine-tune + evaluation set) and pretrain_data (the pre-training set, when it differs) ->
+validate both -> pretrain_torch -> finetune_torch -> export_onnx (parity floor) -> evaluate_onnx
+(the demo verification protocol on the ONNX embeddings) -> onnx_latency_gate -> register_torch.
+
+Run it with ``zenml pipeline run pipelines.train_squeezefaceposenet -c
+configs/squeezefaceposenet_demo.yaml``. The configuration (``vlrface.config_torch``) is validated
+and the data versions resolved from DVC when the pipeline is compiled, before any step runs.
+"""
+
+from __future__ import annotations
+
+from zenml import pipeline
+
+from steps import (
+    evaluate_onnx,
+    export_onnx,
+    finetune_torch,
+    load_data,
+    load_torch_pretrained,
+    onnx_latency_gate,
+    pretrain_torch,
+    register_torch,
+    validate_data,
+)
+from vlrface import provenance
+from vlrface.config_torch import parse_torch
+from vlrface.data import versioning
+
+
+def torch_graph(given: dict) -> None:
+    """The PyTorch track's step graph, shared by ``train_squeezefaceposenet`` and
+    ``train_crossres``; call it inside a ``@pipeline`` function."""
+    cfg = parse_torch({k: v for k, v in given.items() if v is not None}, "parameters")
+    c = cfg.model_dump(mode="json")
+    version = versioning.resolve(cfg.data.dvc_file, cfg.data.root)
+    manifest, data_info = load_data(data=c["data"], data_version=version.as_dict(), seed=cfg.seed)
+    validate_data(manifest, data=c["data"])
+    if cfg.model.pretrained:
+        pretrained = load_torch_pretrained(
+            model=c["model"],
+            checkpoint_sha256=provenance.sha256_file(versioning.existing(cfg.model.pretrained)),
+            after="validate_data",
+        )
+    else:
+        pre_manifest, pre_data, after = manifest, c["data"], ["validate_data"]
+        if cfg.pretrain_data is not None:
+            pre = cfg.pretrain_data
+            pre_version = versioning.resolve(pre.dvc_file, pre.root)
+            pre_data = c["pretrain_data"]
+            pre_manifest, _ = load_data(
+                data=pre_data,
+                data_version=pre_version.as_dict(),
+                seed=cfg.seed,
+                id="load_pretrain_data",
+            )
+            validate_data(pre_manifest, data=pre_data, id="validate_pretrain_data")
+            after.append("validate_pretrain_data")
+        pretrained, _ = pretrain_torch(
+            pre_manifest,
+            data=pre_data,
+            model=c["model"],
+            stage=c["pretrain"],
+            seed=cfg.seed,
+            after=after,
+        )
+    finetuned, _ = finetune_torch(
+        pretrained, manifest, data=c["data"], model=c["model"], stage=c["finetune"], seed=cfg.seed
+    )
+    onnx, export_report = export_onnx(finetuned, manifest, data=c["data"], export=c["export"])
+    metrics = evaluate_onnx(
+        onnx, manifest, data=c["data"], evaluation=c["evaluation"], seed=cfg.seed
+    )
+    latency_report = onnx_latency_gate(onnx, latency=c["latency"])
+    register_torch(finetuned, onnx, metrics, export_report, latency_report, data_info, config=c)
+
+
+@pipeline(name="train_squeezefaceposenet", enable_cache=True)
+def train_squeezefaceposenet(
+    seed: int = 0,
+    data: dict | None = None,
+    pretrain_data: dict | None = None,
+    synthetic: dict | None = None,
+    model: dict | None = None,
+    pretrain: dict | None = None,
+    finetune: dict | None = None,
+    evaluation: dict | None = None,
+    export: dict | None = None,
+    latency: dict | None = None,
+    registry: dict | None = None,
+) -> None:
+    torch_graph(
+        dict(
+            seed=seed,
+            data=data,
+            pretrain_data=pretrain_data,
+            synthetic=synthetic,
+            model=model,
+            pretrain=pretrain,
+            finetune=finetune,
+            evaluation=evaluation,
+            export=export,
+            latency=latency,
+            registry=registry,
+        )
+    )

@@ -1,0 +1,637 @@
+"""PyTorch training for the torch backbones (``vlrface.models.torch``): margin heads, SGD with
+decoupled weight decay, step/plateau schedules, degradation policies, teacher-student
+distillation, exact resume from checkpoints and a NaN/Inf guard.
+
+One step of ``train``:
+
+1. the batch's rows come from a permutation that is a pure function of ``(seed, epoch)``; a row
+   is decoded at the data's ``image_size`` (``preprocess.load_face``);
+2. the degradation policy (``vlrface.degrade.policy_from_config``, the same functions as the
+   Keras side) degrades the **student's** copy: per-sample policies draw from
+   ``np.random.default_rng([seed, epoch, index])`` as ``vlrface.data.streaming`` does, a
+   ``CrossResolutionPolicy`` marks its fixed share with ``apply_batch(..., seed, epoch,
+   batch)``, and a ``CurriculumPolicy`` is asked for ``policy.at(global_step)``, so p rises
+   0 -> 1 over the stage (papers/cross-resolution-learning.md §3.2);
+3. one horizontal flip draw (``default_rng([seed, epoch, index, 0xF1])``) applies to both
+   copies; both go through the model's ``Preprocessing`` (geometry, normalisation, channel
+   order) to NCHW;
+4. loss = margin head cross-entropy on the student's descriptor, plus, with a teacher,
+   ``feature_distillation_loss(teacher(HR), student(LR), lam)`` (Eq. 1; lam 0.1). The teacher
+   is frozen: eval mode, ``requires_grad=False``, run under ``no_grad``, never in the optimiser.
+   "nT-nC" (no teacher, no curriculum) is the same stage with ``teacher: null`` and a fixed
+   policy;
+5. SGD with momentum and **decoupled** weight decay. ``torch.optim.SGD(weight_decay=wd)`` adds
+   ``wd * p`` to the gradient, which then goes through the momentum buffer (L2 regularisation,
+   coupled). Here SGD runs with ``weight_decay=0`` and every parameter is shrunk first,
+   ``p <- p * (1 - lr * wd)`` with the step's scheduled ``lr`` (SGDW, Loshchilov & Hutter; the
+   ``lr * wd`` scaling is PyTorch ``AdamW``'s). The decay never enters the momentum buffer. It
+   applies to every trainable tensor (weights, biases, BN affine, head centres);
+6. with ``grad_clip_norm`` the global gradient norm is clipped before the update;
+7. the loss is checked before the backward pass and the parameters after the update; a NaN or
+   Inf raises ``NonFiniteError`` naming the step, and the last good checkpoint is left as it is.
+
+Checkpoints (``<checkpoint_dir>/last.pt``, written atomically every ``checkpoint_every`` steps
+and at the end of every epoch) hold the model, head, optimiser (momentum buffers), schedule,
+torch/numpy/python RNG states, the data position ``(epoch, batch)``, the running epoch loss and
+the history. ``train`` resumes from one when it finds it, and the resumed run is bit-for-bit the
+uninterrupted one (``tests/test_torch_training.py``). Determinism: ``seed_everything`` seeds
+torch, numpy and ``random``; ``torch.use_deterministic_algorithms(True)`` is on while training.
+
+Device: ``device`` (``cpu`` default, ``cuda``, ``auto``) holds the student, head and teacher
+during training; data are prepared on the CPU; the models come back on the CPU. On CUDA,
+``CUBLAS_WORKSPACE_CONFIG=:4096:8`` is set (if unset) for deterministic cuBLAS, and the CUDA RNG
+state is checkpointed too.
+
+DDP: with ``ddp: true`` and an initialised ``torch.distributed`` process group of more than one
+process, the student is wrapped in ``DistributedDataParallel`` and each rank takes every
+``world``-th row of the global batch; only rank 0 writes checkpoints. In one process (this
+project's CPU runs) the option changes nothing. The multi-process path is not exercised by the
+tests here.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlrface.config_torch import HeadConfig, ScheduleConfig, TorchModelConfig, TorchStageConfig
+from vlrface.data import records
+from vlrface.degrade import CrossResolutionPolicy, CurriculumPolicy, policy_from_config
+from vlrface.errors import ConfigError, VlrfaceError
+from vlrface.losses.torch_margins import (
+    AdaFaceHead,
+    ArcFaceHead,
+    CosFaceHead,
+    SphereFaceHead,
+)
+from vlrface.losses.torch_pairs import feature_distillation_loss
+from vlrface.models.torch import Preprocessing, build_torch
+from vlrface.preprocess import load_face
+
+CHECKPOINT = "last.pt"
+FORMAT = "vlrface.torch.v1"
+
+
+class NonFiniteError(VlrfaceError):
+    """A loss or parameter became NaN/Inf; the message names the step and the checkpoint kept."""
+
+
+# --------------------------------------------------------------------------------------------
+# seeds, models, heads
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy's global generator and ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def make_model(cfg: TorchModelConfig) -> nn.Module:
+    """A fresh backbone (no classifier) with ``model.preprocessing``; ``input_size`` replaces
+    the model's geometry with a straight resize to that side."""
+    model = build_torch(cfg.name, cfg.embedding)
+    spec: Preprocessing = model.preprocessing
+    if cfg.input_size and cfg.input_size != spec.input_size:
+        if cfg.name.endswith("_gdc"):  # the GDC kernel is the feature map's side
+            from vlrface.models.torch.squeezefaceposenet import DESCRIPTOR, SqueezeFacePoseNet
+
+            model = SqueezeFacePoseNet(
+                dwc="_dwc" in cfg.name,
+                gdc=True,
+                embedding=cfg.embedding or DESCRIPTOR,
+                input_size=cfg.input_size,
+            )
+            model.name = cfg.name
+        model.preprocessing = replace(
+            spec, input_size=cfg.input_size, resize_shorter=None, center_crop=None
+        )
+    return model
+
+
+def save_model(model: nn.Module, cfg: TorchModelConfig | None = None) -> bytes:
+    """A self-describing checkpoint of a backbone: its config, preprocessing and weights."""
+    model = getattr(model, "module", model)
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "format": FORMAT,
+            "model": cfg.model_dump(mode="json") if cfg is not None else None,
+            "preprocessing": model.preprocessing.to_dict(),
+            "state_dict": model.state_dict(),
+        },
+        buf,
+    )
+    return buf.getvalue()
+
+
+def load_model(source: bytes | str | Path) -> nn.Module:
+    """Rebuild a backbone from ``save_model`` bytes or a file holding them."""
+    where = "<bytes>" if isinstance(source, bytes | bytearray) else str(source)
+    if not isinstance(source, bytes | bytearray):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"{path}: torch checkpoint not found")
+        source = path.read_bytes()
+    payload = torch.load(io.BytesIO(source), map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ConfigError(f"{where}: not a vlrface torch checkpoint (format {FORMAT} expected)")
+    if payload["model"] is None:
+        raise ConfigError(f"{where}: the checkpoint records no model config; cannot rebuild it")
+    model = make_model(TorchModelConfig(**payload["model"]))
+    model.preprocessing = Preprocessing.from_dict(payload["preprocessing"])
+    model.load_state_dict(payload["state_dict"])
+    return model
+
+
+def descriptor_dim(model: nn.Module) -> int:
+    size = model.preprocessing.input_size
+    training = model.training
+    model.eval()
+    with torch.no_grad():
+        param = next(model.parameters(), None)
+        x = torch.zeros(1, 3, size, size, device=None if param is None else param.device)
+        dim = int(model(x).shape[1])
+    model.train(training)
+    return dim
+
+
+class SoftmaxHead(nn.Module):
+    """Plain softmax classifier (optionally SqueezeFacePoseNet §3's BN + dropout 0.5 + FC)."""
+
+    def __init__(self, dim: int, n_classes: int, bn_dropout: bool = False):
+        super().__init__()
+        pre = [nn.BatchNorm1d(dim), nn.Dropout(0.5)] if bn_dropout else []
+        self.net = nn.Sequential(*pre, nn.Linear(dim, n_classes))
+
+    def forward(self, embeddings, labels):
+        return self.net(embeddings)
+
+
+def make_head(cfg: HeadConfig, dim: int, n_classes: int) -> nn.Module:
+    if cfg.kind == "softmax":
+        return SoftmaxHead(dim, n_classes, cfg.bn_dropout)
+    kwargs = {k: v for k, v in (("scale", cfg.scale), ("margin", cfg.margin)) if v is not None}
+    cls = {
+        "arcface": ArcFaceHead,
+        "cosface": CosFaceHead,
+        "sphereface": SphereFaceHead,
+        "adaface": AdaFaceHead,
+    }[cfg.kind]
+    return cls(dim, n_classes, **kwargs)
+
+
+def freeze(teacher: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: the teacher only extracts features."""
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+# --------------------------------------------------------------------------------------------
+# optimiser and schedules
+
+
+def decay_parameters(params, lr: float, weight_decay: float) -> None:
+    """Decoupled weight decay: ``p <- p * (1 - lr * weight_decay)``, outside the gradient."""
+    if weight_decay == 0:
+        return
+    with torch.no_grad():
+        for p in params:
+            p.mul_(1.0 - lr * weight_decay)
+
+
+def sgd_step(optimizer: torch.optim.SGD, lr: float, weight_decay: float) -> None:
+    """Set ``lr`` on every group, decay decoupled, then take the (decay-free) SGD step."""
+    for group in optimizer.param_groups:
+        if group["weight_decay"]:
+            raise ValueError("decoupled decay needs torch.optim.SGD(weight_decay=0)")
+        group["lr"] = lr
+        decay_parameters(group["params"], lr, weight_decay)
+    optimizer.step()
+
+
+class LRSchedule:
+    """Epoch-wise learning rate: ``step`` (milestones x gamma), ``plateau`` or ``constant``."""
+
+    def __init__(self, cfg: ScheduleConfig, base_lr: float):
+        self.cfg, self.base_lr = cfg, base_lr
+        self.lr = base_lr
+        self.epochs = 0
+        self.best = math.inf
+        self.bad = 0
+        self.level = -1  # index into cfg.levels of the current lr (-1: base_lr)
+
+    def epoch_end(self, loss: float) -> float:
+        c = self.cfg
+        self.epochs += 1
+        if c.kind == "step":
+            self.lr = self.base_lr * c.gamma ** sum(1 for m in c.milestones if m <= self.epochs)
+        elif c.kind == "plateau":
+            if loss < self.best * (1.0 - c.threshold):
+                self.best, self.bad = loss, 0
+            else:
+                self.bad += 1
+                if self.bad > c.patience:
+                    self.bad = 0
+                    if c.levels is not None:
+                        lower = [i for i, v in enumerate(c.levels) if v < self.lr]
+                        if lower:
+                            self.level = lower[0]
+                            self.lr = c.levels[self.level]
+                    else:
+                        self.lr = max(self.lr * c.factor, c.min_lr)
+        return self.lr
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("lr", "epochs", "best", "bad", "level")}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The rows of ``epoch`` in order: a pure function of ``(seed, epoch)``."""
+    return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
+
+
+def to_tensor(faces: np.ndarray, spec: Preprocessing) -> torch.Tensor:
+    """uint8 RGB NHWC faces -> the model's normalised NCHW batch in its channel order."""
+    x = spec.normalize(spec.geometry(faces))
+    if spec.channel_order.upper() == "BGR":
+        x = x[..., ::-1]
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+class Batches:
+    """Student and teacher batches of the training rows (see the module docstring)."""
+
+    def __init__(
+        self,
+        root,
+        manifest: pd.DataFrame,
+        labels: dict[str, int],
+        spec: Preprocessing,
+        image_size: int,
+        flip: bool,
+        seed: int,
+        workers: int = 0,
+    ):
+        self.root, self.spec, self.size, self.flip, self.seed = root, spec, image_size, flip, seed
+        self.paths = manifest["path"].tolist()
+        self.labels = manifest["identity"].map(labels).to_numpy(np.int64)
+        if (self.labels < 0).any():
+            raise ConfigError("training manifest: rows without a class label")
+        self.pool = ThreadPoolExecutor(workers) if workers else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _load(self, i: int) -> np.ndarray:
+        return load_face(self.root, self.paths[i], self.size)
+
+    def get(self, idx: np.ndarray, epoch: int, batch: int, policy, teacher: bool):
+        hr = list(self.pool.map(self._load, idx) if self.pool else map(self._load, idx))
+        if policy is None:
+            lr = hr
+        elif isinstance(policy, CrossResolutionPolicy):
+            lr, _ = policy.apply_batch(hr, self.seed, epoch, batch)
+        else:
+            lr = [
+                policy.apply(img, np.random.default_rng([self.seed, epoch, int(i)]))[0]
+                for img, i in zip(hr, idx, strict=True)
+            ]
+        if self.flip:
+            flips = [
+                np.random.default_rng([self.seed, epoch, int(i), 0xF1]).uniform() < 0.5 for i in idx
+            ]
+            hr = [img[:, ::-1] if f else img for img, f in zip(hr, flips, strict=True)]
+            lr = [img[:, ::-1] if f else img for img, f in zip(lr, flips, strict=True)]
+        student = to_tensor(np.stack(lr), self.spec)
+        hr_batch = to_tensor(np.stack(hr), self.spec) if teacher else None
+        return student, hr_batch, torch.from_numpy(self.labels[idx])
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` (an error naming the key if there is none) or ``auto``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def build_policy(cfg: dict | None, total_steps: int):
+    if cfg is None:
+        return None
+    cfg = dict(cfg)
+    if cfg.get("kind") == "curriculum":
+        cfg.setdefault("total_steps", total_steps)
+    try:
+        return policy_from_config(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"degrade: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    head: nn.Module
+    history: list[dict] = field(default_factory=list)
+    steps: int = 0
+    checkpoint: Path | None = None
+    resumed_from: int | None = None
+
+
+def _rank_world(ddp: bool) -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if ddp and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def data_hash(manifest: pd.DataFrame) -> str:
+    """sha256 of the rows' paths and identities, in order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path, identity in zip(manifest["path"], manifest["identity"], strict=True):
+        h.update(f"{path}\t{identity}\n".encode())
+    return h.hexdigest()
+
+
+def _fingerprint(stage: TorchStageConfig, seed: int, manifest: pd.DataFrame) -> dict:
+    skip = {"progress", "workers", "checkpoint_every", "checkpoint_dir"}
+    return {
+        "stage": stage.model_dump(mode="json", exclude=skip),
+        "seed": seed,
+        "data": data_hash(manifest),
+    }
+
+
+def _write_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    model: nn.Module,
+    manifest: pd.DataFrame,
+    root: str | Path,
+    stage: TorchStageConfig,
+    seed: int,
+    *,
+    image_size: int = 112,
+    teacher: nn.Module | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    on_step: Callable[[int, dict], None] | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` (a backbone with ``.preprocessing``) on ``manifest``'s rows (columns
+    ``path``, ``identity``) under ``stage``; see the module docstring for every step.
+
+    With ``checkpoint_dir`` holding a ``last.pt`` of the same stage, seed and data, training
+    continues from it (``resume``); a checkpoint of another configuration is an error.
+    ``on_step(step, record)`` runs after each step's checkpoint is written (an exception from
+    it stops training as a kill would); ``on_epoch(epoch, record)`` after each epoch.
+    """
+    from tqdm import tqdm
+
+    if stage.teacher is not None and teacher is None:
+        raise ConfigError("teacher: the stage has a teacher section but no teacher was given")
+    labels = records.label_map(manifest)
+    n_classes = len(labels)
+    if n_classes < 2:
+        raise ConfigError(f"training manifest: {n_classes} identity; need >= 2 classes")
+    if len(manifest) < stage.batch_size:
+        raise ConfigError(
+            f"batch_size {stage.batch_size} exceeds the {len(manifest)} training images"
+        )
+    rank, world = _rank_world(stage.ddp)
+    steps_per_epoch = len(manifest) // stage.batch_size
+    total = stage.epochs * steps_per_epoch
+    total = min(total, stage.max_steps) if stage.max_steps else total
+    policy = build_policy(stage.degrade, total)
+    spec = model.preprocessing
+    batches = Batches(
+        root, manifest, labels, spec, image_size, stage.flip, seed, workers=stage.workers
+    )
+
+    device = resolve_device(stage.device)
+    if device.type == "cuda":  # cuBLAS needs a fixed workspace to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+        state = None
+        if ckpt_path is not None and resume and ckpt_path.is_file():
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state is None:
+            seed_everything(seed)
+        model.to(device)
+        dim = descriptor_dim(model)
+        head = make_head(stage.head, dim, n_classes).to(device)
+        if teacher is not None:
+            freeze(teacher).to(device)
+            if (tdim := descriptor_dim(teacher)) != dim:
+                raise ConfigError(f"teacher: descriptor width {tdim} != the student's {dim}")
+            if teacher.preprocessing.input_size != spec.input_size:
+                raise ConfigError("teacher: its input size differs from the student's")
+        params = [p for p in (*model.parameters(), *head.parameters()) if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum)
+        schedule = LRSchedule(stage.schedule, stage.lr)
+        fingerprint = _fingerprint(stage, seed, manifest)
+        step, epoch, start_batch, history = 0, 0, 0, []
+        loss_sum, correct, seen, parts = 0.0, 0, 0, {}
+        resumed_from = None
+        if state is not None:
+            if state["fingerprint"] != fingerprint:
+                raise ConfigError(
+                    f"{ckpt_path}: checkpoint of another configuration (stage, seed or data "
+                    "differ); remove it or use a new checkpoint_dir"
+                )
+            model.load_state_dict(state["model"])
+            head.load_state_dict(state["head"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if device.type == "cuda" and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+            np.random.set_state(state["rng"]["numpy"])
+            random.setstate(state["rng"]["python"])
+            step, epoch, start_batch = state["step"], state["epoch"], state["batch"]
+            loss_sum, correct, seen = state["loss_sum"], state["correct"], state["seen"]
+            parts = state["parts"]
+            history = state["history"]
+            resumed_from = step
+        student = model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            student = DistributedDataParallel(model)
+
+        def checkpoint(epoch_: int, batch_: int) -> None:
+            if ckpt_path is None or rank != 0:
+                return
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(
+                {
+                    "fingerprint": fingerprint,
+                    "model": model.state_dict(),
+                    "head": head.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "rng": {
+                        "torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                        "numpy": np.random.get_state(),
+                        "python": random.getstate(),
+                    },
+                    "step": step,
+                    "epoch": epoch_,
+                    "batch": batch_,
+                    "loss_sum": loss_sum,
+                    "correct": correct,
+                    "seen": seen,
+                    "parts": parts,
+                    "history": history,
+                },
+                ckpt_path,
+            )
+
+        def kept() -> str:
+            if ckpt_path is not None and ckpt_path.is_file():
+                return f"the last good checkpoint {ckpt_path} is kept"
+            return "no checkpoint was written"
+
+        model.train()
+        head.train()
+        bar = tqdm(total=total, initial=step, desc=desc, unit="step", disable=not stage.progress)
+        while epoch < stage.epochs and step < total:
+            order = epoch_order(len(manifest), seed, epoch)
+            for b in range(start_batch, steps_per_epoch):
+                if step >= total:
+                    break
+                idx = order[b * stage.batch_size : (b + 1) * stage.batch_size][rank::world]
+                now = policy.at(step) if isinstance(policy, CurriculumPolicy) else policy
+                x, x_hr, y = batches.get(idx, epoch, b, now, teacher is not None)
+                x, y = x.to(device), y.to(device)
+                x_hr = x_hr.to(device) if x_hr is not None else None
+                lr = schedule.lr
+                emb = student(x)
+                logits = head(emb, y)
+                cls_loss = F.cross_entropy(logits, y)
+                loss = cls_loss
+                distill = None
+                if teacher is not None:
+                    with torch.no_grad():
+                        target = teacher(x_hr)
+                    distill = feature_distillation_loss(
+                        target, emb, stage.teacher.lam, stage.teacher.reduction
+                    )
+                    loss = cls_loss + distill
+                if not torch.isfinite(loss):
+                    raise NonFiniteError(
+                        f"{desc}: loss is {loss.item()} at step {step + 1} (epoch {epoch + 1}); "
+                        f"training stopped, {kept()}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if stage.grad_clip_norm is not None:
+                    nn.utils.clip_grad_norm_(params, stage.grad_clip_norm)
+                sgd_step(optimizer, lr, stage.weight_decay)
+                if not all(torch.isfinite(p).all() for p in params):
+                    raise NonFiniteError(
+                        f"{desc}: a parameter became NaN/Inf at step {step + 1} "
+                        f"(epoch {epoch + 1}); training stopped, {kept()}"
+                    )
+                step += 1
+                loss_sum += float(loss.detach()) * len(y)
+                correct += int((logits.detach().argmax(1) == y).sum())
+                seen += len(y)
+                record = {"loss": float(loss.detach()), "cls_loss": float(cls_loss.detach())}
+                if distill is not None:
+                    record["distill_loss"] = float(distill.detach())
+                for k in ("cls_loss", "distill_loss"):
+                    if k in record:
+                        parts[k] = parts.get(k, 0.0) + record[k] * len(y)
+                record["lr"] = lr
+                if isinstance(policy, CurriculumPolicy):
+                    record["degrade_p"] = now.probability
+                if step % stage.checkpoint_every == 0:
+                    checkpoint(epoch, b + 1)
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                if on_step is not None:
+                    on_step(step, record)
+            mean = loss_sum / max(seen, 1)
+            acc = correct / max(seen, 1)
+            record = {"epoch": epoch + 1, "loss": mean, "acc": acc, "lr": schedule.lr}
+            record.update({k: v / max(seen, 1) for k, v in parts.items()})
+            schedule.epoch_end(mean)
+            history.append(record)
+            epoch, start_batch = epoch + 1, 0
+            loss_sum, correct, seen, parts = 0.0, 0, 0, {}
+            checkpoint(epoch, 0)
+            if on_epoch is not None:
+                on_epoch(epoch, record)
+        bar.close()
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        if batches.pool is not None:
+            batches.pool.shutdown()
+    model.eval()
+    model.to("cpu")
+    head.to("cpu")
+    if teacher is not None:
+        teacher.to("cpu")
+    return TrainResult(model, head, history, step, ckpt_path, resumed_from)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation adapter
+
+
+class SpecEmbedder:
+    """Adapts a torch-track embedder to the protocols' input convention.
+
+    ``vlrface.protocols.verification.evaluate_pairs`` hands embedders BinaryFaceNet's
+    normalisation (``(x - 127.5) / 128``, data ``image_size``); this undoes it to uint8 and
+    applies the model's own ``Preprocessing`` (geometry and mean/std; the wrapped
+    ``ONNXEmbedder``/``TorchEmbedder`` swaps the channels where the model wants BGR).
+    """
+
+    def __init__(self, inner, spec: Preprocessing):
+        self.inner, self.spec = inner, spec
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        raw = np.clip(np.rint(np.asarray(batch, np.float32) * 128.0 + 127.5), 0, 255)
+        faces = self.spec.geometry(raw.astype(np.uint8))
+        return self.inner(self.spec.normalize(faces))
