@@ -262,6 +262,7 @@ def _eval_embedder(spec: str):
     if spec.startswith(("models:/", "runs:/")):
         import mlflow
 
+        _use_registry(spec)
         try:
             folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=spec))
         except Exception as exc:  # MLflow raises many types: one line for the user
@@ -433,10 +434,12 @@ def export_lce_cmd(spec, out, faces_dir, count, int8, min_cosine, as_json) -> No
 )
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "estimated", "measured"]),
+    type=click.Choice(["auto", "estimated", "measured", "emulated"]),
     default="auto",
     show_default=True,
-    help="measured: run it here (arm64 only); auto: measured if possible, else estimated.",
+    help="measured: run it here (arm64 only); emulated: count an .onnx model's aarch64 "
+    "instructions under qemu-aarch64 (sets up its toolchain on first use); auto: measured if "
+    "possible, else estimated (.tflite). auto never picks emulated: ask for it.",
 )
 @click.option(
     "--benchmark-binary",
@@ -446,7 +449,11 @@ def export_lce_cmd(spec, out, faces_dir, count, int8, min_cosine, as_json) -> No
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def latency_cmd(path, devices_, backend, benchmark_binary, runs, as_json) -> None:
-    """Single-thread ARM latency of an exported model, with the provenance of every figure."""
+    """Single-thread ARM latency of an exported model, with the provenance of every figure.
+
+    ``--backend emulated`` (ONNX only) runs onnxruntime's aarch64 build under qemu-user and
+    converts its instruction count with the devices' constants (``vlrface.latency.emulate``).
+    """
     from pathlib import Path
 
     from vlrface.latency import estimate, measure
@@ -460,6 +467,11 @@ def latency_cmd(path, devices_, backend, benchmark_binary, runs, as_json) -> Non
     suffix = Path(path).suffix
     if suffix not in (".tflite", ".onnx"):
         raise click.BadParameter(f"{path}: expected a .tflite or .onnx file", param_hint="--model")
+    if backend == "emulated":
+        from vlrface.latency import emulate
+
+        _emit(emulate.emulate(path, list(devices_)), as_json)
+        return
     can_measure = measure.on_arm() and (suffix == ".onnx" or benchmark_binary)
     if backend == "measured" or (backend == "auto" and can_measure):
         if suffix == ".onnx":
@@ -473,7 +485,7 @@ def latency_cmd(path, devices_, backend, benchmark_binary, runs, as_json) -> Non
     elif suffix == ".onnx":
         raise click.UsageError(
             f"{path}: the ARM cost model prices LCE flatbuffers; measure ONNX models on an "
-            "arm64 host (--backend measured)"
+            "arm64 host (--backend measured) or under emulation (--backend emulated)"
         )
     else:
         from vlrface.export.lce import census
@@ -666,9 +678,28 @@ _CHAMPION = "models:/binaryfacenet@champion"
 _MODEL_HELP = "MLflow model URI (models:/<name>@<alias>, runs:/..., or a local model directory)."
 
 
+def _use_registry(uri: str) -> None:
+    """``models:/`` URIs resolve on ``MLFLOW_TRACKING_URI``, else on the active ZenML stack's
+    MLflow tracker (the registry the pipeline writes to)."""
+    import os
+
+    if uri.startswith("models:/") and not os.environ.get("MLFLOW_TRACKING_URI"):
+        import mlflow
+
+        from vlrface.stack import active_tracking_uri
+
+        try:
+            mlflow.set_tracking_uri(active_tracking_uri())
+        except Exception as exc:  # no ZenML repo/stack here: one line for the user
+            raise click.ClickException(
+                f"cannot resolve {uri}: set MLFLOW_TRACKING_URI ({str(exc).splitlines()[0]})"
+            ) from None
+
+
 def _served(uri: str):
     from vlrface.serving import load
 
+    _use_registry(uri)
     try:
         return load(uri)
     except Exception as exc:  # MLflow raises many types: one line for the user
@@ -772,3 +803,91 @@ def run() -> None:
     except RuntimeError as exc:  # e.g. no MLflow tracker on the active stack
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
+
+
+def _model_spec(spec: str) -> tuple[str, str | None, int | None]:
+    """``name@alias`` or ``name@<version>`` (or ``name``: its latest version)."""
+    name, _, at = spec.partition("@")
+    if not name or (_ and not at):
+        raise click.BadParameter(
+            f"{spec!r}: expected <name>@<alias> or <name>@<version>", param_hint="--model"
+        )
+    if not at:
+        return name, None, None
+    return (name, None, int(at)) if at.isdigit() else (name, at, None)
+
+
+@main.command("report")
+@click.option(
+    "--model",
+    "specs",
+    required=True,
+    multiple=True,
+    help="A registered model as <name>@<alias> or <name>@<version>; repeat to compare several.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Markdown report to write."
+)
+@click.option("--html", is_flag=True, help="Also write the report as HTML (<out> with .html).")
+@click.option("--digits", default=4, show_default=True, type=click.IntRange(1, 8))
+@_tracking_uri_option
+def report_cmd(specs, out, html, digits, tracking_uri) -> None:
+    """Registered models side by side: their evaluation metrics in the papers' table layouts."""
+    from pathlib import Path
+
+    from mlflow.exceptions import MlflowException
+
+    from vlrface import registry
+    from vlrface.fileio import write_atomic
+    from vlrface.reports.compare import render_report, version_metrics
+
+    parsed = [_model_spec(s) for s in specs]
+    client, uri = _registry(tracking_uri)
+    results, models = {}, []
+    with registry.errors(uri):
+        for spec, (name, alias, version) in zip(specs, parsed, strict=True):
+            if alias is not None:
+                registry.get_model(client, name)
+                try:
+                    mv = client.get_model_version_by_alias(name, alias)
+                except MlflowException as exc:
+                    if exc.error_code in registry.NOT_FOUND:
+                        raise registry.RegistryError(
+                            f"--model {spec}: registered model '{name}' has no alias '{alias}'"
+                        ) from None
+                    raise
+            else:
+                mv = registry.get_version(client, name, version)
+            aliases = sorted(
+                a
+                for a, v in registry.get_model(client, name).aliases.items()
+                if str(v) == str(mv.version)
+            )
+            label = f"{name} v{mv.version}" + (f" ({', '.join(aliases)})" if aliases else "")
+            if label in results:
+                raise click.UsageError(f"--model {spec}: {label} is already in the report")
+            results[label] = version_metrics(client, mv)
+            tags = dict(mv.tags)
+            models.append(
+                {
+                    "label": label,
+                    "name": name,
+                    "version": int(mv.version),
+                    "aliases": aliases,
+                    "run_id": mv.run_id,
+                    "dataset": tags.get("data.dataset"),
+                    "synthetic": tags.get("data.synthetic"),
+                }
+            )
+    empty = [label for label, m in results.items() if not m]
+    if len(empty) == len(results):
+        raise click.ClickException(f"no eval.* metrics recorded for {', '.join(empty)}")
+    write_atomic(out, render_report(results, models, digits=digits).encode())
+    written = [out]
+    if html:
+        page = Path(out).with_suffix(".html")
+        write_atomic(page, render_report(results, models, html=True, digits=digits).encode())
+        written.append(str(page))
+    click.echo(f"compared {len(results)} model(s) in {', '.join(written)}")
+    for label in empty:
+        click.echo(f"warning: {label} has no eval.* metrics", err=True)

@@ -6,7 +6,8 @@ concern below. Unknown keys anywhere are errors that name the key.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -30,18 +31,42 @@ class SyntheticData(Section):
     seed: int = 0
 
 
+TrainingLayout = Literal[
+    "casia_webface",
+    "casia_webface_pack",
+    "ms1m_retinaface",
+    "vggface2",
+    "tinyface",
+    "survface",
+    "scface",
+]
+
+
+class DatasetEntry(Section):
+    """One release of a combined training set (``data.datasets``)."""
+
+    layout: TrainingLayout
+    root: str  # relative to data.root
+
+    @field_validator("root")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        if Path(v).is_absolute() or ".." in Path(v).parts:
+            raise ValueError(f"{v!r} must be a folder under data.root (relative, no '..')")
+        return v
+
+
 class DataConfig(Section):
     root: str = "data/casia-webface-synthetic"
     # the training set's release layout: a name of vlrface.data.datasets with role "train"
-    layout: Literal[
-        "casia_webface",
-        "casia_webface_pack",
-        "ms1m_retinaface",
-        "vggface2",
-        "tinyface",
-        "survface",
-        "scface",
-    ] = "casia_webface"
+    layout: TrainingLayout = "casia_webface"
+    # several releases combined into one training set (vlrface.data.training_set), instead of
+    # `layout`; e.g. TinyFace + SurvFace. Identities stay apart (<layout>:<id>) unless the
+    # identity_mapping CSV (source,identity,global_identity) merges them.
+    datasets: list[DatasetEntry] | None = None
+    identity_mapping: str | None = None
+    # SCface protocol 50/80: subjects 1..subjects fine-tune, the others are test subjects
+    subjects: int | None = Field(None, ge=1)
     on_error: Literal["raise", "skip"] = "raise"  # bad records: stop, or skip and count
     dvc_file: str = "data.dvc"
     name: str = "demo"  # names the metrics: eval.<name>.<variant>.<res>.<metric>
@@ -49,6 +74,21 @@ class DataConfig(Section):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     image_size: int = 112
     min_images_per_identity: int = Field(2, ge=2)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.datasets is not None:
+            if "layout" in self.model_fields_set:
+                raise ValueError("give data.layout or data.datasets, not both")
+            if len(self.datasets) < 2:
+                raise ValueError("data.datasets combines two or more releases")
+        elif self.identity_mapping:
+            raise ValueError("data.identity_mapping needs data.datasets")
+        return self
+
+    def layouts(self) -> list[str]:
+        """The release layouts this configuration reads."""
+        return [d.layout for d in self.datasets] if self.datasets else [self.layout]
 
 
 class ModelConfig(Section):
@@ -89,24 +129,176 @@ class ModelConfig(Section):
 
 
 class VLRConfig(Section):
+    """The shorthand for a fixed ``VLRPolicy``; ``StageConfig.policy`` takes any policy."""
+
     probability: float = Field(0.0, ge=0, le=1)
     sizes: list[int] = Field(default_factory=lambda: [7, 14, 28, 56])
     down: str = "area"
     up: str = "area"
+
+    def policy_dict(self) -> dict | None:
+        """The shorthand as a ``policy_from_config`` dict (``None`` at probability 0)."""
+        if self.probability == 0:
+            return None
+        return {"kind": "fixed", "probability": self.probability, "sizes": list(self.sizes),
+                "down": self.down, "up": self.up}  # fmt: skip
+
+
+#: the keyword arguments each margin head takes from ``loss_params`` (ArcFace: arcface_scale and
+#: arcface_margin); ``statistic`` is the Laplacian quality statistic
+LOSS_PARAMS = {
+    "arcface": (),
+    "cosface": ("scale", "margin"),
+    "sphereface": ("scale", "margin"),
+    "adaface": ("scale", "margin", "h", "t_alpha"),
+    "laplacian": ("scale", "quality_scale", "min_margin", "max_margin", "statistic"),
+}
+
+
+class PlateauConfig(Section):
+    """Multiply the lr by ``factor`` when the epoch's mean training loss has not improved
+    (relatively, by more than ``threshold``) for ``patience`` epochs; never below ``min_lr``."""
+
+    patience: int = Field(2, ge=1)
+    factor: float = Field(0.1, gt=0, lt=1)
+    threshold: float = Field(1e-4, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class TeacherConfig(Section):
+    """A frozen teacher for cross-resolution distillation (T-C): ``path``, a saved Keras model
+    (.keras or full-model .h5), or ``model`` + ``checkpoint`` (a model of that config whose
+    weights are copied layer by layer from the checkpoint). The loss adds
+    ``lam * MSE(teacher(HR), student(degraded))`` (``reduction`` ``mean`` or eq. 1's ``sum``)."""
+
+    path: str | None = None
+    model: ModelConfig | None = None
+    checkpoint: str | None = None
+    lam: float = Field(0.1, ge=0)
+    reduction: Literal["mean", "sum"] = "mean"
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.model is None):
+            raise ValueError("give either 'path' or 'model' (with 'checkpoint')")
+        if self.model is not None and not self.checkpoint:
+            raise ValueError("'model' needs 'checkpoint' (the teacher's trained weights)")
+        if self.path is not None and self.checkpoint:
+            raise ValueError("'checkpoint' goes with 'model'; 'path' is a whole saved model")
+        return self
 
 
 class StageConfig(Section):
     epochs: int = Field(ge=1)
     batch_size: int = Field(128, ge=2)
     lr: float = Field(0.01, gt=0)
+    # schedule "step": lr * gamma ** (milestones <= epoch); "plateau": see PlateauConfig
+    schedule: Literal["step", "plateau"] = "step"
     milestones: list[int] = Field(default_factory=lambda: [9, 15, 18])
     gamma: float = 0.1
+    plateau: PlateauConfig = Field(default_factory=PlateauConfig)
     momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: float = 5e-4  # decoupled (SGDW): w -= lr * weight_decay * w every step
+    loss: Literal["arcface", "cosface", "sphereface", "adaface", "laplacian"] = "arcface"
     arcface_scale: float = 16.0
     arcface_margin: float = 0.5
+    loss_params: dict[str, float | str] = Field(default_factory=dict)  # see LOSS_PARAMS
     flip: bool = True
     vlr: VLRConfig = Field(default_factory=VLRConfig)
+    # any vlrface.degrade policy (policy_from_config); a curriculum without total_steps spans
+    # the stage's steps. Replaces the 'vlr' shorthand.
+    policy: dict[str, Any] | None = None
+    teacher: TeacherConfig | None = None
+    checkpoint_every: int | None = Field(None, ge=1)  # steps
+    checkpoint_dir: str | None = None
+    keep_checkpoints: int = Field(2, ge=1)
+    resume: bool = False  # continue from checkpoint_dir's last checkpoint
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    mixed_precision: bool = False  # GPU only; ignored (and logged) on a CPU
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_builds(cls, v):
+        if v is None:
+            return v
+        from vlrface.degrade import policy_from_config
+
+        probe = dict(v)
+        if probe.get("kind") == "curriculum":
+            probe.setdefault("total_steps", 1)  # the stage's steps, known when training starts
+        policy_from_config(probe)  # raises ValueError naming the bad key
+        return v
+
+    @model_validator(mode="after")
+    def _stage_is_consistent(self):
+        if self.policy is not None and self.vlr.probability > 0:
+            raise ValueError("give either 'vlr' (the shorthand) or 'policy', not both")
+        allowed = LOSS_PARAMS[self.loss]
+        unknown = sorted(set(self.loss_params) - set(allowed))
+        if unknown:
+            hint = "use arcface_scale/arcface_margin" if self.loss == "arcface" else allowed
+            raise ValueError(f"loss_params {unknown} do not apply to loss {self.loss!r}: {hint}")
+        for key, val in self.loss_params.items():
+            if (key == "statistic") != isinstance(val, str):
+                raise ValueError(f"loss_params.{key} has the wrong type: {val!r}")
+        if "statistic" in self.loss_params:
+            from vlrface.losses.quality import STATISTICS
+
+            if self.loss_params["statistic"] not in STATISTICS:
+                raise ValueError(f"loss_params.statistic must be one of {list(STATISTICS)}")
+        if (self.checkpoint_every or self.resume) and not self.checkpoint_dir:
+            raise ValueError("'checkpoint_every' and 'resume' need 'checkpoint_dir'")
+        return self
+
+    def policy_config(self) -> dict | None:
+        """The degradation policy as a ``policy_from_config`` dict (``None``: no degradation)."""
+        return dict(self.policy) if self.policy is not None else self.vlr.policy_dict()
+
+
+class ProtocolEntry(Section):
+    """One benchmark protocol the evaluate step runs (``vlrface.protocols.suite``).
+
+    ``name``: a protocol of ``vlrface.protocols.runners.PROTOCOLS``; ``root``: its release
+    folder (checked when the step runs); ``resolutions``: probe sizes (default: the
+    protocol's); ``files``: its protocol files (``runners.PROTOCOL_FILES``, e.g. lfw ``pairs``),
+    relative to ``root`` unless absolute; ``model``: ``keras`` (the fine-tuned Keras model) or
+    ``lce`` (that model converted to an LCE flatbuffer in the step and run by LCE's interpreter,
+    one thread). Metric names do not depend on ``model``."""
+
+    name: str
+    root: str
+    resolutions: list[int] | None = None
+    files: dict[str, str] = Field(default_factory=dict)
+    model: Literal["keras", "lce"] = "keras"
+
+    @field_validator("name")
+    @classmethod
+    def _known_protocol(cls, v: str) -> str:
+        from vlrface.protocols.runners import PROTOCOLS
+
+        if v not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {v!r}; known: {', '.join(PROTOCOLS)}")
+        return v
+
+    @field_validator("resolutions")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(r < 1 for r in v):
+            raise ValueError(f"resolutions must be >= 1 px, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _known_files(self):
+        from vlrface.protocols.runners import PROTOCOL_FILES
+
+        allowed = PROTOCOL_FILES[self.name]
+        unknown = sorted(set(self.files) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"files {unknown} do not apply to {self.name}; it takes "
+                f"{', '.join(allowed) if allowed else 'no protocol files'}"
+            )
+        return self
 
 
 class EvalConfig(Section):
@@ -117,6 +309,18 @@ class EvalConfig(Section):
     flip: bool = True
     down: str = "area"
     up: str = "area"
+    # benchmark protocols run on the fine-tuned model after the demo pairs (flip/down/up above
+    # apply to them too); each protocol at most once, so its metric names stay unique
+    protocols: list[ProtocolEntry] = Field(default_factory=list)
+
+    @field_validator("protocols")
+    @classmethod
+    def _once_each(cls, v: list[ProtocolEntry]) -> list[ProtocolEntry]:
+        names = [e.name for e in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"protocol(s) {twice} listed more than once")
+        return v
 
 
 class ExportConfig(Section):
@@ -170,6 +374,8 @@ class RegistryConfig(Section):
     # the metric a challenger must beat the champion on, and by how much
     compare_metric: str = "eval.demo.hr_lr.14.acc"
     min_improvement: float = 0.0
+    # a promotion policy file (mlflow/promotion.yaml); when given it replaces the two keys above
+    policy: str | None = None
 
 
 class PipelineConfig(Section):
@@ -191,11 +397,29 @@ class PipelineConfig(Section):
         runs = [("hr_hr", self.data.image_size)] + [
             ("hr_lr", r) for r in self.evaluation.resolutions
         ]
-        return [
+        names = [
             f"eval.{self.data.name}.{variant}.{res}.{m}"
             for variant, res in runs
             for m in ("acc", "acc_std", metric_suffix(self.evaluation.far))
         ]
+        if self.evaluation.protocols:
+            from vlrface.protocols.suite import known_metric_names
+
+            if self.data.name in {e.name for e in self.evaluation.protocols}:
+                raise ValueError(
+                    f"data.name {self.data.name!r} is also a protocol in evaluation.protocols: "
+                    "their metric names would collide; rename data.name"
+                )
+            for entry in self.evaluation.protocols:
+                names += known_metric_names(entry) or []
+        return names
+
+    def metric_prefixes(self) -> list[str]:
+        """``eval.<protocol>.`` of configured protocols whose metric names depend on the data
+        (``vlrface.protocols.suite``): any name under them may be logged."""
+        from vlrface.protocols.suite import KNOWN_AHEAD
+
+        return [f"eval.{e.name}." for e in self.evaluation.protocols if e.name not in KNOWN_AHEAD]
 
     @model_validator(mode="after")
     def _pretrain_or_pretrained(self):
@@ -205,18 +429,34 @@ class PipelineConfig(Section):
 
     @model_validator(mode="after")
     def _compare_metric_exists(self):
-        if self.registry.compare_metric not in self.metric_names():
-            raise ValueError(
-                f"registry.compare_metric {self.registry.compare_metric!r} is not a metric this "
-                f"configuration logs; e.g. {self.metric_names()[0]!r}"
-            )
+        check_registry_metrics(self.registry, self.metric_names(), self.metric_prefixes())
         return self
 
 
-def parse(raw: dict, source: str = "config") -> PipelineConfig:
-    """Validate a configuration dict; raise ``ConfigError`` naming the first bad key."""
+def check_registry_metrics(registry: RegistryConfig, logged: list[str], prefixes=()) -> None:
+    """``ValueError`` unless every metric promotion compares (the policy file's, else
+    ``registry.compare_metric``) is one the run logs (or falls under a protocol's ``prefixes``
+    whose names depend on the data)."""
+    if registry.policy:
+        from vlrface.promotion import load_policy
+
+        wanted = [
+            (f"{registry.policy}: metric", r.metric) for r in load_policy(registry.policy).metrics
+        ]
+    else:
+        wanted = [("registry.compare_metric", registry.compare_metric)]
+    for where, metric in wanted:
+        if metric not in logged and not metric.startswith(tuple(prefixes)):
+            raise ValueError(
+                f"{where} {metric!r} is not a metric this configuration logs; e.g. {logged[0]!r}"
+            )
+
+
+def parse(raw: dict, source: str = "config", schema: type[Section] | None = None):
+    """Validate a configuration dict against ``schema`` (default ``PipelineConfig``); raise
+    ``ConfigError`` naming the first bad key."""
     try:
-        return PipelineConfig.model_validate(raw)
+        return (schema or PipelineConfig).model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
         # a misspelt key also makes its correct spelling "missing": name the misspelling
