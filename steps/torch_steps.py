@@ -8,7 +8,6 @@ weights in one ``torch.save`` payload), so no pickled ``nn.Module`` is stored.
 
 import hashlib
 import json
-import numbers
 import shutil
 import tempfile
 import time
@@ -37,12 +36,6 @@ from vlrface.preprocess import load_face
 from vlrface.protocols.verification import evaluate_pairs, make_pairs
 
 TRACKER = "mlflow_tracker"
-
-
-def _fmt(v) -> str:
-    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
-        return str(int(v))
-    return f"{float(v):.6g}"
 
 
 def _checkpoint_dir(stage: TorchStageConfig, key: dict) -> Path:
@@ -403,8 +396,6 @@ def register_torch(
         **provenance_tags(data_info, config),
         "framework": "pytorch",
         "model.format": "onnx",
-        "pkg.torch": _version("torch"),
-        "pkg.onnxruntime": _version("onnxruntime"),
         **gate_tags(gates, {**metrics, **efficiency}, latency_report),
     }
     description = (
@@ -423,12 +414,3 @@ def register_torch(
 
 def _sha(path: str) -> str:
     return provenance.sha256_file(path)
-
-
-def _version(package: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"

@@ -22,6 +22,7 @@ PACKAGES = (
     "opencv-python-headless",
     "torch",
     "onnx",
+    "onnxruntime",
 )
 
 
