@@ -43,7 +43,9 @@ def latency_code() -> str:
 
 
 def registry_code() -> str:
-    return code_hash(*COMMON, "registry.py", "promotion.py", "reports", "serving.py")
+    return code_hash(
+        *COMMON, "registry.py", "promotion.py", "provenance.py", "reports", "serving.py"
+    )
 
 
 def policy(cache_func) -> CachePolicy:
