@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import mlflow
-import numpy as np
 import pandas as pd
 from zenml import log_metadata, step
 
@@ -19,8 +18,7 @@ from steps import cache
 from vlrface._keras import tf
 from vlrface.config import DataConfig, EvalConfig
 from vlrface.embedders import KerasEmbedder
-from vlrface.preprocess import load_face
-from vlrface.protocols.verification import evaluate_pairs, make_pairs
+from vlrface.protocols.verification import evaluate_heldout
 from vlrface.reports.plots import roc_figure
 
 TRACKER = "mlflow_tracker"
@@ -32,43 +30,32 @@ def evaluate_model(
 ) -> Annotated[dict, "metrics"]:
     """10-fold accuracy and TAR@FAR, HR gallery vs probes at each configured resolution."""
     data_cfg, cfg = DataConfig(**data), EvalConfig(**evaluation)
-    test = manifest[manifest.split == "test"].reset_index(drop=True)
-    pairs = make_pairs(test, cfg.pairs, seed)
-    used = np.unique(np.concatenate([pairs.a, pairs.b]))
-    images = np.zeros((len(test), data_cfg.image_size, data_cfg.image_size, 3), np.uint8)
-    for i in used:
-        images[i] = load_face(data_cfg.root, test.path[i], data_cfg.image_size)
-    metrics, scores = evaluate_pairs(
-        KerasEmbedder(model),
-        images,
-        pairs,
-        data_cfg.name,
-        cfg.resolutions,
-        cfg.far,
-        cfg.folds,
-        cfg.flip,
-        cfg.down,
-        cfg.up,
-    )
-    mlflow.log_metrics(metrics)
+    metrics, scores, pairs = evaluate_heldout(KerasEmbedder(model), manifest, data_cfg, cfg, seed)
     label = " (synthetic data)" if data_cfg.synthetic else ""
     fig = roc_figure(
         scores, pairs.same.to_numpy(bool), f"{data_cfg.name}: HR gallery vs LR probe{label}"
     )
     mlflow.log_figure(fig, f"evaluation/roc_{data_cfg.name}.png")
+    log_heldout(metrics, pairs, data_cfg)
+    if cfg.protocols:
+        metrics.update(_protocols(model, cfg, data_cfg.name))
+    log_metadata(metadata={"metrics": metrics})
+    return metrics
+
+
+def log_heldout(metrics: dict, pairs: pd.DataFrame, data_cfg: DataConfig, **extra) -> None:
+    """The held-out verification's metrics, and a JSON summary, to the active MLflow run."""
+    mlflow.log_metrics(metrics)
     mlflow.log_dict(
         {
             "pairs": len(pairs),
             "positives": int(pairs.same.sum()),
             "synthetic": data_cfg.synthetic,
+            **extra,
             "metrics": metrics,
         },
         f"evaluation/metrics_{data_cfg.name}.json",
     )
-    if cfg.protocols:
-        metrics.update(_protocols(model, cfg, data_cfg.name))
-    log_metadata(metadata={"metrics": metrics})
-    return metrics
 
 
 def _protocols(model, cfg: EvalConfig, label: str) -> dict:

@@ -175,9 +175,15 @@ def publish(
     return result
 
 
-def gate_tags(gates: dict, metrics: dict, latency_report: dict) -> dict:
-    """Gates, metrics and per-device latency (with its source) as version tags; a device without
-    a figure (``source: unavailable``) gets only its source: no budget to judge it against."""
+def gate_tags(export_report: dict, latency_report: dict, metrics: dict) -> dict:
+    """The pipeline gates (data: the run got past validation; parity; latency), metrics and
+    per-device latency (with its source) as version tags; a device without a figure
+    (``source: unavailable``) gets only its source: no budget to judge it against."""
+    gates = {
+        "data": True,
+        "parity": export_report["parity_passed"],
+        "latency": latency_report["passed"],
+    }
     devices = latency_report["devices"]
     timed = {d: r for d, r in devices.items() if r.get("ms") is not None}
     return {
@@ -209,11 +215,6 @@ def register_model(
     """Register a version (an MLflow pyfunc serving the LCE flatbuffer, the Keras backbone
     beside it) with its provenance; move ``champion`` if the promotion policy passes."""
     cfg = RegistryConfig(**config["registry"])
-    gates = {
-        "data": True,
-        "parity": export_report["parity_passed"],
-        "latency": latency_report["passed"],
-    }
     census, parity = export_report["census"], export_report["parity"]
     # the export figures travel with the version, so a cached export step loses none of them
     efficiency = {
@@ -228,7 +229,7 @@ def register_model(
     tags = {
         **provenance_tags(data_info, config),
         **_lineage(pretrained_version, finetuned_version),
-        **gate_tags(gates, {**metrics, **efficiency}, latency_report),
+        **gate_tags(export_report, latency_report, {**metrics, **efficiency}),
     }
     description = (
         f"{config['model']['name']} trained{synthetic_note(data_info)} "

@@ -7,7 +7,6 @@ weights in one ``torch.save`` payload), so no pickled ``nn.Module`` is stored.
 """
 
 import hashlib
-import json
 import shutil
 import tempfile
 import time
@@ -20,6 +19,7 @@ import pandas as pd
 from zenml import log_metadata, step
 
 from steps import cache
+from steps.evaluation import log_heldout
 from steps.registry import gate_tags, provenance_tags, publish, synthetic_note
 from vlrface import provenance, serving
 from vlrface.config import DataConfig, EvalConfig
@@ -33,7 +33,7 @@ from vlrface.config_torch import (
 from vlrface.embedders import ONNXEmbedder
 from vlrface.fileio import write_atomic
 from vlrface.preprocess import load_face
-from vlrface.protocols.verification import evaluate_pairs, make_pairs
+from vlrface.protocols.verification import evaluate_heldout
 
 TRACKER = "mlflow_tracker"
 
@@ -230,42 +230,13 @@ def evaluate_onnx(
 ) -> Annotated[dict, "metrics"]:
     """The demo verification protocol (as ``evaluate_model``) on the exported ONNX model's
     embeddings: 10-fold accuracy and TAR@FAR, HR gallery vs probes at each resolution."""
-    from vlrface.models.torch import Preprocessing
     from vlrface.training_torch import SpecEmbedder
 
     data_cfg, cfg = DataConfig(**data), EvalConfig(**evaluation)
-    test = manifest[manifest.split == "test"].reset_index(drop=True)
-    pairs = make_pairs(test, cfg.pairs, seed)
-    used = np.unique(np.concatenate([pairs.a, pairs.b]))
-    images = np.zeros((len(test), data_cfg.image_size, data_cfg.image_size, 3), np.uint8)
-    for i in used:
-        images[i] = load_face(data_cfg.root, test.path[i], data_cfg.image_size)
     inner = ONNXEmbedder(onnx, num_threads=0)  # evaluation: every core (latency is elsewhere)
-    meta = inner.session.get_modelmeta().custom_metadata_map
-    spec = Preprocessing.from_dict(json.loads(meta["vlrface.preprocessing"]))
-    metrics, _ = evaluate_pairs(
-        SpecEmbedder(inner, spec),
-        images,
-        pairs,
-        data_cfg.name,
-        cfg.resolutions,
-        cfg.far,
-        cfg.folds,
-        cfg.flip,
-        cfg.down,
-        cfg.up,
-    )
-    mlflow.log_metrics(metrics)
-    mlflow.log_dict(
-        {
-            "pairs": len(pairs),
-            "positives": int(pairs.same.sum()),
-            "synthetic": data_cfg.synthetic,
-            "runtime": "onnxruntime",
-            "metrics": metrics,
-        },
-        f"evaluation/metrics_{data_cfg.name}.json",
-    )
+    embedder = SpecEmbedder(inner, inner.preprocessing)
+    metrics, _, pairs = evaluate_heldout(embedder, manifest, data_cfg, cfg, seed)
+    log_heldout(metrics, pairs, data_cfg, runtime="onnxruntime")
     log_metadata(metadata={"metrics": metrics})
     return metrics
 
@@ -283,8 +254,7 @@ def _emulate(onnx: bytes, devices: list[str]) -> dict:
 def onnx_latency_ms(onnx: bytes, runs: int, threads: int = 1) -> float:
     """Median single-image latency (ms) of onnxruntime on this host, after two warm-up runs."""
     embedder = ONNXEmbedder(onnx, num_threads=threads)
-    meta = embedder.session.get_modelmeta().custom_metadata_map
-    size = json.loads(meta["vlrface.preprocessing"])["input_size"]
+    size = embedder.preprocessing.input_size
     x = np.zeros((1, size, size, 3), np.float32)
     for _ in range(2):
         embedder(x)
@@ -378,11 +348,6 @@ def register_torch(
     """Register a version (torch checkpoint + ONNX, sha256 of each) with its provenance tags
     and model card; move ``champion`` if the promotion policy passes."""
     cfg = TorchRegistryConfig(**config["registry"])
-    gates = {
-        "data": True,
-        "parity": export_report["parity_passed"],
-        "latency": latency_report["passed"],
-    }
     census, parity = export_report["census"], export_report["parity"]
     efficiency = {
         "export.onnx.parity.cosine_min": parity["cosine_min"],
@@ -396,7 +361,7 @@ def register_torch(
         **provenance_tags(data_info, config),
         "framework": "pytorch",
         "model.format": "onnx",
-        **gate_tags(gates, {**metrics, **efficiency}, latency_report),
+        **gate_tags(export_report, latency_report, {**metrics, **efficiency}),
     }
     description = (
         f"{config['model']['name']} (PyTorch, ONNX) trained{synthetic_note(data_info)} "

@@ -392,16 +392,7 @@ class PipelineConfig(Section):
 
     def metric_names(self) -> list[str]:
         """The names of the metrics ``evaluate_model`` will log for this configuration."""
-        from vlrface.protocols.verification import metric_suffix
-
-        runs = [("hr_hr", self.data.image_size)] + [
-            ("hr_lr", r) for r in self.evaluation.resolutions
-        ]
-        names = [
-            f"eval.{self.data.name}.{variant}.{res}.{m}"
-            for variant, res in runs
-            for m in ("acc", "acc_std", metric_suffix(self.evaluation.far))
-        ]
+        names = heldout_metric_names(self.data, self.evaluation)
         if self.evaluation.protocols:
             from vlrface.protocols.suite import known_metric_names
 
@@ -431,6 +422,18 @@ class PipelineConfig(Section):
     def _compare_metric_exists(self):
         check_registry_metrics(self.registry, self.metric_names(), self.metric_prefixes())
         return self
+
+
+def heldout_metric_names(data: DataConfig, evaluation: EvalConfig) -> list[str]:
+    """The names the in-run verification on held-out identities logs (both pipelines)."""
+    from vlrface.protocols.verification import metric_suffix
+
+    runs = [("hr_hr", data.image_size)] + [("hr_lr", r) for r in evaluation.resolutions]
+    return [
+        f"eval.{data.name}.{variant}.{res}.{m}"
+        for variant, res in runs
+        for m in ("acc", "acc_std", metric_suffix(evaluation.far))
+    ]
 
 
 def check_registry_metrics(registry: RegistryConfig, logged: list[str], prefixes=()) -> None:

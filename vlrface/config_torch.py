@@ -19,6 +19,7 @@ from vlrface.config import (
     Section,
     SyntheticData,
     check_registry_metrics,
+    heldout_metric_names,
     parse,
 )
 from vlrface.models.torch import TORCH_ZOO
@@ -178,16 +179,7 @@ class TorchPipelineConfig(Section):
     registry: TorchRegistryConfig = Field(default_factory=TorchRegistryConfig)
 
     def metric_names(self) -> list[str]:
-        from vlrface.protocols.verification import metric_suffix
-
-        runs = [("hr_hr", self.data.image_size)] + [
-            ("hr_lr", r) for r in self.evaluation.resolutions
-        ]
-        return [
-            f"eval.{self.data.name}.{variant}.{res}.{m}"
-            for variant, res in runs
-            for m in ("acc", "acc_std", metric_suffix(self.evaluation.far))
-        ]
+        return heldout_metric_names(self.data, self.evaluation)
 
     @model_validator(mode="after")
     def _pretrain_or_pretrained(self):

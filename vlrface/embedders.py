@@ -97,6 +97,11 @@ class ONNXEmbedder:
         meta = self.session.get_modelmeta().custom_metadata_map
         spec = json.loads(meta.get("vlrface.preprocessing", "{}"))
         self.bgr = (channel_order or spec.get("channel_order", "RGB")).upper() == "BGR"
+        self.preprocessing = None  # the exported model's own Preprocessing, when it has one
+        if spec:
+            from vlrface.models.torch import Preprocessing
+
+            self.preprocessing = Preprocessing.from_dict(spec)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

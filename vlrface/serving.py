@@ -49,21 +49,6 @@ def _embedder(path: Path):
     raise VlrfaceError(f"{path}: serve a .tflite (LCE) or .onnx model, not {path.suffix!r}")
 
 
-def _preprocessing(embedder):
-    """An ONNX model's ``vlrface.preprocessing`` metadata (``export.onnx`` writes it), else None."""
-    import json
-
-    session = getattr(embedder, "session", None)
-    if session is None:
-        return None
-    spec = session.get_modelmeta().custom_metadata_map.get("vlrface.preprocessing")
-    if not spec:
-        return None
-    from vlrface.models.torch import Preprocessing
-
-    return Preprocessing.from_dict(json.loads(spec))
-
-
 class FaceDescriptor(mlflow.pyfunc.PythonModel):
     """The pyfunc model: photos in, L2-normalised descriptors (and pair scores) out."""
 
@@ -71,7 +56,8 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
         self.config = {"input_size": 112, "flip": True, "threshold": None}
         self.config.update(context.model_config or {})
         self.embedder = _embedder(Path(context.artifacts["model"]))
-        self.preprocessing = _preprocessing(self.embedder)
+        # an ONNX export's own Preprocessing (vlrface.export.onnx metadata), else None
+        self.preprocessing = getattr(self.embedder, "preprocessing", None)
         if self.preprocessing is not None:
             self.config["input_size"] = self.preprocessing.input_size
 

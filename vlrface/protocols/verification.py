@@ -161,3 +161,31 @@ def evaluate_pairs(
         metrics[f"{key}.acc_std"] = m["acc_std"]
         metrics[f"{key}.{metric_suffix(far)}"] = m[f"tar_far_{far:g}"]
     return metrics, scores
+
+
+def evaluate_heldout(embedder, manifest: pd.DataFrame, data, evaluation, seed: int):
+    """The pipelines' in-run verification: ``evaluation.pairs`` pairs of the manifest's held-out
+    (``split == "test"``) identities, HR-HR and HR-LR at ``evaluation.resolutions``
+    (``evaluate_pairs``). Only the faces the pairs use are read and embedded. ``data`` and
+    ``evaluation`` are ``vlrface.config`` ``DataConfig`` / ``EvalConfig``. Returns
+    ``(metrics, scores, pairs)``; ``pairs`` index rows of the test split."""
+    from vlrface.preprocess import load_face
+
+    test = manifest[manifest.split == "test"].reset_index(drop=True)
+    pairs = make_pairs(test, evaluation.pairs, seed)
+    used, inverse = np.unique(np.concatenate([pairs.a, pairs.b]), return_inverse=True)
+    images = np.stack([load_face(data.root, test.path[i], data.image_size) for i in used])
+    n = len(pairs)
+    metrics, scores = evaluate_pairs(
+        embedder,
+        images,
+        pairs.assign(a=inverse[:n], b=inverse[n:]),
+        data.name,
+        evaluation.resolutions,
+        evaluation.far,
+        evaluation.folds,
+        evaluation.flip,
+        evaluation.down,
+        evaluation.up,
+    )
+    return metrics, scores, pairs
