@@ -51,6 +51,8 @@ def load_data(
     mlflow.set_tags(
         {
             "data.dvc_md5": data_version["md5"],
+            # "dvc", or "content-md5" for an untracked root (vlrface.data.versioning)
+            "data.version_source": data_version.get("tracked_by", "dvc"),
             "data.synthetic": str(cfg.synthetic).lower(),
             "data.dataset": cfg.name,
         }

@@ -15,7 +15,10 @@ The degradation policy (``vlrface.degrade``) is applied as its kind asks:
   degraded samples in every batch.
 
 With ``with_hr`` a batch is ``(x, y, x_hr)``: ``x_hr`` the same faces, flipped alike, before the
-degradation (the teacher's input in teacher-student training).
+degradation (the teacher's input in teacher-student training). With ``teacher_table`` (``(N, 2,
+D)``: the frozen teacher's embedding of each training face as is and mirrored, computed once by
+``vlrface.training.teacher_table``) the third element is instead the teacher's embedding of each
+sample's HR face as the sample was flipped: the teacher is not run per step.
 """
 
 from __future__ import annotations
@@ -44,11 +47,17 @@ class FaceBatches:
         flip: bool = True,
         vlr=None,
         with_hr: bool = False,
+        teacher_table: np.ndarray | None = None,
     ):
         if len(manifest) < batch_size:
             raise ValueError(f"batch_size {batch_size} exceeds the {len(manifest)} training images")
         self.root, self.size, self.flip, self.vlr = Path(root), size, flip, vlr
-        self.with_hr = with_hr
+        self.with_hr = with_hr or teacher_table is not None
+        if teacher_table is not None and teacher_table.shape[:2] != (len(manifest), 2):
+            raise ValueError(
+                f"teacher_table has shape {teacher_table.shape}, expected ({len(manifest)}, 2, D)"
+            )
+        self.teacher_table = teacher_table
         self.paths = manifest["path"].to_numpy()
         self.labels = manifest["identity"].map(labels).to_numpy(np.int32)
         self.batch_size, self.seed = batch_size, seed
@@ -72,12 +81,16 @@ class FaceBatches:
             imgs = [None] * len(hr)
         else:
             imgs = list(hr)
+        flipped = np.zeros(len(hr), np.int64)
         for i in range(len(hr)):
             if imgs[i] is None:
                 imgs[i], _ = policy.apply(hr[i], rng)
             if self.flip and rng.uniform() < 0.5:
                 imgs[i], hr[i] = imgs[i][:, ::-1], hr[i][:, ::-1]
+                flipped[i] = 1
         x, y = normalize(np.stack(imgs)), self.labels[idx]
+        if self.teacher_table is not None:
+            return x, y, self.teacher_table[idx, flipped]
         return (x, y, normalize(np.stack(hr))) if self.with_hr else (x, y)
 
     def epoch(self, epoch: int, start: int = 0):
