@@ -409,7 +409,6 @@ def train(
         "stage": desc,
         "seed": batches.seed,
         "batch_size": batches.batch_size,
-        "head_init": stage_cfg.head_init,
         "steps_per_epoch": len(batches),
         "images": len(batches.paths),
         "labels_sha": _labels_digest(batches.labels),
