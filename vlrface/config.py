@@ -196,6 +196,9 @@ class TeacherConfig(Section):
 class StageConfig(Section):
     epochs: int = Field(ge=1)
     batch_size: int = Field(128, ge=2)
+    # at most this many batches per epoch (a random subset of the epoch's shuffled faces);
+    # null: every full batch. For a CPU-sized fine-tune of a large training set.
+    steps_per_epoch: int | None = Field(None, ge=1)
     lr: float = Field(0.01, gt=0)
     # schedule "step": lr * gamma ** (milestones <= epoch); "plateau": see PlateauConfig
     schedule: Literal["step", "plateau"] = "step"

@@ -752,6 +752,8 @@ def run_stage(
             cache_dir=stage_cfg.embedding_cache, desc=f"{desc} teacher",
         )  # fmt: skip
     per_epoch = len(train_df) // stage.batch_size
+    if stage_cfg.steps_per_epoch is not None:
+        per_epoch = min(per_epoch, stage_cfg.steps_per_epoch)
     policy = build_policy(stage_cfg.policy_config(), max(stage.epochs * per_epoch, 1))
     batches = FaceBatches(
         root,
@@ -764,6 +766,7 @@ def run_stage(
         vlr=policy,
         with_hr=teacher is not None,
         teacher_table=table,
+        max_batches=stage_cfg.steps_per_epoch,
     )
     info = {
         "policy": policy.policy_dict() if policy is not None else None,

@@ -48,6 +48,7 @@ class FaceBatches:
         vlr=None,
         with_hr: bool = False,
         teacher_table: np.ndarray | None = None,
+        max_batches: int | None = None,
     ):
         if len(manifest) < batch_size:
             raise ValueError(f"batch_size {batch_size} exceeds the {len(manifest)} training images")
@@ -61,9 +62,12 @@ class FaceBatches:
         self.paths = manifest["path"].to_numpy()
         self.labels = manifest["identity"].map(labels).to_numpy(np.int32)
         self.batch_size, self.seed = batch_size, seed
+        self.max_batches = max_batches
 
     def __len__(self) -> int:
-        return len(self.paths) // self.batch_size  # full batches only
+        full = len(self.paths) // self.batch_size  # full batches only
+        # an epoch capped at max_batches: the first batches of the epoch's permutation
+        return full if self.max_batches is None else min(full, self.max_batches)
 
     def policy_at(self, epoch: int, step: int):
         """The policy as applied to batch ``step`` of ``epoch`` (a curriculum at its step)."""
