@@ -134,8 +134,11 @@ def test_embedding_table_is_cached_and_class_means_are_unit_centres(tmp_path):
     root = folder_tree(tmp_path / "set", identities=3, per=2)
     rows = read_identities(root)
     model = tf.keras.Sequential(
-        [tf.keras.Input((112, 112, 3)), tf.keras.layers.GlobalAveragePooling2D(),
-         tf.keras.layers.Dense(4)]  # fmt: skip
+        [
+            tf.keras.Input((112, 112, 3)),
+            tf.keras.layers.GlobalAveragePooling2D(),
+            tf.keras.layers.Dense(4),
+        ]  # fmt: skip
     )
     table = embedding_table(model, root, rows.path, 112, True, batch=4, cache_dir=tmp_path / "c")
     assert table.shape == (6, 2, 4) and len(list((tmp_path / "c").glob("*.npy"))) == 1
