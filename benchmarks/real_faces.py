@@ -19,7 +19,8 @@ down and up, no flip-averaging: the profiles' evaluation settings):
   (``verification.evaluate_heldout``) on the identities ``load_data`` holds out (seed 0, 10 %):
   the same 3,000 pairs, 10-fold accuracy. For a fine-tuned model this re-measures its run's
   ``eval.celeba.*`` metrics; for the checkpoint it is the baseline the goals are stated against.
-* **CelebA hold-out, identification** and **London set** (``identities`` protocol): each
+* **London set** and, with ``--celeba-id``, **CelebA hold-out, identification**
+  (``identities`` protocol): each
   identity's first face is the gallery (London: neutral), the others are probes (London:
   smiling); 10-fold accuracy over mated + as many non-mated pairs, and rank-1.
 
@@ -124,7 +125,9 @@ def row(m: dict, label: str, metric: str) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", default="../shared/reference/binaryfacenet_ms1m_retina_epoch19.h5")
+    ap.add_argument(
+        "--checkpoint", default="../shared/reference/binaryfacenet_ms1m_retina_epoch19.h5"
+    )
     ap.add_argument("--finetuned", help="default: latest " + NAMES["finetuned"])
     ap.add_argument("--student", help="default: latest " + NAMES["student"])
     ap.add_argument("--celeba", default="../shared/data/celeba-1k/faces_celeba_112x112")
@@ -134,26 +137,39 @@ def main() -> None:
     ap.add_argument("--test-fraction", type=float, default=0.1)
     ap.add_argument("--cache", default="build/real_faces")
     ap.add_argument("--only", nargs="+", choices=("checkpoint", "finetuned", "student"))
+    ap.add_argument(
+        "--celeba-id", action="store_true",
+        help="also the identities protocol on the CelebA hold-out (rank-1; another full embedding)",
+    )  # fmt: skip
     ap.add_argument("--json", help="write every figure here")
     args = ap.parse_args()
 
     specs = {
         "checkpoint": args.checkpoint,
-        "finetuned": args.finetuned or latest_version_uri(NAMES["finetuned"]),
-        "student": args.student or latest_version_uri(NAMES["student"]),
+        "finetuned": args.finetuned,
+        "student": args.student,
     }
+    for who in ("finetuned", "student"):
+        if specs[who] is None and (not args.only or who in args.only):
+            specs[who] = latest_version_uri(NAMES[who])
     benches = {
         "celeba": lambda e: celeba_pairs(e, args.celeba, args),
         "celeba_id": lambda e: identities(
-            e, args.celeba, "celeba_id", args, test_fraction=args.test_fraction,
+            e,
+            args.celeba,
+            "celeba_id",
+            args,
+            test_fraction=args.test_fraction,
             split_seed=args.seed,
         ),  # fmt: skip
         "london": lambda e: identities(e, args.london, "london", args),
     }
+    if not args.celeba_id:
+        del benches["celeba_id"]
     settings = [args.pairs, args.seed, args.test_fraction, RES, args.celeba, args.london]
     results: dict = {}
     for who, spec in specs.items():
-        if args.only and who not in args.only:
+        if spec is None or (args.only and who not in args.only):
             continue
         path = model_file(spec)
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -181,7 +197,9 @@ def main() -> None:
             ("london", "London set, neutral vs smiling", ("acc", "rank1")),
         ):
             for metric in metrics:
-                lines.append(f"| {who} | {title} | {metric} | " + " | ".join(row(m, label, metric)) + " |")
+                lines.append(
+                    f"| {who} | {title} | {metric} | " + " | ".join(row(m, label, metric)) + " |"
+                )
     print("\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
