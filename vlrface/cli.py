@@ -290,7 +290,7 @@ def _eval_embedder(spec: str):
 @click.option(
     "--protocol",
     required=True,
-    help="lfw, scface, tinyface, survface, ijbb, ijbc or vggface2_pose.",
+    help="lfw, scface, tinyface, survface, ijbb, ijbc, vggface2_pose or identities.",
 )
 @click.option("--data", "root", required=True, help="The dataset's release folder.")
 @click.option(
