@@ -50,15 +50,22 @@ NAMES = {
 }
 
 
-def latest_version_uri(name: str) -> str:
-    """``models:/<name>/<latest version>`` on the active registry."""
+def use_registry() -> None:
+    """``MLFLOW_TRACKING_URI``, else the active ZenML stack's MLflow (where the profiles
+    register)."""
     import mlflow
-    from mlflow import MlflowClient
 
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         from vlrface.stack import active_tracking_uri
 
         mlflow.set_tracking_uri(active_tracking_uri())
+
+
+def latest_version_uri(name: str) -> str:
+    """``models:/<name>/<latest version>`` on the active registry."""
+    from mlflow import MlflowClient
+
+    use_registry()
     versions = MlflowClient().search_model_versions(f"name='{name}'")
     if not versions:
         sys.exit(f"no registered version of {name}: run its profile or pass the model")
@@ -70,6 +77,7 @@ def model_file(spec: str) -> Path:
     if spec.startswith(("models:/", "runs:/")):
         import mlflow
 
+        use_registry()
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=spec))
         found = [p for s in (".keras", ".h5") for p in sorted(folder.rglob(f"*{s}"))]
         if not found:
