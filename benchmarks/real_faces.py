@@ -235,6 +235,8 @@ def main() -> None:
             ("celeba_id", "CelebA-1k hold-out, 1st face gallery", ("acc", "rank1")),
             ("london", "London set, neutral vs smiling", ("acc", "rank1")),
         ):
+            if label not in m.get("source", {}):
+                continue
             for metric in metrics:
                 lines.append(
                     f"| {who} | {title} | {metric} | " + " | ".join(row(m, label, metric)) + " |"
