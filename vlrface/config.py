@@ -333,10 +333,18 @@ class ExportConfig(Section):
 
 class LatencyConfig(Section):
     budget_ms: dict[str, float] = Field(default_factory=lambda: {"raspberry-pi-4": 150.0})
-    # auto: measure when this host is arm64 and a benchmark binary is given, else estimate
-    backend: Literal["auto", "estimated", "measured"] = "auto"
-    benchmark_binary: str | None = None  # LCE's lce_benchmark_model (aarch64 build)
+    # auto: the best source available (vlrface.latency.sources): measured on an arm64 host with
+    # benchmark_binary and host_device; else emulated when benchmark_binary is set and
+    # qemu-aarch64 is on PATH; else estimated by the ARM cost model
+    backend: Literal["auto", "estimated", "emulated", "measured"] = "auto"
+    # an aarch64 lce_benchmark_model: LCE's lce_benchmark_model_aarch64 release, or (dev/CI)
+    # ../shared/tools/lce-aarch64/bin/lce_benchmark_model; relative paths: from the working dir
+    benchmark_binary: str | None = None
+    sysroot: str | None = None  # its shared libraries, for qemu-aarch64 -L (emulated)
     host_device: str | None = None  # which budgeted device this arm64 host is
+    # when the chosen source cannot run: true = use the cost model (one warning line, tag
+    # latency.fallback); false = fail the step
+    fallback: bool = True
 
     @field_validator("budget_ms")
     @classmethod
@@ -352,6 +360,8 @@ class LatencyConfig(Section):
     def _measured_needs_a_host(self):
         if self.backend == "measured" and not (self.benchmark_binary and self.host_device):
             raise ValueError("backend 'measured' needs benchmark_binary and host_device")
+        if self.backend == "emulated" and not self.benchmark_binary:
+            raise ValueError("backend 'emulated' needs benchmark_binary (and usually sysroot)")
         if self.host_device and self.host_device not in self.budget_ms:
             raise ValueError(f"host_device {self.host_device!r} has no entry in budget_ms")
         return self

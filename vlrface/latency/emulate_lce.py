@@ -76,7 +76,10 @@ def check_binary(binary: str | Path) -> Path:
     return path
 
 
-def check_sysroot(sysroot: str | Path) -> Path:
+def check_sysroot(sysroot: str | Path | None) -> Path | None:
+    """The sysroot for ``qemu -L`` (None: the binary needs none, e.g. a static build)."""
+    if sysroot is None:
+        return None
     path = Path(sysroot)
     if not path.is_dir():
         raise EmulationError(f"{path}: sysroot directory not found (latency.sysroot, qemu -L)")
@@ -84,10 +87,11 @@ def check_sysroot(sysroot: str | Path) -> Path:
 
 
 def failure_line(
-    stderr: str, returncode: int, binary: Path, sysroot: Path, model: Path, stdout: str = ""
+    stderr: str, returncode: int, binary: Path, sysroot: Path | None, model: Path, stdout: str = ""
 ) -> str:
     """One line saying why an emulated run failed, from its stderr and exit status."""
     text = f"{stdout}\n{stderr}"
+    sysroot = sysroot or "(none configured: latency.sysroot)"
     if found := _NO_INTERP.search(stderr):
         return f"sysroot {sysroot} lacks {found.group(1)}, the ELF interpreter {binary.name} needs"
     if found := _MISSING_LIB.search(stderr):
@@ -115,12 +119,13 @@ def failure_line(
 
 
 def command(
-    qemu: str, plugin: Path, counts: Path, binary: Path, sysroot: Path, model: Path, runs: int,
-    cpu: str = QEMU_CPU,
+    qemu: str, plugin: Path, counts: Path, binary: Path, sysroot: Path | None, model: Path,
+    runs: int, cpu: str = QEMU_CPU,
 ) -> list[str]:  # fmt: skip
     """The qemu command line of one counted run: LCE's benchmark flags, 1 warm-up + ``runs``."""
+    root = ["-L", str(sysroot)] if sysroot else []
     return [
-        qemu, "-cpu", cpu, "-L", str(sysroot),
+        qemu, "-cpu", cpu, *root,
         "-plugin", f"{plugin},out={counts},magic={LCE_MARK_MAGIC:x}",
         str(binary), f"--graph={model}", "--num_threads=1", "--warmup_runs=1",
         "--warmup_min_secs=0", f"--num_runs={runs}", "--min_secs=0", "--max_secs=1e9",
@@ -128,7 +133,7 @@ def command(
 
 
 def counted_run(
-    binary: Path, sysroot: Path, model: Path, runs: int, tools: dict, cpu: str = QEMU_CPU
+    binary: Path, sysroot: Path | None, model: Path, runs: int, tools: dict, cpu: str = QEMU_CPU
 ) -> dict:
     """One emulated benchmark process; its instruction count (end-of-runs marker, else exit)."""
     with tempfile.TemporaryDirectory(prefix="vlrface-lce-") as tmp:
@@ -167,7 +172,7 @@ def counted_run(
 def count_instructions(
     model: str | Path,
     binary: str | Path,
-    sysroot: str | Path,
+    sysroot: str | Path | None,
     cpu: str = QEMU_CPU,
     cache: Path | None = None,
     log: Log = _stderr_log,
@@ -194,10 +199,15 @@ def count_instructions(
         "counted_to": high["counted_to"],
         "binary": str(binary),
         "binary_sha256": sha256_file(binary),
-        "sysroot": str(sysroot),
+        "sysroot": str(sysroot) if sysroot else None,
         "qemu_cpu": cpu,
         "checksum": high["checksum"],
         "process_wall_s": low["wall_s"] + high["wall_s"],
+        "method": (
+            f"LCE aarch64 benchmark binary under {QEMU} -cpu {cpu}, guest instructions per "
+            "inference (icount plugin, (count(3 runs) - count(1 run)) / 2) x device ms per "
+            "M-instruction"
+        ),
     }
 
 
@@ -205,7 +215,7 @@ def emulate_lce(
     model: str | Path,
     devices_: list[str] | tuple[str, ...],
     binary: str | Path,
-    sysroot: str | Path,
+    sysroot: str | Path | None,
     cpu: str = QEMU_CPU,
     log: Log = _stderr_log,
 ) -> dict:
@@ -235,11 +245,6 @@ def emulate_lce(
     return {
         **payload,
         **counted,
-        "method": (
-            f"LCE aarch64 benchmark binary under {QEMU} -cpu {cpu}, guest instructions per "
-            "inference (icount plugin, (count(3 runs) - count(1 run)) / 2) x device ms per "
-            "M-instruction"
-        ),
         "host": platform.machine(),
         "details": details,
     }

@@ -32,32 +32,50 @@ def estimate_ms(cost_features: dict, device: str) -> float:
 
 
 def gate(
-    census: dict, budgets_ms: dict[str, float], measured: dict[str, dict] | None = None
+    census: dict,
+    budgets_ms: dict[str, float],
+    measured: dict[str, dict] | None = None,
+    emulated: dict | None = None,
 ) -> dict:
     """Every budgeted device's latency against its budget: measured where ``measured`` has the
-    device (``measure.measure_lce`` results), estimated otherwise. ``passed`` only if each
-    device is within its budget; ``source`` is ``measured`` if any figure is."""
+    device (``measure.measure_lce`` results), else emulated when ``emulated`` is given
+    (``emulate_lce.count_instructions``: instructions x the device constant), else estimated.
+    ``passed`` only if each device is within its budget; ``source`` is the best of the figures'
+    sources (measured > emulated > estimated). ``instructions`` is per inference: emulated if
+    counted, else the cost model's; ``estimated_instructions`` is always the cost model's."""
+    from vlrface.latency.emulate import to_ms
+
     if not budgets_ms:
         raise ValueError("the latency gate needs a budget for at least one device")
     measured = measured or {}
     feats = census["cost_features"]
+    predicted = predict_instructions(feats)
+    counted = emulated["instructions"] if emulated else None
     results = {}
     for device, budget in budgets_ms.items():
+        constant = {
+            "ms_per_minsn": float(devices()[device]["ms_per_minsn"]),
+            "device_source": devices()[device]["source"],
+        }
         if device in measured:
-            row = {**measured[device], "source": "measured"}
+            row = {**measured[device], "source": "measured", "instructions": None}
+        elif emulated:
+            row = {"ms": to_ms(counted, device), "source": "emulated", "instructions": counted}
+            row.update(constant)
         else:
-            row = {
-                "ms": estimate_ms(feats, device),
-                "source": "estimated",
-                "ms_per_minsn": float(devices()[device]["ms_per_minsn"]),
-                "device_source": devices()[device]["source"],
-            }
+            row = {"ms": estimate_ms(feats, device), "source": "estimated"}
+            row.update(constant, instructions=predicted)
         results[device] = {**row, "budget_ms": float(budget), "passed": row["ms"] <= budget}
-    return {
-        "source": "measured" if measured else "estimated",
-        "method": METHOD,
-        "instructions": predict_instructions(feats),
+    source = "measured" if measured else "emulated" if emulated else "estimated"
+    report = {
+        "source": source,
+        "method": emulated["method"] if emulated and not measured else METHOD,
+        "instructions": counted if counted is not None else predicted,
+        "estimated_instructions": predicted,
         "calibration_max_abs_error": calibration()["max_abs_error"],
         "devices": results,
         "passed": all(r["passed"] for r in results.values()),
     }
+    if emulated:
+        report["emulation"] = {k: v for k, v in emulated.items() if k != "method"}
+    return report

@@ -90,12 +90,16 @@ def measure_lce(tflite: str | Path, binary: str | Path, runs: int = 50) -> dict:
     cmd = [str(binary), f"--graph={tflite}", "--num_threads=1", f"--num_runs={runs}"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise VlrfaceError(f"{binary}: failed on {tflite}: {' | '.join(tail)}")
+        errors = re.findall(r"^ERROR:\s*(.+?)\s*$", done.stdout + done.stderr, re.M)
+        tail = errors[:1] or (done.stderr or done.stdout).strip().splitlines()[-1:]
+        raise VlrfaceError(f"{binary}: failed on {tflite} (exit {done.returncode}): {tail}")
+    from vlrface.provenance import sha256_file
+
     return {
         "ms": parse_benchmark_output(done.stdout + done.stderr, str(binary)),
         "runs": runs,
         "tool": str(binary),
+        "binary_sha256": sha256_file(binary),
         "host": platform.machine(),
     }
 
