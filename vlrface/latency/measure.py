@@ -29,7 +29,7 @@ _TIMINGS = re.compile(
     rf"Inference \(avg\):\s*(?P<avg>{_NUMBER})"
 )
 _AVG_US = re.compile(rf"Inference \(avg\):\s*({_NUMBER})")
-_COUNT = re.compile(rf"^INFO:\s*count=(\d+)\b(?:.*?\bavg=({_NUMBER}))?", re.M)
+_COUNT = re.compile(rf"^(?:INFO:\s*)?count=(\d+)\b(?:.*?\bavg=({_NUMBER}))?", re.M)
 _ERROR = re.compile(r"^ERROR:\s*(.+?)\s*$", re.M)
 
 
@@ -91,7 +91,7 @@ def measure_lce(tflite: str | Path, binary: str | Path, runs: int = 50) -> dict:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         errors = re.findall(r"^ERROR:\s*(.+?)\s*$", done.stdout + done.stderr, re.M)
-        tail = errors[:1] or (done.stderr or done.stdout).strip().splitlines()[-1:]
+        tail = (errors or (done.stderr or done.stdout).strip().splitlines() or ["no output"])[0]
         raise VlrfaceError(f"{binary}: failed on {tflite} (exit {done.returncode}): {tail}")
     from vlrface.provenance import sha256_file
 
