@@ -37,7 +37,8 @@ ISSUE_TABLE = (
 
 def marker_insns(models: dict) -> float:
     """The profiler's own instructions per op: (sum of ops - count.sh total) / ops, mean."""
-    return float(np.mean([(m["sum_of_ops"] - m["total"]) / len(m["rows"]) for m in models.values()]))
+    per_op = [(m["sum_of_ops"] - m["total"]) / len(m["rows"]) for m in models.values()]
+    return float(np.mean(per_op))
 
 
 def fit_and_check(models: dict) -> tuple[dict, dict, float]:

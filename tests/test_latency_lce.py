@@ -31,17 +31,23 @@ ISSUE_TABLE = (
 
 # Recorded the way LCE's lce_benchmark_model (TF-Lite's benchmark tool) prints on an arm64 board:
 # C++ stream floats, so an average of a second or more reads 1.07638e+06.
-SLOW_BOARD_RUN = """INFO: STARTING!
-INFO: Graph: [binaryfacenet.tflite]
-INFO: Initialized session in 41.5ms.
-INFO: Running benchmark for at least 1 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
-INFO: count=1 curr=1102411
-
-INFO: Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
-INFO: count=50 first=1.0801e+06 curr=1.07502e+06 min=1.07011e+06 max=1.09004e+06 avg=1.07638e+06 std=4120
-
-INFO: Inference timings in us: Init: 41500, First inference: 1.10241e+06, Warmup (avg): 1.10241e+06, Inference (avg): 1.07638e+06
-"""
+RUNNING = "INFO: Running benchmark for at least {} iterations and at least {} seconds but "
+SLOW_BOARD_RUN = "\n".join(
+    [
+        "INFO: STARTING!",
+        "INFO: Graph: [binaryfacenet.tflite]",
+        "INFO: Initialized session in 41.5ms.",
+        RUNNING.format(1, 0.5) + "terminate if exceeding 150 seconds.",
+        "INFO: count=1 curr=1102411",
+        "",
+        RUNNING.format(50, 1) + "terminate if exceeding 150 seconds.",
+        "INFO: count=50 first=1.0801e+06 curr=1.07502e+06 min=1.07011e+06 max=1.09004e+06 "
+        "avg=1.07638e+06 std=4120",
+        "",
+        "INFO: Inference timings in us: Init: 41500, First inference: 1.10241e+06, "
+        "Warmup (avg): 1.10241e+06, Inference (avg): 1.07638e+06",
+    ]
+)
 FAILED_RUN = """INFO: STARTING!
 INFO: Graph: [gone.tflite]
 ERROR: Could not open 'gone.tflite'.

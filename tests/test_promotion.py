@@ -189,7 +189,8 @@ def test_evaluate_reports_every_rule_with_numbers():
     gates = dict.fromkeys(("data", "parity", "latency"), True)
     for source, ok in (("estimated", False), ("emulated", True), ("measured", True)):
         chal["latency"]["raspberry-pi-4"]["source"] = source
-        r = rule(evaluate(emulated_min, {**chal, "gates": gates}).as_dict(), "latency.raspberry-pi-4")
+        d = evaluate(emulated_min, {**chal, "gates": gates}).as_dict()
+        r = rule(d, "latency.raspberry-pi-4")
         assert r["passed"] is ok, (source, r)
         if not ok:
             assert "needs an emulated figure and this one is estimated" in r["reason"]

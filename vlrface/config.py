@@ -366,18 +366,6 @@ class LatencyConfig(Section):
             raise ValueError(f"host_device {self.host_device!r} has no entry in budget_ms")
         return self
 
-    def measures_here(self) -> bool:
-        """Whether the gate runs the model on this host rather than estimating."""
-        from vlrface.latency.measure import on_arm
-
-        if self.backend == "measured":
-            return True
-        return (
-            self.backend == "auto"
-            and bool(self.benchmark_binary and self.host_device)
-            and (on_arm())
-        )
-
 
 class RegistryConfig(Section):
     model_name: str = "binaryfacenet"

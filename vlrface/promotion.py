@@ -8,7 +8,8 @@ A policy file (``mlflow/promotion.yaml`` is the default) names
   of at most its size, ties included);
 - ``latency``: ``budget_ms: pipeline`` (each device's budget the pipeline gated on, recorded on
   the version) or ``budget_ms: {device: ms}``; ``min_source`` the weakest source that counts
-  (``estimated`` < ``emulated`` < ``measured``); ``allow_estimated: false`` demands measured figures;
+  (``estimated`` < ``emulated`` < ``measured``); ``allow_estimated: false`` demands measured
+  figures;
 - ``parity``: ``cosine_min``, the floor for ``export.lce.parity.cosine_min``;
 - ``gates``: the pipeline gates (``data``, ``parity``, ``latency``) that must have passed.
 

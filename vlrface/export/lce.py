@@ -107,9 +107,11 @@ def op_table(flatbuffer: bytes) -> list[dict]:
             inputs = [tensor(i) if i >= 0 else None for i in op.inputs]
             main = [i for i in op.inputs if i >= 0 and not tensor(i)["const"]]
             q = graph.tensors[main[0]].quantization if main else None
-            zero_point = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(
-                q.zeroPoint
-            ) else None
+            zero_point = (
+                int(q.zeroPoint[0])
+                if q is not None and q.zeroPoint is not None and len(q.zeroPoint)
+                else None
+            )
             binary, floating = _macs(name, op, shape)
             rows.append(
                 row_from_tensors(

@@ -144,7 +144,8 @@ def terms(row: dict) -> dict[str, float]:
         positions = _n(out[1:3])
         t.update(macs=row["binary_macs"], out=positions * cout, patch=positions * kh * kw * words)
         rows_, cols, depth = BPANEL
-        t["padded_macs"] = 32 * _up(cout, rows_) * _up(positions, cols) * kh * kw * _up(words, depth)
+        padded = _up(cout, rows_) * _up(positions, cols) * kh * kw * _up(words, depth)
+        t["padded_macs"] = 32 * padded
         t["out_bitpacked"] = positions * cout if row.get("out_dtype") == "int32" else 0
         int8 = row.get("out_dtype") == "int8"
     elif kind == "pool":

@@ -3,7 +3,9 @@
 ``latency.source = estimated``: the figure is a prediction, from the converted graph's ops
 (``costmodel``) and a per-device milliseconds-per-instruction constant (``devices.yaml``), not a
 measurement. ``gate`` compares each budgeted device's figure with its budget; a device measured
-on real hardware (``measure``) carries its measured figure and ``source: measured`` instead.
+on real hardware (``measure``) carries its measured figure and ``source: measured``, and a graph
+counted on LCE's aarch64 kernels under qemu (``emulate_lce``) carries ``source: emulated``
+(its instructions x the same constants). ``sources`` decides which of them the gate gets.
 """
 
 from __future__ import annotations
