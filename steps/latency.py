@@ -31,8 +31,10 @@ def latency_gate(
         mlflow.log_metric(f"latency.{device}.ms", r["ms"])
         mlflow.log_metric(f"latency.{device}.budget_ms", r["budget_ms"])
         mlflow.set_tag(f"latency.{device}.source", r["source"])
-    mlflow.log_metric("latency.instructions", report["instructions"])
-    mlflow.log_metric("latency.estimated_instructions", report["estimated_instructions"])
+    if report["instructions"] is not None:
+        mlflow.log_metric("latency.instructions", report["instructions"])
+    if report["estimated_instructions"] is not None:  # None: an op the cost model cannot price
+        mlflow.log_metric("latency.estimated_instructions", report["estimated_instructions"])
     tags = {
         "latency.source": report["source"],
         "gate.latency": "passed" if report["passed"] else "failed",

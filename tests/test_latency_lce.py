@@ -289,3 +289,17 @@ def test_fit_recovers_a_known_per_op_model():
     got = costmodel.fit(rows)["coefficients"]
     assert got["TANH.op"] == pytest.approx(300.0, rel=1e-6)
     assert got["TANH.out"] == pytest.approx(2.5, rel=1e-6)
+
+
+def test_a_real_count_needs_no_price(tiny_tflite):
+    """An op the cost model cannot price fails the estimate, not an emulated figure."""
+    from vlrface.latency.estimate import gate
+
+    census = lce.census(tiny_tflite.read_bytes())
+    census["cost_features"] = {**census["cost_features"], "unknown": ["MyCustomOp"]}
+    with pytest.raises(costmodel.UnknownOpError, match="MyCustomOp"):
+        gate(census, {"raspberry-pi-4": 10.0})
+    emulated = {"instructions": 2e6, "method": "counted"}
+    report = gate(census, {"raspberry-pi-4": 10.0}, emulated=emulated)
+    assert report["source"] == "emulated" and report["estimated_instructions"] is None
+    assert report["devices"]["raspberry-pi-4"]["ms"] == pytest.approx(2 * 0.544)
