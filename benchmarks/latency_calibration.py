@@ -2,14 +2,18 @@
 kernels, check it per graph and leave-one-graph-out, and on graphs of its own held out of the fit.
 
 Data: ``lce_arm_ops.csv`` of notes/lce_arm.md Addendum 3 (one row per op of 11 of the project's
-exports, counted with the shared/tools/lce-aarch64 bundle under qemu-user). Held-out graphs:
-networks built here (``anchors.HELD_OUT``, random init, seed 0), converted with LCE and counted
-for real under the same bundle (``emulate_lce``), then compared with the fitted model.
+exports, counted with the shared/tools/lce-aarch64 bundle under qemu-user). Graphs of our
+own (``anchors``, random init, seed 0), converted with LCE: ``FIT_EXTRA`` ones are profiled op by
+op under the same bundle and join the fit; ``HELD_OUT`` ones are counted (``emulate_lce``) and
+compared with the fitted model.
 Writes ``vlrface/latency/calibration.yaml`` (coefficients, every table and held-out figure).
 
     TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/latency_calibration.py \
         [--ops ../shared/notes/lce_arm_ops.csv] [--bundle ../shared/tools/lce-aarch64] \
         [--no-held-out]
+
+The profiled rows go to ``vlrface/latency/profiled_ops.jsonl`` (one op per line), so a refit
+needs no emulation: ``--no-held-out`` refits from them and keeps the stored held-out figures.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import yaml  # noqa: E402
 from vlrface.latency import anchors, costmodel, opdata  # noqa: E402
 
 OUT = Path(costmodel.__file__).with_name("calibration.yaml")
+PROFILED = Path(costmodel.__file__).with_name("profiled_ops.jsonl")
 ROOT = Path(__file__).resolve().parents[1]
 #: the issue's table (exports of `vlrface export lce`): the goal is +-10 % on each
 ISSUE_TABLE = (
@@ -41,12 +46,16 @@ def marker_insns(models: dict) -> float:
     return float(np.mean(per_op))
 
 
-def fit_and_check(models: dict) -> tuple[dict, dict, float]:
+def fit_and_check(models: dict, extra: dict | None = None) -> tuple[dict, dict, float]:
+    """The fit on every graph of ``models`` (the file's) and ``extra`` (our profiled graphs,
+    ``{name: rows with insns}``), and each file graph's error, also left out of the fit."""
     marker = marker_insns(models)
-    model = costmodel.fit([r for m in models.values() for r in m["rows"]], marker)
+    extra_rows = [r for rows in (extra or {}).values() for r in rows]
+    model = costmodel.fit([r for m in models.values() for r in m["rows"]] + extra_rows, marker)
     table = {}
     for name, m in models.items():
         rest = [r for n, other in models.items() if n != name for r in other["rows"]]
+        rest += extra_rows
         loo = costmodel.fit(rest, marker)
         pred = costmodel.predict_rows(m["rows"], model)
         pred_loo = costmodel.predict_rows(m["rows"], loo)
@@ -60,6 +69,33 @@ def fit_and_check(models: dict) -> tuple[dict, dict, float]:
     return model, table, marker
 
 
+def _convert(name: str) -> bytes:
+    from vlrface._keras import tf
+    from vlrface.export import lce
+
+    tf.keras.utils.set_random_seed(0)
+    return lce.convert(anchors.build(name))
+
+
+def profiled_extra(bundle: Path) -> dict[str, list[dict]]:
+    """Per-op counts of ``anchors.FIT_EXTRA`` under the bundle, as fit rows."""
+    from tqdm import tqdm
+
+    from vlrface.export import lce
+    from vlrface.latency.emulate_lce import profile_ops
+
+    binary, sysroot = bundle / "bin" / "lce_benchmark_model", bundle / "sysroot"
+    out = {}
+    for name in tqdm(anchors.FIT_EXTRA, desc="profiled graphs", unit="graph"):
+        flatbuffer = _convert(name)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, f"{name}.tflite")
+            path.write_bytes(flatbuffer)
+            per_op = profile_ops(path, binary, sysroot, log=lambda _: None)
+        out[name] = opdata.with_counts(lce.op_table(flatbuffer), per_op)
+    return out
+
+
 def held_out(bundle: Path, model: dict) -> dict:
     from tqdm import tqdm
 
@@ -68,11 +104,8 @@ def held_out(bundle: Path, model: dict) -> dict:
 
     binary, sysroot = bundle / "bin" / "lce_benchmark_model", bundle / "sysroot"
     results = {}
-    from vlrface._keras import tf
-
     for name in tqdm(anchors.HELD_OUT, desc="held-out graphs", unit="graph"):
-        tf.keras.utils.set_random_seed(0)
-        flatbuffer = lce.convert(anchors.build(name))
+        flatbuffer = _convert(name)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp, f"{name}.tflite")
             path.write_bytes(flatbuffer)
@@ -95,8 +128,13 @@ def main() -> None:
     args = parser.parse_args()
 
     models = opdata.read(args.ops)
-    model, table, marker = fit_and_check(models)
     old = yaml.safe_load(OUT.read_text()) if OUT.exists() else {}
+    if args.no_held_out:
+        profiled = opdata.read_profiled(PROFILED)
+    else:
+        profiled = profiled_extra(args.bundle)
+        opdata.write_profiled(PROFILED, profiled)
+    model, table, marker = fit_and_check(models, profiled)
     extra = old.get("held_out", {}) if args.no_held_out else held_out(args.bundle, model)
     errors = np.array([t["error"] for t in table.values()])
     issue_loo = np.array([table[n]["leave_one_out_error"] for n in ISSUE_TABLE])
@@ -114,6 +152,7 @@ def main() -> None:
         "coefficients": model["coefficients"],
         "fallback": model["fallback"],
         "graphs": table,
+        "fit_extra": {n: anchors.FIT_EXTRA[n] for n in profiled},
         "held_out": extra,
     }
     header = "# Written by benchmarks/latency_calibration.py: do not edit by hand.\n"

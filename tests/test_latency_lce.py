@@ -155,6 +155,11 @@ def test_emulated_count_is_deterministic_and_the_cli_prints_it(shared_dir, tiny_
     assert second["instructions"] == pytest.approx(first["instructions"], rel=1e-4)
     assert first["counted_to"] == "end-of-runs marker"
     assert len(first["binary_sha256"]) == 64 and first["qemu_cpu"] == "cortex-a57"
+    # per op (the runner's --profile markers): they add up to the count, plus ~45 per op
+    per_op = emulate_lce.profile_ops(tiny_tflite, binary, sysroot, log=lambda _: None)
+    rows = lce.op_table(tiny_tflite.read_bytes())
+    assert len(opdata.with_counts(rows, per_op)) == len(rows)
+    assert sum(per_op.values()) - 45 * len(rows) == pytest.approx(first["instructions"], rel=2e-3)
     args = ["latency", "--model", str(tiny_tflite), "--device", "raspberry-pi-4", "--json"]
     args += ["--benchmark-binary", str(binary), "--sysroot", str(sysroot)]
     result = CliRunner().invoke(main_cli(), args)  # auto: emulated (binary + qemu present)
@@ -252,7 +257,8 @@ def test_refitted_cost_model_on_the_measured_exports(shared_dir):
     from latency_calibration import fit_and_check
 
     models = opdata.read(path)
-    model, table, _ = fit_and_check(models)
+    profiled = opdata.read_profiled(Path(costmodel.__file__).with_name("profiled_ops.jsonl"))
+    model, table, _ = fit_and_check(models, profiled)
     stored = costmodel.calibration()
     assert model["coefficients"] == pytest.approx(stored["coefficients"], rel=1e-6)
     for name in ISSUE_TABLE:

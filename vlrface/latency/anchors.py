@@ -1,14 +1,19 @@
-"""Graphs held out of the ARM cost model's fit, and how to build each.
+"""Graphs of our own for the ARM cost model, and how to build each.
 
 The cost model is fitted on per-op counts of the project's own exports (notes/lce_arm.md
-Addendum 3); these networks are not among them. ``benchmarks/latency_calibration.py`` builds
-each (random init), converts it with LCE, counts it for real with LCE's aarch64 kernels under
-qemu-user (``emulate_lce``) and compares the count with the fitted model's prediction.
+Addendum 3). ``FIT_EXTRA`` graphs join the fit: ``benchmarks/latency_calibration.py`` counts
+each of their ops for real (``emulate_lce.profile_ops``) because the exports have no DoReFa
+layer narrower than 64 channels. ``HELD_OUT`` graphs stay out of the fit: each is built (random
+init), converted with LCE, counted with LCE's aarch64 kernels under qemu-user
+(``emulate_lce.count_instructions``) and compared with the fitted model's prediction.
 """
 
 from __future__ import annotations
 
 # name: what it is
+FIT_EXTRA = {
+    "binaryfacenet_w16": "the faithful BinaryFaceNet (DoReFa) at width 16, 128-d embedding",
+}
 HELD_OUT = {
     "toy_bnn_112": "conv 3x3/2 + 3 binary 3x3 64-ch residual blocks + GAP + FC128",
     "toy_float_112": "the same toy with float 3x3 convs",
@@ -16,6 +21,7 @@ HELD_OUT = {
     "block_14x14x256": "the same block at 14x14x256",
     "quicknet_224_top": "QuickNet, 224 px, ImageNet top (ReLU, avg pool, Dense 1000, softmax)",
     "binaryfacenet_w32": "the demo's faithful BinaryFaceNet (DoReFa), width 32 (configs/demo.yaml)",
+    "binaryfacenet_w8_e16": "the faithful BinaryFaceNet at width 8, 16-d embedding (test pipeline)",
 }
 
 
@@ -101,10 +107,12 @@ def build(name: str):
         return block(int(size), int(channels))
     if name == "binaryfacenet_published":
         return native_grouped(build_named("binaryfacenet"))
-    if name == "binaryfacenet_w32":
+    if name.startswith("binaryfacenet_w"):
         from vlrface.models.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
 
-        return build_binaryfacenet(BinaryFaceNetConfig(channels=32, embedding=128))
+        width, _, embedding = name.removeprefix("binaryfacenet_w").partition("_e")
+        config = BinaryFaceNetConfig(channels=int(width), embedding=int(embedding or 128))
+        return build_binaryfacenet(config)
     base, size = name.removesuffix("_top").rsplit("_", 1)
     if name.endswith("_top"):
         if base.startswith("quicknet"):

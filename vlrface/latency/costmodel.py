@@ -70,10 +70,10 @@ BASE_TERMS = {
     "pool": ("op", "window"),
     "reduce": ("op", "in"),
     "quantize": ("op", "in"),
-    "elementwise": ("op", "out"),
-    "transcendental": ("op", "out"),
+    "elementwise": ("op", "out", "rows"),
+    "transcendental": ("op", "out", "rows"),
     "convert": ("op", "out"),
-    "copies": ("op", "out"),
+    "copies": ("op", "out", "runs"),
     "free": ("op",),
 }
 # int8 tensors: the same sizes again as extra terms (``SIGNED``: int8 max pooling is
@@ -154,6 +154,10 @@ def terms(row: dict) -> dict[str, float]:
         t["in"] = row["in_elems"]
     elif kind in ("elementwise", "transcendental", "convert", "copies"):
         t["out"] = row["out_elems"]
+        if kind in ("elementwise", "transcendental"):
+            t["rows"] = _n(out[:-1]) if len(out) > 1 else 1  # inner loops over the last axis
+        elif kind == "copies":
+            t["runs"] = row["copy_runs"]  # contiguous chunks copied
     elif kind is None:
         raise UnknownOpError(f"the ARM cost model cannot price op {op}")
     for name in INT8_TERMS[kind]:
@@ -211,6 +215,21 @@ def predict_rows(rows: list[dict], model: dict | None = None) -> float:
     return predict_instructions(features(rows), model)
 
 
+def _identifiable(a: np.ndarray, tol: float = 1e-3) -> tuple[list[int], list[int]]:
+    """Columns of ``a`` taken in order while each adds a direction (relative singular value
+    above ``tol``); the rest (all zero, or a combination of earlier ones) cannot be told apart
+    on this data."""
+    keep, rest = [], []
+    for i in range(a.shape[1]):
+        if not np.any(a[:, i]):
+            continue
+        trial = a[:, [*keep, i]]
+        trial = trial / np.abs(trial).max(axis=0)
+        sv = np.linalg.svd(trial, compute_uv=False)
+        (keep if sv[-1] > tol * sv[0] else rest).append(i)
+    return keep, rest
+
+
 def fit(rows: list[dict], marker: float = 0.0) -> dict:
     """Coefficients per group by bounded least squares on per-op counts (``row["insns"]`` less
     ``marker``, the profiler's own instructions per op), each op weighted by 1/sqrt(its count)
@@ -227,10 +246,12 @@ def fit(rows: list[dict], marker: float = 0.0) -> dict:
     for g, members in sorted(by_group.items()):
         names = TERMS[KIND[members[0]["op"]]]
         a = np.array([[terms(r)[k] for k in names] for r in members], np.float64)
-        keep = [i for i in range(len(names)) if np.any(a[:, i])]
-        a = a[:, keep]
         y = np.array([max(r["insns"] - marker, 1.0) for r in members], np.float64)
         w = 1.0 / np.maximum(y, 1000.0) ** WPOW
+        keep, unidentified = _identifiable(a * w[:, None])
+        for i in unidentified:  # proportional to earlier terms on this data: priced by them
+            coefs[f"{g}.{names[i]}"] = 0.0
+        a = a[:, keep]
         scale = np.abs(a).max(axis=0)
         lower = [-np.inf if names[i] in SIGNED else 0.0 for i in keep]
         c = lsq_linear(a * w[:, None] / scale, y * w, bounds=(lower, np.inf)).x

@@ -211,6 +211,42 @@ def count_instructions(
     }
 
 
+def profile_ops(
+    model: str | Path,
+    binary: str | Path,
+    sysroot: str | Path | None,
+    cpu: str = QEMU_CPU,
+    cache: Path | None = None,
+    log: Log = _stderr_log,
+) -> dict[int, int]:
+    """Instructions of every op (by node index) in one steady-state inference (the regular run
+    after one warm-up), from the markers the bundle's runner sets around each op with
+    ``--profile`` (event ``h``: markers ``2h`` and ``2h+1``); LCE's official tool has no such
+    flag. The figures include the marker calls themselves (about 45 instructions per op)."""
+    model, binary, sysroot = Path(model), check_binary(binary), check_sysroot(sysroot)
+    if not model.is_file():
+        raise EmulationError(f"{model}: no such file")
+    tools = {"qemu": find_qemu(), "plugin": build_plugin(cache or cache_dir(), log)}
+    with tempfile.TemporaryDirectory(prefix="vlrface-lce-") as tmp:
+        counts, events = Path(tmp, "icount.txt"), Path(tmp, "events.txt")
+        cmd = command(tools["qemu"], tools["plugin"], counts, binary, sysroot, model, 1, cpu)
+        done = subprocess.run([*cmd, f"--profile={events}"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise EmulationError(
+                failure_line(done.stderr, done.returncode, binary, sysroot, model, done.stdout)
+            )
+        if not events.is_file():
+            raise EmulationError(f"{binary}: wrote no --profile events (not the bundle's runner?)")
+        marks = parse_plugin_output(counts.read_text(), str(counts))["marks"]
+        per_op = {}
+        for line in events.read_text().splitlines():
+            word = line.split()
+            if len(word) >= 3 and word[0] == "event":
+                h, node = int(word[1]), int(word[2])
+                per_op[node] = marks[2 * h + 1] - marks[2 * h]
+    return per_op
+
+
 def emulate_lce(
     model: str | Path,
     devices_: list[str] | tuple[str, ...],

@@ -12,6 +12,7 @@ where every row has the keys ``op_table`` gives for a flatbuffer, plus ``insns``
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -59,6 +60,9 @@ def row_from_tensors(
     data = [t for t in present if not t["const"]] or present
     main = max(data, key=lambda t: _n(t["shape"])) if data else None
     kernel = present[1]["shape"] if len(present) > 1 else []
+    # contiguous chunks a copy moves, taking the copy along the last axis (channels)
+    pieces = data if op in ("CONCATENATION", "PACK") else outputs
+    runs = sum(_n(t["shape"][:-1]) for t in pieces if len(t["shape"]) > 1)
     return {
         "op": op,
         "in": main["shape"] if main else [],
@@ -69,6 +73,7 @@ def row_from_tensors(
         "in_elems": _n(main["shape"]) if main else 0,
         "out_elems": sum(_n(t["shape"]) for t in outputs),
         "window": window,
+        "copy_runs": runs,
         "in_zero_point": in_zero_point,
         "bitpacked_out": outputs[0]["dtype"] == "int32" and op.startswith("Lce"),
         "int8_out": outputs[0]["dtype"] == "int8",
@@ -138,3 +143,30 @@ def _infer_constant_fill(rows: list[dict]) -> None:
             and prev["out"] == row["in"]
         ):
             row["in_zero_point"] = -128
+
+
+def with_counts(rows: list[dict], per_op: dict[int, int]) -> list[dict]:
+    """``op_table`` rows of a flatbuffer with each op's measured ``insns`` (by node index, as
+    ``emulate_lce.profile_ops`` gives them): rows the fit can use like the file's."""
+    if set(per_op) != set(range(len(rows))):
+        raise OpDataError(f"per-op counts for {len(per_op)} ops, the graph has {len(rows)}")
+    return [{**row, "insns": float(per_op[i])} for i, row in enumerate(rows)]
+
+
+def write_profiled(path: str | Path, graphs: dict[str, list[dict]]) -> None:
+    """Per-op rows of our own profiled graphs, one JSON object per line (``graph`` added)."""
+    lines = [json.dumps({"graph": g, **row}, sort_keys=True) for g, rows in graphs.items()
+             for row in rows]  # fmt: skip
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def read_profiled(path: str | Path) -> dict[str, list[dict]]:
+    """``write_profiled``'s file back: ``{graph: rows}``."""
+    graphs: dict[str, list[dict]] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise OpDataError(f"{path}:{number}: not a JSON object") from None
+        graphs.setdefault(row.pop("graph"), []).append(row)
+    return graphs
