@@ -373,7 +373,12 @@ def register_torch(
         path = Path(tmp) / f"{cfg.model_name}.onnx"
         write_atomic(path, onnx)
         folder = serving.save(Path(tmp) / "model", path)
-        write_atomic(folder / "backbone.pt", model)
+        # the checkpoint without pickle: weights as .npz, config and preprocessing as JSON
+        from vlrface import training_torch as tt
+
+        weights, meta = tt.to_portable(model)
+        write_atomic(folder / "backbone.npz", weights)
+        write_atomic(folder / "backbone.json", meta)
         return publish(cfg, folder, tags, config, description)
 
 

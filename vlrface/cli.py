@@ -260,11 +260,14 @@ def _eval_embedder(spec: str):
         return None
 
     if spec.startswith(("models:/", "runs:/")):
-        import mlflow
+        from vlrface.errors import VlrfaceError
+        from vlrface.registry import fetch_verified
 
         _use_registry(spec)
-        try:
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=spec))
+        try:  # every file checked against the version's sha256 tags first
+            folder = fetch_verified(spec)
+        except VlrfaceError:
+            raise
         except Exception as exc:  # MLflow raises many types: one line for the user
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise click.ClickException(f"cannot load model {spec}: {first}") from None
@@ -697,11 +700,14 @@ def _use_registry(uri: str) -> None:
 
 
 def _served(uri: str):
+    from vlrface.errors import VlrfaceError
     from vlrface.serving import load
 
     _use_registry(uri)
     try:
         return load(uri)
+    except VlrfaceError:
+        raise
     except Exception as exc:  # MLflow raises many types: one line for the user
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise click.ClickException(f"cannot load model {uri}: {first}") from None

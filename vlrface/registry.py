@@ -35,7 +35,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from vlrface import provenance
-from vlrface.errors import VlrfaceError
+from vlrface.errors import IntegrityError, VlrfaceError
 from vlrface.promotion import Decision, Policy, Rule, evaluate
 
 CHAMPION = "champion"
@@ -809,3 +809,130 @@ def list_versions(client: MlflowClient, name: str | None = None) -> list[dict]:
                 }
             )
     return sorted(out, key=lambda r: (r["name"], -r["version"]))
+
+
+# --- verified loads ---------------------------------------------------------------------------
+
+MANIFEST = "files.json"  # sha256 of every other file of a model directory (steps/registry.py)
+
+
+def check_tree(folder: Path, expected: dict[str, str], what: str) -> None:
+    """Refuse ``folder`` unless every file ``expected`` names is there with that sha256 and no
+    other file (but ``files.json``) is; the error names the file."""
+    folder = Path(folder)
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {
+        MANIFEST
+    }
+    for name, sha in sorted(expected.items()):
+        path = folder / name
+        if name not in present:
+            raise IntegrityError(f"{name} of {what} is missing; refusing to load it")
+        got = provenance.sha256_file(path)
+        if got != sha:
+            raise IntegrityError(
+                f"sha256 mismatch: {name} of {what} is {got[:12]}..., its tag says "
+                f"{sha[:12]}...; refusing to load it"
+            )
+    if extra := sorted(present - set(expected)):
+        raise IntegrityError(
+            f"{extra[0]} of {what} is not among its recorded files; refusing to load it"
+        )
+
+
+def _version_of(client: MlflowClient, uri: str):
+    """The model version a ``models:/`` URI names (``@alias``, ``/<version>``, ``/latest``)."""
+    rest = uri[len("models:/") :].strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        get_model(client, name)
+        try:
+            return client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if _missing(exc):
+                raise RegistryError(f"'{name}' has no version with alias '{alias}'") from None
+            raise
+    name, _, version = rest.partition("/")
+    return get_version(client, name, None if version in ("", "latest") else version)
+
+
+def fetch_verified(uri: str, client: MlflowClient | None = None) -> Path:
+    """A local copy of the model at ``uri``, every file checked before anything reads it.
+
+    ``models:/``: against the version's ``sha256.<file>`` tags (a version without them is
+    refused); ``runs:/``: against the tags of the registered version stored there, else the
+    directory's ``files.json``; a local directory: against its ``files.json`` if it has one.
+    Raises ``IntegrityError`` naming the file that fails."""
+    import mlflow.artifacts
+
+    if uri.startswith("models:/"):
+        client = client or MlflowClient()
+        mv = _version_of(client, uri)
+        expected = {k[len("sha256.") :]: v for k, v in mv.tags.items() if k.startswith("sha256.")}
+        what = f"{mv.name} v{mv.version}"
+        if not expected:
+            raise IntegrityError(f"{what} records no sha256.<file> tags; refusing to load it")
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=mv.source, dst_path=tempfile.mkdtemp(prefix="vlrface-model-")
+            )
+        )
+        check_tree(local, expected, what)
+        return local
+    if uri.startswith("runs:/"):
+        client = client or MlflowClient()
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="vlrface-model-")
+            )
+        )
+        run_id = uri[len("runs:/") :].strip("/").split("/", 1)[0]
+        sub = uri[len("runs:/") :].strip("/").partition("/")[2].strip("/")
+        for mv in client.search_model_versions(f"run_id='{run_id}'"):
+            if mv.source.rstrip("/").endswith(f"/{sub}") and sub:
+                expected = {
+                    k[len("sha256.") :]: v for k, v in mv.tags.items() if k.startswith("sha256.")
+                }
+                check_tree(local, expected, f"{mv.name} v{mv.version}")
+                return local
+    else:
+        local = Path(uri)
+    manifest = local / MANIFEST
+    if local.is_dir() and manifest.is_file():
+        try:
+            expected = json.loads(manifest.read_text())
+            assert isinstance(expected, dict)
+        except (ValueError, AssertionError, UnicodeDecodeError):
+            raise IntegrityError(f"{manifest}: not a JSON map of sha256 sums") from None
+        check_tree(local, expected, str(local))
+    return local
+
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt")
+
+
+def pickles_in(folder: Path) -> list[str]:
+    """Files of ``folder`` (and members of zip files in it: ``.keras``, torch checkpoints) that
+    are pickles, by name or by content (a pickle protocol 2+ opcode stream): ``[]`` is clean."""
+    import zipfile
+
+    def is_pickle(name: str, head: bytes) -> bool:
+        return name.lower().endswith(PICKLE_SUFFIXES) or (
+            len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+        )
+
+    found = []
+    for path in sorted(Path(folder).rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        with path.open("rb") as f:
+            head = f.read(2)
+        if is_pickle(rel, head):
+            found.append(rel)
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                for member in z.namelist():
+                    with z.open(member) as m:
+                        if is_pickle(member, m.read(2)):
+                            found.append(f"{rel}:{member}")
+    return found

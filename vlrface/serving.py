@@ -25,7 +25,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from vlrface.errors import VlrfaceError
+from vlrface.errors import IntegrityError, VlrfaceError
 
 
 class RequestError(VlrfaceError):
@@ -53,9 +53,11 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
     """The pyfunc model: photos in, L2-normalised descriptors (and pair scores) out."""
 
     def load_context(self, context):
-        self.config = {"input_size": 112, "flip": True, "threshold": None}
+        self.config = {"input_size": 112, "flip": True, "threshold": None, "sha256": None}
         self.config.update(context.model_config or {})
-        self.embedder = _embedder(Path(context.artifacts["model"]))
+        path = Path(context.artifacts["model"])
+        check_sha256(path, self.config["sha256"])  # before the runtime reads a byte of it
+        self.embedder = _embedder(path)
         # an ONNX export's own Preprocessing (vlrface.export.onnx metadata), else None
         self.preprocessing = getattr(self.embedder, "preprocessing", None)
         if self.preprocessing is not None:
@@ -121,15 +123,32 @@ def save(
     Its requirements are the runtime this process has (pinned), not MLflow's inference, which
     would load the model in a subprocess; ``vlrface`` itself must be importable where it is
     served (``mlflow models serve --env-manager local`` in this project's environment)."""
+    from vlrface.provenance import sha256_file
+
     runtime = "larq-compute-engine" if Path(model_file).suffix == ".tflite" else "onnxruntime"
+    config = {"input_size": input_size, "threshold": threshold, "flip": flip}
     mlflow.pyfunc.save_model(
         str(path),
-        python_model=FaceDescriptor(),
+        # "models from code": the model is this file, not a pickle of FaceDescriptor
+        python_model=str(Path(__file__).with_name("serving_model.py")),
         artifacts={"model": str(model_file)},
-        model_config={"input_size": input_size, "threshold": threshold, "flip": flip},
+        model_config={**config, "sha256": sha256_file(model_file)},
         pip_requirements=_pinned("mlflow", "numpy", "pandas", "pillow", runtime),
     )
     return Path(path)
+
+
+def check_sha256(path: Path, expected: str | None) -> None:
+    """Refuse ``path`` unless its sha256 is ``expected`` (``None``: nothing recorded)."""
+    if expected is None:
+        return
+    from vlrface.provenance import sha256_file
+
+    if (got := sha256_file(path)) != expected:
+        raise IntegrityError(
+            f"{path.name}: sha256 mismatch ({got[:12]}..., the model records "
+            f"{expected[:12]}...); refusing to load it"
+        )
 
 
 def _pinned(*packages: str) -> list[str]:
@@ -139,5 +158,10 @@ def _pinned(*packages: str) -> list[str]:
 
 
 def load(uri: str):
-    """A served model by URI: ``models:/<name>@champion``, ``runs:/...`` or a local directory."""
-    return mlflow.pyfunc.load_model(uri)
+    """A served model by URI: ``models:/<name>@champion``, ``runs:/...`` or a local directory.
+
+    Its files are fetched and checked against the registered version's ``sha256.<file>`` tags
+    (``vlrface.registry.fetch_verified``) before MLflow reads any of them."""
+    from vlrface.registry import fetch_verified
+
+    return mlflow.pyfunc.load_model(str(fetch_verified(uri)))

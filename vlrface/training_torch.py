@@ -52,6 +52,7 @@ tests here.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import random
@@ -157,6 +158,35 @@ def load_model(source: bytes | str | Path) -> nn.Module:
     model = make_model(TorchModelConfig(**payload["model"]))
     model.preprocessing = Preprocessing.from_dict(payload["preprocessing"])
     model.load_state_dict(payload["state_dict"])
+    return model
+
+
+def to_portable(source: bytes) -> tuple[bytes, bytes]:
+    """``save_model`` bytes as a registry stores them, without pickle: the weights as an
+    ``.npz`` (numpy arrays only) and the config and preprocessing as JSON."""
+    payload = torch.load(io.BytesIO(source), map_location="cpu", weights_only=True)
+    buf = io.BytesIO()
+    np.savez(buf, **{k: v.detach().cpu().numpy() for k, v in payload["state_dict"].items()})
+    meta = {k: payload[k] for k in ("format", "model", "preprocessing")}
+    return buf.getvalue(), json.dumps(meta, indent=2).encode()
+
+
+def from_portable(weights: bytes | str | Path, meta: bytes | str | Path) -> nn.Module:
+    """Rebuild a backbone from ``to_portable``'s ``.npz`` and JSON (bytes or files)."""
+    where = "<bytes>" if isinstance(weights, bytes | bytearray) else str(weights)
+    raw_w = bytes(weights) if isinstance(weights, bytes | bytearray) else Path(weights).read_bytes()
+    raw_m = bytes(meta) if isinstance(meta, bytes | bytearray) else Path(meta).read_bytes()
+    try:
+        info = json.loads(raw_m)
+        with np.load(io.BytesIO(raw_w), allow_pickle=False) as npz:
+            state = {k: torch.from_numpy(npz[k].copy()) for k in npz.files}
+    except (ValueError, OSError, KeyError) as exc:
+        raise ConfigError(f"{where}: not a vlrface portable torch checkpoint ({exc})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT or not info.get("model"):
+        raise ConfigError(f"{where}: not a vlrface portable torch checkpoint")
+    model = make_model(TorchModelConfig(**info["model"]))
+    model.preprocessing = Preprocessing.from_dict(info["preprocessing"])
+    model.load_state_dict(state)
     return model
 
 
@@ -477,7 +507,9 @@ def train(
                 state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
             except Exception as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                raise ConfigError(f"{ckpt_path}: not a loadable training checkpoint ({first})") from None
+                raise ConfigError(
+                    f"{ckpt_path}: not a loadable training checkpoint ({first})"
+                ) from None
         if state is None:
             seed_everything(seed)
         model.to(device)
