@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from vlrface.fileio import image_problem
 from vlrface.data.records import (
     DataError,
     ErrorPolicy,
@@ -83,7 +84,8 @@ def read_manifest(
         ident = img.parent.name
         described = describe_image(img)
         if not described["decodable"] and policy.mode == "skip":
-            policy.bad(f"{img}: cannot decode image")
+            problem = image_problem(img.read_bytes(), img.name) or "corrupt"
+            policy.bad(f"{img}: cannot decode image ({problem})")
             continue
         rows.append(
             {

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from vlrface.data import recordio
 from vlrface.data.records import DataError, ErrorPolicy, describe_bytes, finalize
+from vlrface.fileio import image_problem
 
 SOURCES = {
     "ms1m-retinaface-t1": "ms1m_retinaface",
@@ -180,6 +181,9 @@ def read_bin(path: str | Path, size: int = 112) -> tuple[np.ndarray, pd.DataFram
     images = np.empty((len(bins), size, size, 3), np.uint8)
     for i, encoded in enumerate(bins):
         buf = np.frombuffer(encoded, np.uint8) if isinstance(encoded, bytes) else encoded
+        buf = np.ascontiguousarray(buf, np.uint8).ravel()
+        if (problem := image_problem(buf.tobytes())) is not None:
+            raise DataError(f"{path}: image {i}: {problem}")
         img = cv2.imdecode(np.ascontiguousarray(buf, np.uint8).ravel(), cv2.IMREAD_COLOR)
         if img is None:
             raise DataError(f"{path}: image {i} does not decode (corrupt or truncated)")
