@@ -25,6 +25,7 @@ help:
 	@echo "make lint       ruff"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
 	@echo "make latency-emulated  ARM instruction-counted latency of an ONNX model under qemu-user"
+	@echo "make fuzz       every parser of untrusted bytes, FUZZ_CASES (10000) cases a target"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -85,3 +86,11 @@ latency-emulated: install
 	  "$$tmp/squeezefaceposenet.onnx" && \
 	vlrface latency --model "$$tmp/squeezefaceposenet.onnx" --backend emulated --json \
 	  $(foreach d,$(LATENCY_DEVICES),--device $(d))
+
+# Fuzzing (tests/fuzz.py): RecordIO, pairs.txt, VGGFace2 CSVs, combine CSV, property, .mat, the
+# config loader and the pyfunc's request parser, FUZZ_CASES cases each, one child process a
+# target; fails on any exception that is not the project's own, or a crash.
+FUZZ_CASES ?= 10000
+.PHONY: fuzz
+fuzz: install
+	python -m tests.fuzz --cases $(FUZZ_CASES)

@@ -110,3 +110,29 @@ def check_image(raw: bytes, where: str | Path) -> None:
         from vlrface.errors import DataError
 
         raise DataError(f"{where}: {problem}")
+
+
+# --- text files: any bytes give the project's error naming the file and line -------------------
+
+
+def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+    """The text of ``path``; ``DataError`` naming the file (and line) if it cannot be read, holds
+    a NUL byte (binary or corrupt) or is not valid ``encoding``."""
+    from vlrface.errors import DataError
+
+    try:
+        raw = Path(path).read_bytes()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path itself
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise DataError(f"{path}: cannot read the file ({why})") from None
+    if (nul := raw.find(b"\x00")) >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise DataError(f"{path}:{line}: NUL byte at offset {nul} (binary or corrupt file)")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path}:{line}: not valid {encoding} text (byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start})"
+        ) from None

@@ -75,9 +75,14 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
             except (binascii.Error, ValueError):
                 raise RequestError(f"{where}: not base64-encoded image bytes") from None
             if landmarks is not None and landmarks.iloc[i] is not None:
-                points = np.asarray(landmarks.iloc[i], dtype=np.float64)
-                if points.size != 10:
-                    raise RequestError(f"{where}: landmarks need 10 numbers, got {points.size}")
+                try:
+                    points = np.asarray(landmarks.iloc[i], dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise RequestError(f"{where}: landmarks need 10 numbers") from None
+                if points.size != 10 or not np.isfinite(points).all():
+                    raise RequestError(
+                        f"{where}: landmarks need 10 finite numbers, got {points.size}"
+                    )
                 face = align_face(decode_rgb(raw, None, where), points, size)
             else:  # a PyTorch model's own geometry (shorter side, centre crop) comes next
                 face = decode_rgb(raw, None if self.preprocessing else size, where)
@@ -86,25 +91,35 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
             faces.append(face)
         return np.stack(faces)
 
-    def _describe(self, images, landmarks, column) -> np.ndarray:
+    def _describe(self, faces: np.ndarray) -> np.ndarray:
         from vlrface.embedders import embed_images
         from vlrface.preprocess import normalize
 
-        faces = self._faces(images, landmarks, column)
         if self.preprocessing is None:  # the Larq models' (x - 127.5) / 128
             faces = normalize(faces)
         else:  # a PyTorch model's own mean/std, as exported into its ONNX metadata
             faces = self.preprocessing.normalize(faces)
         return embed_images(self.embedder, faces, flip=bool(self.config["flip"]))
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def parse_request(self, model_input) -> dict[str, np.ndarray]:
+        """The faces of a request (``image``, and ``image_b`` if present), decoded and shaped;
+        any bad input is a ``RequestError``/``DataError`` naming the row and column."""
         if not isinstance(model_input, pd.DataFrame) or "image" not in model_input:
             raise RequestError("a request needs an 'image' column (base64-encoded photos)")
-        marks = model_input.get("landmarks")
-        a = self._describe(model_input["image"], marks, "image")
-        out = pd.DataFrame({"embedding": [row.tolist() for row in a]})
+        if len(model_input) == 0:
+            raise RequestError("a request needs at least one row")
+        faces = {"image": self._faces(model_input["image"], model_input.get("landmarks"), "image")}
         if "image_b" in model_input:
-            b = self._describe(model_input["image_b"], model_input.get("landmarks_b"), "image_b")
+            marks = model_input.get("landmarks_b")
+            faces["image_b"] = self._faces(model_input["image_b"], marks, "image_b")
+        return faces
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        faces = self.parse_request(model_input)
+        a = self._describe(faces["image"])
+        out = pd.DataFrame({"embedding": [row.tolist() for row in a]})
+        if "image_b" in faces:
+            b = self._describe(faces["image_b"])
             out["score"] = (a * b).sum(axis=1)
             if self.config["threshold"] is not None:
                 out["same"] = out["score"] >= float(self.config["threshold"])

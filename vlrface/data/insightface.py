@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from vlrface.data import recordio
 from vlrface.data.records import DataError, ErrorPolicy, describe_bytes, finalize
-from vlrface.fileio import image_problem
+from vlrface.fileio import read_text, image_problem
 
 SOURCES = {
     "ms1m-retinaface-t1": "ms1m_retinaface",
@@ -48,7 +48,7 @@ def read_property(path: str | Path) -> tuple[int, int, int]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: property file missing")
-    first = path.read_text().splitlines()[:1]
+    first = read_text(path).splitlines()[:1]
     try:
         classes, height, width = (int(v) for v in first[0].split(","))
     except (IndexError, ValueError):
