@@ -84,6 +84,8 @@ OPTIONAL_COLUMNS = (
 
 def inside_root(root: Path, relative: str, source: Path | str) -> Path:
     """``root / relative``, or ``DataError`` naming ``source`` if it escapes the dataset root."""
+    if "\x00" in str(relative):
+        raise DataError(f"{source}: path {relative!r} holds a NUL byte")
     path = Path(root) / relative
     if Path(relative).is_absolute() or not path.resolve().is_relative_to(Path(root).resolve()):
         raise DataError(f"{source}: path {relative!r} escapes the dataset root {root}")
