@@ -99,7 +99,9 @@ def _train(prefix, manifest, data, model, stage, seed, init: bytes | None, teach
     ckpt = _checkpoint_dir(stage_cfg, key)
 
     def on_epoch(epoch: int, record: dict) -> None:
-        mlflow.log_metrics(
+        from vlrface import runs  # a store outage is waited out (bounded), then skipped
+
+        runs.log_metrics_resilient(
             {f"{prefix}.{k}": v for k, v in record.items() if k != "epoch"}, step=epoch
         )
 

@@ -91,3 +91,32 @@ def test_dry_run_that_would_refuse_exits_non_zero(store):
 def test_nul_byte_in_a_manifest_path_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="holds a NUL byte"):
         read_bytes(tmp_path, "a\x00b.jpg")
+
+
+def test_training_logging_outlives_a_store_outage(store, monkeypatch):
+    """A locked tracking database mid-training: the epoch's metrics wait (bounded) and are
+    logged when it comes back; if it stays down the loop goes on without them."""
+    import threading
+    import time
+
+    import mlflow
+
+    from vlrface import runs
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    mlflow.set_tracking_uri(store["uri"])
+    holder = sqlite3.connect(store["root"] / "mlflow.db", check_same_thread=False)
+    holder.isolation_level = None
+    with mlflow.start_run(experiment_id=store["exp"]) as run:
+        holder.execute("BEGIN EXCLUSIVE")
+        threading.Timer(1.5, lambda: holder.execute("ROLLBACK")).start()
+        start = time.monotonic()
+        assert runs.log_metrics_resilient({"loss": 1.0}, step=1, budget=30)
+        assert time.monotonic() - start >= 1.5
+        holder.execute("BEGIN EXCLUSIVE")  # and now it stays down past the budget
+        try:
+            assert not runs.log_metrics_resilient({"loss": 0.5}, step=2, budget=0.5)
+        finally:
+            holder.execute("ROLLBACK")
+    history = mlflow.MlflowClient(store["uri"]).get_metric_history(run.info.run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0)]

@@ -144,3 +144,23 @@ def reap(exclude=None, tracking_uri: str | None = None) -> dict[str, list[str]]:
                 mlflow_client.set_terminated(r.info.run_id, "KILLED")
                 done["mlflow"].append(r.info.run_id)
     return done
+
+
+def log_metrics_resilient(metrics: dict, step: int | None = None, budget: float = 60.0) -> bool:
+    """``mlflow.log_metrics`` from inside a training loop: transient store errors (a locked or
+    unreachable database) are retried for ``budget`` seconds, and if the store is still down
+    the loop goes on (the figures stay in the run's history and checkpoints) with a warning.
+    Returns whether they were logged."""
+    import mlflow
+
+    from vlrface.registry import retrying, transient
+
+    try:
+        retrying(mlflow.log_metrics, metrics, step=step, budget=budget)
+        return True
+    except Exception as exc:
+        if not transient(exc):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        log.warning("MLflow store unavailable, step %s's metrics not logged: %s", step, first)
+        return False
