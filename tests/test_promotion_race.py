@@ -182,3 +182,27 @@ def test_locked_store_is_retried_and_a_held_lock_times_out(store, monkeypatch):
             with registry.champion_lock(client, name, timeout=0.5):
                 pass
     assert registry.promote(client, name, policy, v2)[0].promote
+
+
+def test_lock_is_chosen_from_the_store_uri(tmp_path, monkeypatch):
+    """sqlite: a lease row; a local directory: flock; PostgreSQL/MySQL: session locks; a remote
+    server without its backend named: a one-line refusal."""
+    from mlflow import MlflowClient
+
+    assert isinstance(registry._store_lock("sqlite:////x/m.db", "k"), registry._SqliteLease)
+    for uri in (str(tmp_path), tmp_path.as_uri()):
+        a, b = registry._store_lock(uri, "champion:m"), registry._store_lock(uri, "champion:m")
+        assert isinstance(a, registry._FileLock)
+        assert a.try_acquire() is None and b.try_acquire() is not None
+        a.release()
+        assert b.try_acquire() is None
+        b.release()
+    lock = registry._store_lock("postgresql://u@127.0.0.1:9/db", "champion:m")
+    assert isinstance(lock, registry._SessionLock) and lock.pg
+    client = MlflowClient(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9")
+    with pytest.raises(registry.RegistryError, match="VLRFACE_REGISTRY_LOCK_URI"):
+        with registry.champion_lock(client, "m"):
+            pass
+    monkeypatch.setenv(registry.LOCK_ENV, f"sqlite:///{tmp_path / 'lock.db'}")
+    with registry.champion_lock(client, "m", timeout=1):
+        pass

@@ -248,16 +248,48 @@ class _SessionLock:
         self.engine.dispose()
 
 
+class _FileLock:
+    """A local file store (``file:`` URI or a path): ``flock`` on a lock file inside it, which
+    the kernel drops when the holder dies."""
+
+    def __init__(self, uri: str, key: str):
+        from urllib.parse import unquote, urlparse
+
+        root = Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+        self.path = root / f".vlrface-lock-{safe}"
+        self.fd = None
+
+    def try_acquire(self) -> str | None:
+        import fcntl
+
+        if self.fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f"another process (lock file {self.path})"
+        return None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
 def _store_lock(uri: str, key: str):
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else "file"
     if scheme == "sqlite":
         return _SqliteLease(uri, key)
     if scheme in ("postgresql", "postgres", "mysql"):
         return _SessionLock(uri, key)
+    if scheme == "file":
+        return _FileLock(uri, key)
     raise RegistryError(
-        f"cannot lock the champion of '{key.split(':', 1)[-1]}' on {uri}: promotion needs a "
-        f"database the registry is stored in (sqlite, postgresql, mysql); set {LOCK_ENV} to "
-        "the tracking server's backend store URI"
+        f"cannot lock the champion of '{key.split(':', 1)[-1]}' on {uri}: promotion needs the "
+        f"store the registry is kept in (sqlite, postgresql, mysql, a local directory); set "
+        f"{LOCK_ENV} to the tracking server's backend store URI"
     )
 
 
