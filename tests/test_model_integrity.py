@@ -150,3 +150,14 @@ def test_keras_loads_with_explicit_custom_objects_and_safe_mode(tmp_path):
     save_keras(evil, str(tmp_path / "evil.keras"))
     with pytest.raises(ValueError, match="(?i)unsafe|safe_mode"):
         load_keras(str(tmp_path / "evil.keras"))
+
+
+def test_a_model_directory_holding_a_pickle_is_refused(registered, tmp_path):
+    """A directory saved the old way (cloudpickled python_model.pkl) is refused, unloaded."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(registered["folder"], old)
+    (old / "python_model.pkl").write_bytes(pickle.dumps({"not": "loaded"}))
+    with pytest.raises(IntegrityError, match=r"python_model.pkl of .* is a pickle"):
+        serving.load(str(old))

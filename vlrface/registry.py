@@ -909,7 +909,7 @@ def fetch_verified(uri: str, client: MlflowClient | None = None) -> Path:
             )
         )
         check_tree(local, expected, what)
-        return local
+        return _no_pickle(local, what)
     if uri.startswith("runs:/"):
         client = client or MlflowClient()
         local = Path(
@@ -925,7 +925,7 @@ def fetch_verified(uri: str, client: MlflowClient | None = None) -> Path:
                     k[len("sha256.") :]: v for k, v in mv.tags.items() if k.startswith("sha256.")
                 }
                 check_tree(local, expected, f"{mv.name} v{mv.version}")
-                return local
+                return _no_pickle(local, f"{mv.name} v{mv.version}")
     else:
         local = Path(uri)
     manifest = local / MANIFEST
@@ -936,7 +936,18 @@ def fetch_verified(uri: str, client: MlflowClient | None = None) -> Path:
         except (ValueError, AssertionError, UnicodeDecodeError):
             raise IntegrityError(f"{manifest}: not a JSON map of sha256 sums") from None
         check_tree(local, expected, str(local))
-    return local
+    return _no_pickle(local, str(local)) if local.is_dir() else local
+
+
+def _no_pickle(folder: Path, what: str) -> Path:
+    """Refuse a model directory holding a pickle: loading one may run any code it names
+    (versions registered before models-from-code: register them again)."""
+    if found := pickles_in(folder):
+        raise IntegrityError(
+            f"{found[0]} of {what} is a pickle, which could run code when loaded; refusing to "
+            "load it (register the model again: vlrface stores none)"
+        )
+    return folder
 
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt")

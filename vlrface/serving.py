@@ -7,6 +7,9 @@ model's input (inter-area), normalisation (``preprocess.normalize``), flip test-
 augmentation and L2 normalisation (``embedders.embed_images``). So ``mlflow models serve -m
 models:/<name>@champion`` answers with the same descriptors the evaluation measured.
 
+The model is stored as MLflow "models from code" (``serving_model.py``, no pickle), and
+``load`` checks every file against the version's sha256 tags before anything reads it.
+
 Requests are DataFrames (MLflow's ``dataframe_split``/``dataframe_records``):
 
 * ``image``: a base64-encoded JPEG/PNG -> the response row has ``embedding`` (a list of floats);
