@@ -26,6 +26,7 @@ help:
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
 	@echo "make latency-emulated  ARM instruction-counted latency of an ONNX model under qemu-user"
 	@echo "make latency-lce       the same for an LCE flatbuffer on LCE's aarch64 kernels (LCE_BUNDLE)"
+	@echo "make fuzz       every parser of untrusted bytes, FUZZ_CASES (10000) cases a target"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -104,3 +105,11 @@ latency-lce: install
 	vlrface latency --model "$$tmp/m.tflite" --backend emulated --json \
 	  --benchmark-binary $(LCE_BUNDLE)/bin/lce_benchmark_model --sysroot $(LCE_BUNDLE)/sysroot \
 	  $(foreach d,$(LATENCY_DEVICES),--device $(d))
+
+# Fuzzing (tests/fuzz.py): RecordIO, pairs.txt, VGGFace2 CSVs, combine CSV, property, .mat, the
+# config loader and the pyfunc's request parser, FUZZ_CASES cases each, one child process a
+# target; fails on any exception that is not the project's own, or a crash.
+FUZZ_CASES ?= 10000
+.PHONY: fuzz
+fuzz: install
+	python -m tests.fuzz --cases $(FUZZ_CASES)

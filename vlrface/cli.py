@@ -260,11 +260,14 @@ def _eval_embedder(spec: str):
         return None
 
     if spec.startswith(("models:/", "runs:/")):
-        import mlflow
+        from vlrface.errors import VlrfaceError
+        from vlrface.registry import fetch_verified
 
         _use_registry(spec)
-        try:
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=spec))
+        try:  # every file checked against the version's sha256 tags first
+            folder = fetch_verified(spec)
+        except VlrfaceError:
+            raise
         except Exception as exc:  # MLflow raises many types: one line for the user
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise click.ClickException(f"cannot load model {spec}: {first}") from None
@@ -726,11 +729,14 @@ def _use_registry(uri: str) -> None:
 
 
 def _served(uri: str):
+    from vlrface.errors import VlrfaceError
     from vlrface.serving import load
 
     _use_registry(uri)
     try:
         return load(uri)
+    except VlrfaceError:
+        raise
     except Exception as exc:  # MLflow raises many types: one line for the user
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise click.ClickException(f"cannot load model {uri}: {first}") from None
@@ -825,12 +831,46 @@ def identify_cmd(image, gallery, uri, top, as_json) -> None:
     _emit({"model": uri, "candidates": ranked}, as_json)
 
 
+def one_line_error(exc: BaseException) -> str:
+    """An exception as the one line the CLI prints: store errors (MLflow, SQL, locked or
+    unreachable databases), OS and parser errors say what failed, not where in the code."""
+    first = (str(exc).strip().splitlines() or [""])[0].strip()
+    name = type(exc).__name__
+    module = type(exc).__module__.split(".")[0]
+    if module == "mlflow":
+        return f"MLflow store: {first[:300]}"
+    if module in ("sqlalchemy", "sqlite3", "psycopg2", "pymysql"):
+        return f"tracking database: {first[:300]}"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or first}"
+    return f"{name}: {first[:300]}" if first else name
+
+
 def run() -> None:
-    """Console entry point (``VlrfaceError``s print as one ``Error:`` line, exit code 1)."""
+    """Console entry point: ``VlrfaceError``s (click) and any other failure print as one
+    ``Error:`` line and exit 1 (``VLRFACE_DEBUG=1`` shows the traceback); SIGTERM ends the
+    command as an error, so what it holds is released."""
+    import os
+    import signal
+
+    def _terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        main(standalone_mode=True)
-    except RuntimeError as exc:  # e.g. no MLflow tracker on the active stack
-        click.echo(f"Error: {exc}", err=True)
+        main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into a line
+        if os.environ.get("VLRFACE_DEBUG"):
+            raise
+        click.echo(f"Error: {one_line_error(exc)}", err=True)
         sys.exit(1)
 
 

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from vlrface.errors import ConfigError
+from vlrface.errors import ConfigError, VlrfaceError
 
 
 class Section(BaseModel):
@@ -471,3 +471,31 @@ def parse(raw: dict, source: str = "config", schema: type[Section] | None = None
         if not err["loc"]:
             raise ConfigError(f"{source}: {msg}") from None
         raise ConfigError(f"{source}: invalid value for '{key}': {msg}") from None
+
+
+def load_file(path: str | Path, schema: type[Section] | None = None):
+    """A pipeline configuration file (``configs/*.yaml``: its ``parameters``, or a bare mapping)
+    validated by ``parse``; ``ConfigError`` naming the file (and line) for any bytes."""
+    import yaml
+
+    from vlrface.fileio import read_text
+
+    path = Path(path)
+    try:
+        text = read_text(path)
+    except VlrfaceError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{path}{line}: not valid YAML ({problem})") from None
+    except (ValueError, OverflowError, TypeError, RecursionError) as exc:  # e.g. a bad date
+        raise ConfigError(f"{path}: not a valid configuration ({str(exc)[:120]})") from None
+    if isinstance(raw, dict) and isinstance(raw.get("parameters"), dict):
+        raw = raw["parameters"]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a configuration must be a mapping (of 'parameters')")
+    return parse(raw, str(path), schema)
