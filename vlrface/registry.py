@@ -7,7 +7,8 @@ champion read under ``champion_lock`` (a lock the registry's database enforces: 
 taken in a ``BEGIN IMMEDIATE`` transaction on sqlite, a session advisory lock on PostgreSQL and
 MySQL, ``flock`` in a local file store), so concurrent promotions serialise. The alias move
 and its history event are written together or not at all (``move_champion``: a write-ahead
-intent tag, undone on failure or by the next ``reconcile``). The decision, its reasons and numbers are tagged on the version either way.
+intent tag, undone on failure or by the next ``reconcile``). The decision, its reasons and
+numbers are tagged on the version either way.
 
 History: one registered-model tag per event, ``history.<nanoseconds>`` -> JSON (``event``:
 ``promote`` | ``refuse`` | ``rollback``, ``version``, ``previous`` and ``champion`` before and
