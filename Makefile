@@ -85,3 +85,11 @@ latency-emulated: install
 	  "$$tmp/squeezefaceposenet.onnx" && \
 	vlrface latency --model "$$tmp/squeezefaceposenet.onnx" --backend emulated --json \
 	  $(foreach d,$(LATENCY_DEVICES),--device $(d))
+
+# infra/ (docs/scale-out.md): every Kubernetes manifest against the bundled schemas (strict,
+# offline), the stacks imported into a throwaway ZenML store, the per-step run settings.
+.PHONY: infra-check
+infra-check: install
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[infra]"
+	kubernetes-validate --strict --quiet $$(find infra/k8s -name '*.yaml' | sort)
+	pytest -q tests/test_infra.py

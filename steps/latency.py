@@ -12,7 +12,7 @@ from vlrface.config import LatencyConfig
 from vlrface.latency.estimate import gate
 from vlrface.latency.measure import measure_lce
 
-TRACKER = "mlflow_tracker"
+TRACKER = True  # the active stack's experiment tracker, whatever its name
 
 
 @step(experiment_tracker=TRACKER, cache_policy=cache.LATENCY)

@@ -25,3 +25,8 @@ class ConfigError(VlrfaceError):
 
 class DataError(VlrfaceError):
     """Bad input data; the message names the file and what is wrong with it."""
+
+
+class StoreError(VlrfaceError):
+    """A remote store (the MLflow server, an S3 bucket, PostgreSQL) is unreachable, missing, or
+    refuses the credentials; the message names the component and its address."""
