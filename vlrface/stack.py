@@ -159,7 +159,13 @@ def ensure_team_stack(
     from vlrface.errors import StoreError
     from vlrface.infra import stack_definition
 
+    env = os.environ
     check_mlflow(tracking_uri)
+    if not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
+        raise StoreError(
+            f"ZenML artifact store s3://{bucket}: no credentials (set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY; they go into the ZenML secret vlrface_s3)"
+        )
     check_s3(s3_endpoint, bucket, "ZenML artifact store")
     doc = definition or stack_definition("local")
     comps = doc["components"]
@@ -170,9 +176,6 @@ def ensure_team_stack(
         store.setdefault("client_kwargs", {})["endpoint_url"] = s3_endpoint
     else:
         store.get("client_kwargs", {}).pop("endpoint_url", None)
-    env = os.environ
-    if not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
-        raise StoreError("ZenML artifact store: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY not set")
     client = Client()
     _ensure_secret(
         client,
