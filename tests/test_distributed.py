@@ -138,8 +138,8 @@ def test_keras_multi_worker_equals_one_process_with_the_same_replicas(keras_runs
     (ref_w, ref_c, ref_h), (mw_w, mw_c, mw_h), mw_dir = keras_runs
     assert len(ref_w) == len(mw_w)
     for a, b in zip(ref_w, mw_w, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5)
-    np.testing.assert_allclose(ref_c, mw_c, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ref_c, mw_c, rtol=1e-5, atol=1e-5)
     assert [h["epoch"] for h in mw_h] == [1, 2]
     np.testing.assert_allclose([h["loss"] for h in mw_h], [h["loss"] for h in ref_h], rtol=1e-5)
     # the chief alone wrote checkpoints, the last one the finished stage
@@ -159,4 +159,4 @@ def test_keras_worker_death_stops_the_run_and_resume_continues(data, keras_runs,
                                              tmp_path / "b", workers=2)  # fmt: skip
     assert len(history) == 2
     for a, b in zip(w, mw_w, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
