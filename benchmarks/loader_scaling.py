@@ -8,7 +8,7 @@ synthetic 112 px CASIA-layout set; img/s is timed over the epochs after a first,
 (pool start-up excluded); the batches are checked equal across worker counts. Prints JSON: img/s
 per worker count, the speed-up of 2 workers over 1, img/s per core (the 1-worker figure), the
 load average before and after (this machine is shared: the figures are only as clean as the
-load), and the cores a GPU consumes at ``--gpu-img-s`` (default 2400 img/s: see
+load), and the cores a GPU consumes at ``--gpu-img-s`` (default 1700 img/s: see
 docs/scale-out.md for where that figure comes from).
 """
 
@@ -22,13 +22,13 @@ import tempfile
 import time
 
 
-def run(root, manifest, workers: int, batch: int, epochs: int) -> tuple[float, str]:
+def run(root, manifest, workers: int, batch: int, epochs: int, kind: str) -> tuple[float, str]:
     from vlrface.data.loader import FaceBatches
     from vlrface.data.records import label_map
     from vlrface.degrade import VLRPolicy
 
     fb = FaceBatches(root, manifest, label_map(manifest), batch, seed=0,
-                     vlr=VLRPolicy(probability=0.5), workers=workers)  # fmt: skip
+                     vlr=VLRPolicy(probability=0.5), workers=workers, kind=kind)  # fmt: skip
     digest = hashlib.sha256()
     try:
         for b in fb.epoch(0):  # warm-up: the pool starts, files enter the page cache
@@ -49,7 +49,8 @@ def main() -> None:
     p.add_argument("--images", type=int, default=768)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--gpu-img-s", type=float, default=2400.0)
+    p.add_argument("--kind", choices=["thread", "process"], default="thread")
+    p.add_argument("--gpu-img-s", type=float, default=1700.0)
     p.add_argument("--node-cores", type=int, default=8, help="CPU cores per GPU on the node")
     a = p.parse_args()
     from vlrface.data.manifest import build_manifest
@@ -62,11 +63,12 @@ def main() -> None:
         manifest = build_manifest("casia_webface", tmp, progress=False)
         rates, digests = {}, set()
         for w in a.workers:
-            rates[w], d = run(tmp, manifest, w, a.batch, a.epochs)
+            rates[w], d = run(tmp, manifest, w, a.batch, a.epochs, a.kind)
             digests.add(d)
     out = {
         "images": len(manifest),
         "batch": a.batch,
+        "kind": a.kind,
         "cpu_count": os.cpu_count(),
         "load_avg_before": load_before,
         "load_avg_after": os.getloadavg(),

@@ -18,11 +18,11 @@ def faces(tmp_path_factory):
     return root, build_manifest("casia_webface", root, progress=False)
 
 
-def _epoch(faces, workers, epoch=1, start=0):
+def _epoch(faces, workers, epoch=1, start=0, kind="thread"):
     root, manifest = faces
     batches = FaceBatches(root, manifest, label_map(manifest), 4, seed=7, size=56,
                           vlr=VLRPolicy(probability=0.7, sizes=(7, 14)), with_hr=True,
-                          workers=workers)  # fmt: skip
+                          workers=workers, kind=kind)  # fmt: skip
     try:
         return list(batches.epoch(epoch, start=start))
     finally:
@@ -32,8 +32,8 @@ def _epoch(faces, workers, epoch=1, start=0):
 def test_batches_are_the_same_whatever_the_workers(faces):
     one = _epoch(faces, 0)
     assert len(one) == 5
-    for workers in (1, 2):
-        got = _epoch(faces, workers)
+    for workers, kind in ((1, "thread"), (2, "thread"), (2, "process")):
+        got = _epoch(faces, workers, kind=kind)
         assert len(got) == len(one)
         for a, b in zip(one, got, strict=True):
             for x, y in zip(a, b, strict=True):

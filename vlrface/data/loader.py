@@ -15,9 +15,11 @@ The degradation policy (``vlrface.degrade``) is applied as its kind asks:
   degraded samples in every batch.
 
 Workers: a batch is a pure function of ``(seed, epoch, step)``, so ``workers=N`` decodes,
-degrades and stacks N batches at once in N processes (spawned: no TF state is forked) and yields
-them in order: the batches are the same, bit for bit, whatever ``N`` (``workers=0``: one
-background thread, as before). The pool lives until ``close()`` (or the object is collected).
+degrades and stacks N batches at once and yields them in order: the batches are the same, bit for
+bit, whatever ``N``. ``kind="thread"`` (default) runs them in N threads (OpenCV's decode/resize
+and numpy release the GIL; no copies between processes), ``kind="process"`` in N spawned
+processes (no TF state forked; each batch is pickled back). ``workers=0``: one background
+thread, as before. The pool lives until ``close()`` (or the object is collected).
 
 With ``with_hr`` a batch is ``(x, y, x_hr)``: ``x_hr`` the same faces, flipped alike, before the
 degradation (the teacher's input in teacher-student training).
@@ -50,6 +52,7 @@ class FaceBatches:
         vlr=None,
         with_hr: bool = False,
         workers: int = 0,
+        kind: str = "thread",
     ):
         if len(manifest) < batch_size:
             raise ValueError(f"batch_size {batch_size} exceeds the {len(manifest)} training images")
@@ -60,7 +63,9 @@ class FaceBatches:
         self.batch_size, self.seed = batch_size, seed
         if workers < 0:
             raise ValueError(f"workers must be >= 0, not {workers}")
-        self.workers, self._pool = workers, None
+        if kind not in ("thread", "process"):
+            raise ValueError(f"kind must be 'thread' or 'process', not {kind!r}")
+        self.workers, self.kind, self._pool = workers, kind, None
 
     def __getstate__(self):
         return {**self.__dict__, "_pool": None}
@@ -80,10 +85,14 @@ class FaceBatches:
         if self.workers == 0:
             return ThreadPoolExecutor(max_workers=1)
         if self._pool is None:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
+            if self.kind == "process":
+                import multiprocessing as mp
+                from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+                ctx = mp.get_context("spawn")
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+            else:
+                self._pool = ThreadPoolExecutor(self.workers)
         return self._pool
 
     def __len__(self) -> int:
