@@ -181,6 +181,8 @@ def _up(state_dir: Path, ports: dict, state: dict, mlflow_timeout: float) -> Non
         "MLFLOW_S3_ENDPOINT_URL": endpoint,
         "VLRFACE_S3_ENDPOINT": endpoint,
         "VLRFACE_POSTGRES_URI": db_uri,
+        # promotion locks the champion in the registry's own store (vlrface.registry)
+        "VLRFACE_REGISTRY_LOCK_URI": db_uri,
         "AWS_DEFAULT_REGION": "us-east-1",
         **LOCAL_S3_CREDENTIALS,
     }
