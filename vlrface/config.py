@@ -214,6 +214,9 @@ class StageConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
     resume: bool = False  # continue from checkpoint_dir's last checkpoint
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    # threads that decode/degrade/batch ahead (vlrface.data.loader); batches are the same
+    # whatever the number. 0: one background thread
+    loader_workers: int = Field(0, ge=0)
     mixed_precision: bool = False  # GPU only; ignored (and logged) on a CPU
 
     @field_validator("policy")
