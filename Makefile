@@ -25,10 +25,12 @@ help:
 	@echo "make lint       ruff"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
 	@echo "make latency-emulated  ARM instruction-counted latency of an ONNX model under qemu-user"
+	@echo "make latency-lce       the same for an LCE flatbuffer on LCE's aarch64 kernels (LCE_BUNDLE)"
+	@echo "make fuzz       every parser of untrusted bytes, FUZZ_CASES (10000) cases a target"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[dev,detect]"
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[dev,detect,team,infra]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -85,3 +87,59 @@ latency-emulated: install
 	  "$$tmp/squeezefaceposenet.onnx" && \
 	vlrface latency --model "$$tmp/squeezefaceposenet.onnx" --backend emulated --json \
 	  $(foreach d,$(LATENCY_DEVICES),--device $(d))
+
+# infra/ (docs/scale-out.md): every Kubernetes manifest against the bundled schemas (strict,
+# offline), the stacks imported into a throwaway ZenML store, the per-step run settings.
+.PHONY: infra-check
+infra-check: install
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[infra]"
+	kubernetes-validate --strict --quiet $$(find infra/k8s -name '*.yaml' | sort)
+	pytest -q tests/test_infra.py
+
+# Team mode on this machine (docs/scale-out.md): PostgreSQL 15, a local S3 (moto) and an MLflow
+# server on loopback; then the team stack is registered and activated. TEAM_DIR holds their
+# state, logs and `env` (source it for the addresses and the local S3's keys).
+TEAM_DIR ?= .team
+.PHONY: team-up team-down test-team
+team-up: setup
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[team]"
+	python -m vlrface.team up --dir $(TEAM_DIR)
+	source $(TEAM_DIR)/env && vlrface stack setup --team --tracking-uri $$MLFLOW_TRACKING_URI \
+	  --s3-endpoint $$VLRFACE_S3_ENDPOINT --bucket vlrface-zenml
+	@source $(TEAM_DIR)/env && { dvc remote list | grep -q '^team' || dvc remote add team s3://vlrface-dvc/vlrface; } \
+	  && dvc remote modify --local team endpointurl $$VLRFACE_S3_ENDPOINT \
+	  && echo "DVC remote 'team': dvc push -r team / dvc pull -r team (after: source $(TEAM_DIR)/env)"
+
+team-down:
+	-vlrface stack setup --mlflow-dir mlflow >/dev/null
+	python -m vlrface.team down --dir $(TEAM_DIR)
+
+test-team: setup
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[team]"
+	pytest -q tests/test_team.py
+
+# Emulated ARM latency of an LCE flatbuffer (vlrface.latency.emulate_lce): exports a freshly
+# initialised LATENCY_MODEL and counts it on LCE's aarch64 kernels under qemu-user. LCE_BUNDLE
+# holds bin/lce_benchmark_model and sysroot/: here and in CI the shared dev bundle (never copied
+# into the repository); on your machine a directory with LCE's lce_benchmark_model_aarch64.
+LCE_BUNDLE ?= ../shared/tools/lce-aarch64
+LATENCY_MODEL ?= binaryfacenet_lce
+.PHONY: latency-lce
+latency-lce: install
+	@{ command -v qemu-aarch64 && command -v gcc; } >/dev/null || { [ "$$(id -u)" = 0 ] \
+	  && apt-get update -q && apt-get install -y -q qemu-user gcc; } \
+	  || { echo "qemu-aarch64/gcc not found: apt-get install qemu-user gcc (as root)" >&2; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	vlrface export lce --model $(LATENCY_MODEL) --out "$$tmp/m.tflite" --min-cosine -1 --json \
+	  >/dev/null && \
+	vlrface latency --model "$$tmp/m.tflite" --backend emulated --json \
+	  --benchmark-binary $(LCE_BUNDLE)/bin/lce_benchmark_model --sysroot $(LCE_BUNDLE)/sysroot \
+	  $(foreach d,$(LATENCY_DEVICES),--device $(d))
+
+# Fuzzing (tests/fuzz.py): RecordIO, pairs.txt, VGGFace2 CSVs, combine CSV, property, .mat, the
+# config loader and the pyfunc's request parser, FUZZ_CASES cases each, one child process a
+# target; fails on any exception that is not the project's own, or a crash.
+FUZZ_CASES ?= 10000
+.PHONY: fuzz
+fuzz: install
+	python -m tests.fuzz --cases $(FUZZ_CASES)

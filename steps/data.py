@@ -19,7 +19,7 @@ from vlrface.data.validation import (
     validate_manifest,
 )
 
-TRACKER = "mlflow_tracker"
+TRACKER = True  # the active stack's experiment tracker, whatever its name
 
 
 @step(experiment_tracker=TRACKER, cache_policy=cache.DATA)

@@ -7,6 +7,9 @@ model's input (inter-area), normalisation (``preprocess.normalize``), flip test-
 augmentation and L2 normalisation (``embedders.embed_images``). So ``mlflow models serve -m
 models:/<name>@champion`` answers with the same descriptors the evaluation measured.
 
+The model is stored as MLflow "models from code" (``serving_model.py``, no pickle), and
+``load`` checks every file against the version's sha256 tags before anything reads it.
+
 Requests are DataFrames (MLflow's ``dataframe_split``/``dataframe_records``):
 
 * ``image``: a base64-encoded JPEG/PNG -> the response row has ``embedding`` (a list of floats);
@@ -25,7 +28,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from vlrface.errors import VlrfaceError
+from vlrface.errors import IntegrityError, VlrfaceError
 
 
 class RequestError(VlrfaceError):
@@ -53,9 +56,11 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
     """The pyfunc model: photos in, L2-normalised descriptors (and pair scores) out."""
 
     def load_context(self, context):
-        self.config = {"input_size": 112, "flip": True, "threshold": None}
+        self.config = {"input_size": 112, "flip": True, "threshold": None, "sha256": None}
         self.config.update(context.model_config or {})
-        self.embedder = _embedder(Path(context.artifacts["model"]))
+        path = Path(context.artifacts["model"])
+        check_sha256(path, self.config["sha256"])  # before the runtime reads a byte of it
+        self.embedder = _embedder(path)
         # an ONNX export's own Preprocessing (vlrface.export.onnx metadata), else None
         self.preprocessing = getattr(self.embedder, "preprocessing", None)
         if self.preprocessing is not None:
@@ -73,9 +78,14 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
             except (binascii.Error, ValueError):
                 raise RequestError(f"{where}: not base64-encoded image bytes") from None
             if landmarks is not None and landmarks.iloc[i] is not None:
-                points = np.asarray(landmarks.iloc[i], dtype=np.float64)
-                if points.size != 10:
-                    raise RequestError(f"{where}: landmarks need 10 numbers, got {points.size}")
+                try:
+                    points = np.asarray(landmarks.iloc[i], dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise RequestError(f"{where}: landmarks need 10 numbers") from None
+                if points.size != 10 or not np.isfinite(points).all():
+                    raise RequestError(
+                        f"{where}: landmarks need 10 finite numbers, got {points.size}"
+                    )
                 face = align_face(decode_rgb(raw, None, where), points, size)
             else:  # a PyTorch model's own geometry (shorter side, centre crop) comes next
                 face = decode_rgb(raw, None if self.preprocessing else size, where)
@@ -84,25 +94,35 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
             faces.append(face)
         return np.stack(faces)
 
-    def _describe(self, images, landmarks, column) -> np.ndarray:
+    def _describe(self, faces: np.ndarray) -> np.ndarray:
         from vlrface.embedders import embed_images
         from vlrface.preprocess import normalize
 
-        faces = self._faces(images, landmarks, column)
         if self.preprocessing is None:  # the Larq models' (x - 127.5) / 128
             faces = normalize(faces)
         else:  # a PyTorch model's own mean/std, as exported into its ONNX metadata
             faces = self.preprocessing.normalize(faces)
         return embed_images(self.embedder, faces, flip=bool(self.config["flip"]))
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def parse_request(self, model_input) -> dict[str, np.ndarray]:
+        """The faces of a request (``image``, and ``image_b`` if present), decoded and shaped;
+        any bad input is a ``RequestError``/``DataError`` naming the row and column."""
         if not isinstance(model_input, pd.DataFrame) or "image" not in model_input:
             raise RequestError("a request needs an 'image' column (base64-encoded photos)")
-        marks = model_input.get("landmarks")
-        a = self._describe(model_input["image"], marks, "image")
-        out = pd.DataFrame({"embedding": [row.tolist() for row in a]})
+        if len(model_input) == 0:
+            raise RequestError("a request needs at least one row")
+        faces = {"image": self._faces(model_input["image"], model_input.get("landmarks"), "image")}
         if "image_b" in model_input:
-            b = self._describe(model_input["image_b"], model_input.get("landmarks_b"), "image_b")
+            marks = model_input.get("landmarks_b")
+            faces["image_b"] = self._faces(model_input["image_b"], marks, "image_b")
+        return faces
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        faces = self.parse_request(model_input)
+        a = self._describe(faces["image"])
+        out = pd.DataFrame({"embedding": [row.tolist() for row in a]})
+        if "image_b" in faces:
+            b = self._describe(faces["image_b"])
             out["score"] = (a * b).sum(axis=1)
             if self.config["threshold"] is not None:
                 out["same"] = out["score"] >= float(self.config["threshold"])
@@ -121,15 +141,32 @@ def save(
     Its requirements are the runtime this process has (pinned), not MLflow's inference, which
     would load the model in a subprocess; ``vlrface`` itself must be importable where it is
     served (``mlflow models serve --env-manager local`` in this project's environment)."""
+    from vlrface.provenance import sha256_file
+
     runtime = "larq-compute-engine" if Path(model_file).suffix == ".tflite" else "onnxruntime"
+    config = {"input_size": input_size, "threshold": threshold, "flip": flip}
     mlflow.pyfunc.save_model(
         str(path),
-        python_model=FaceDescriptor(),
+        # "models from code": the model is this file, not a pickle of FaceDescriptor
+        python_model=str(Path(__file__).with_name("serving_model.py")),
         artifacts={"model": str(model_file)},
-        model_config={"input_size": input_size, "threshold": threshold, "flip": flip},
+        model_config={**config, "sha256": sha256_file(model_file)},
         pip_requirements=_pinned("mlflow", "numpy", "pandas", "pillow", runtime),
     )
     return Path(path)
+
+
+def check_sha256(path: Path, expected: str | None) -> None:
+    """Refuse ``path`` unless its sha256 is ``expected`` (``None``: nothing recorded)."""
+    if expected is None:
+        return
+    from vlrface.provenance import sha256_file
+
+    if (got := sha256_file(path)) != expected:
+        raise IntegrityError(
+            f"{path.name}: sha256 mismatch ({got[:12]}..., the model records "
+            f"{expected[:12]}...); refusing to load it"
+        )
 
 
 def _pinned(*packages: str) -> list[str]:
@@ -139,5 +176,10 @@ def _pinned(*packages: str) -> list[str]:
 
 
 def load(uri: str):
-    """A served model by URI: ``models:/<name>@champion``, ``runs:/...`` or a local directory."""
-    return mlflow.pyfunc.load_model(uri)
+    """A served model by URI: ``models:/<name>@champion``, ``runs:/...`` or a local directory.
+
+    Its files are fetched and checked against the registered version's ``sha256.<file>`` tags
+    (``vlrface.registry.fetch_verified``) before MLflow reads any of them."""
+    from vlrface.registry import fetch_verified
+
+    return mlflow.pyfunc.load_model(str(fetch_verified(uri)))

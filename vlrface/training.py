@@ -189,15 +189,43 @@ def _logits(head, emb, y, x, stage: Stage):
     return head(emb, y)
 
 
+_MULTI_WORKER = None  # one per process: its collectives are configured once, at creation
+
+
 def make_strategy(name: str):
-    """``tf.distribute`` strategy by name; ``default`` is the no-op default strategy."""
+    """``tf.distribute`` strategy by name; ``default`` is the no-op default strategy.
+
+    ``mirrored`` spans the GPUs, else every logical CPU device when there are several
+    (``tf.config.set_logical_device_configuration``), else the CPU. ``multi_worker`` reads the
+    cluster from ``TF_CONFIG`` (``vlrface.distributed.train_keras_multi_worker`` sets it)."""
+    global _MULTI_WORKER
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
+        cpus = tf.config.list_logical_devices("CPU")
+        if not tf.config.list_logical_devices("GPU") and len(cpus) > 1:
+            return tf.distribute.MirroredStrategy([d.name for d in cpus])
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if _MULTI_WORKER is None:
+            _MULTI_WORKER = tf.distribute.MultiWorkerMirroredStrategy()
+        return _MULTI_WORKER
     raise ConfigError(f"unknown strategy {name!r}; choose default, mirrored or multi_worker")
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes checkpoints: always, unless it is a multi-worker replica
+    other than worker 0 (or the ``chief`` task)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and ("chief" not in resolver.cluster_spec().as_dict())
+    )
 
 
 def mixed_precision_applies(requested: bool) -> bool:
@@ -449,9 +477,16 @@ def train(
         elif stage.resume:
             log.info("%s: resume requested, no checkpoint in %s: starting afresh", desc, ckpt.dir)
 
-    def save(epoch: int, next_step: int, global_step: int) -> Path:
+    writer = is_chief(strategy)  # other workers restore from the chief's checkpoints only
+
+    def save(epoch: int, next_step: int, global_step: int) -> Path | None:
         nonlocal last_saved
         last_saved = global_step
+        if not writer:  # read what the chief reads: on-read synced variables all-reduce
+            for variables in groups.values():
+                for v in variables:
+                    v.numpy()
+            return None
         return ckpt.save(
             groups,
             {
@@ -765,6 +800,7 @@ def run_stage(
         flip=stage_cfg.flip,
         vlr=policy,
         with_hr=teacher is not None,
+        workers=stage_cfg.loader_workers,
         teacher_table=table,
         max_batches=stage_cfg.steps_per_epoch,
     )
@@ -793,18 +829,21 @@ def run_stage(
     }
     if on_start is not None:
         on_start(info)
-    history = train(
-        backbone,
-        head,
-        batches,
-        stage,
-        desc=desc,
-        on_epoch=on_epoch,
-        progress=progress,
-        on_step=on_step,
-        teacher=teacher,
-        strategy=strategy,
-        mixed_precision=mixed,
-        teacher_cached=cached,
-    )
+    try:
+        history = train(
+            backbone,
+            head,
+            batches,
+            stage,
+            desc=desc,
+            on_epoch=on_epoch,
+            progress=progress,
+            on_step=on_step,
+            teacher=teacher,
+            strategy=strategy,
+            mixed_precision=mixed,
+            teacher_cached=cached,
+        )
+    finally:
+        batches.close()
     return backbone, head.centres.numpy(), history

@@ -43,15 +43,17 @@ during training; data are prepared on the CPU; the models come back on the CPU. 
 state is checkpointed too.
 
 DDP: with ``ddp: true`` and an initialised ``torch.distributed`` process group of more than one
-process, the student is wrapped in ``DistributedDataParallel`` and each rank takes every
-``world``-th row of the global batch; only rank 0 writes checkpoints. In one process (this
-project's CPU runs) the option changes nothing. The multi-process path is not exercised by the
-tests here.
+process, the student and head are wrapped (as one module) in ``DistributedDataParallel`` and each
+rank takes every ``world``-th row of the global batch; the logged loss/accuracy are the global
+batch's (all-reduced); only rank 0 writes checkpoints, every rank resumes from them. In one process
+the option changes nothing. ``vlrface.distributed.train_torch_ddp`` runs it on N processes
+(torchrun, gloo); ``tests/test_distributed.py`` compares it with one process.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import random
@@ -145,7 +147,11 @@ def load_model(source: bytes | str | Path) -> nn.Module:
         if not path.is_file():
             raise ConfigError(f"{path}: torch checkpoint not found")
         source = path.read_bytes()
-    payload = torch.load(io.BytesIO(source), map_location="cpu", weights_only=False)
+    try:  # weights_only: tensors and plain containers, never arbitrary pickled objects
+        payload = torch.load(io.BytesIO(source), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"{where}: not a loadable vlrface torch checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConfigError(f"{where}: not a vlrface torch checkpoint (format {FORMAT} expected)")
     if payload["model"] is None:
@@ -153,6 +159,35 @@ def load_model(source: bytes | str | Path) -> nn.Module:
     model = make_model(TorchModelConfig(**payload["model"]))
     model.preprocessing = Preprocessing.from_dict(payload["preprocessing"])
     model.load_state_dict(payload["state_dict"])
+    return model
+
+
+def to_portable(source: bytes) -> tuple[bytes, bytes]:
+    """``save_model`` bytes as a registry stores them, without pickle: the weights as an
+    ``.npz`` (numpy arrays only) and the config and preprocessing as JSON."""
+    payload = torch.load(io.BytesIO(source), map_location="cpu", weights_only=True)
+    buf = io.BytesIO()
+    np.savez(buf, **{k: v.detach().cpu().numpy() for k, v in payload["state_dict"].items()})
+    meta = {k: payload[k] for k in ("format", "model", "preprocessing")}
+    return buf.getvalue(), json.dumps(meta, indent=2).encode()
+
+
+def from_portable(weights: bytes | str | Path, meta: bytes | str | Path) -> nn.Module:
+    """Rebuild a backbone from ``to_portable``'s ``.npz`` and JSON (bytes or files)."""
+    where = "<bytes>" if isinstance(weights, bytes | bytearray) else str(weights)
+    raw_w = bytes(weights) if isinstance(weights, bytes | bytearray) else Path(weights).read_bytes()
+    raw_m = bytes(meta) if isinstance(meta, bytes | bytearray) else Path(meta).read_bytes()
+    try:
+        info = json.loads(raw_m)
+        with np.load(io.BytesIO(raw_w), allow_pickle=False) as npz:
+            state = {k: torch.from_numpy(npz[k].copy()) for k in npz.files}
+    except (ValueError, OSError, KeyError) as exc:
+        raise ConfigError(f"{where}: not a vlrface portable torch checkpoint ({exc})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT or not info.get("model"):
+        raise ConfigError(f"{where}: not a vlrface portable torch checkpoint")
+    model = make_model(TorchModelConfig(**info["model"]))
+    model.preprocessing = Preprocessing.from_dict(info["preprocessing"])
+    model.load_state_dict(state)
     return model
 
 
@@ -373,6 +408,32 @@ def _rank_world(ddp: bool) -> tuple[int, int]:
     return 0, 1
 
 
+class _Joint(nn.Module):
+    """Backbone and head as one module, so that DDP all-reduces the head's gradients too."""
+
+    def __init__(self, model: nn.Module, head: nn.Module):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, x, y):
+        emb = self.model(x)
+        return emb, self.head(emb, y)
+
+
+def _global(values: list, n: int, world: int) -> list[float]:
+    """Per-rank ``[mean loss, mean cls loss, hits, (mean distill)]`` -> the global batch's (means
+    weighted by each rank's rows, hits summed)."""
+    if world == 1:
+        return [float(v) for v in values]
+    import torch.distributed as dist
+
+    t = torch.stack([v.float().reshape(()) * (n if i != 2 else 1) for i, v in enumerate(values)])
+    t = torch.cat([t, torch.tensor([float(n)])])
+    dist.all_reduce(t)
+    rows = float(t[-1])
+    return [float(t[i]) if i == 2 else float(t[i]) / rows for i in range(len(values))]
+
+
 def data_hash(manifest: pd.DataFrame) -> str:
     """sha256 of the rows' paths and identities, in order."""
     import hashlib
@@ -390,6 +451,23 @@ def _fingerprint(stage: TorchStageConfig, seed: int, manifest: pd.DataFrame) -> 
         "seed": seed,
         "data": data_hash(manifest),
     }
+
+
+def _numpy_state_to(state: tuple) -> dict:
+    """numpy's legacy RNG state in types ``torch.load(weights_only=True)`` accepts."""
+    name, keys, pos, has_gauss, cached = state
+    return {
+        "name": str(name),
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
+
+
+def _numpy_state_from(d: dict) -> tuple:
+    keys = d["keys"].numpy().astype(np.uint32)
+    return (d["name"], keys, d["pos"], d["has_gauss"], d["cached"])
 
 
 def _write_atomic(obj: dict, path: Path) -> None:
@@ -452,7 +530,13 @@ def train(
         ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
         state = None
         if ckpt_path is not None and resume and ckpt_path.is_file():
-            state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            try:  # weights_only: no arbitrary pickled objects
+                state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise ConfigError(
+                    f"{ckpt_path}: not a loadable training checkpoint ({first})"
+                ) from None
         if state is None:
             seed_everything(seed)
         model.to(device)
@@ -484,18 +568,18 @@ def train(
             torch.set_rng_state(state["rng"]["torch"])
             if device.type == "cuda" and state["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-            np.random.set_state(state["rng"]["numpy"])
+            np.random.set_state(_numpy_state_from(state["rng"]["numpy"]))
             random.setstate(state["rng"]["python"])
             step, epoch, start_batch = state["step"], state["epoch"], state["batch"]
             loss_sum, correct, seen = state["loss_sum"], state["correct"], state["seen"]
             parts = state["parts"]
             history = state["history"]
             resumed_from = step
-        student = model
-        if world > 1:
+        forward = _Joint(model, head)
+        if world > 1:  # one DDP module over backbone and head: the head's gradients all-reduce too
             from torch.nn.parallel import DistributedDataParallel
 
-            student = DistributedDataParallel(model)
+            forward = DistributedDataParallel(forward)
 
         def checkpoint(epoch_: int, batch_: int) -> None:
             if ckpt_path is None or rank != 0:
@@ -511,7 +595,7 @@ def train(
                     "rng": {
                         "torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                        "numpy": np.random.get_state(),
+                        "numpy": _numpy_state_to(np.random.get_state()),
                         "python": random.getstate(),
                     },
                     "step": step,
@@ -545,8 +629,7 @@ def train(
                 x, y = x.to(device), y.to(device)
                 x_hr = x_hr.to(device) if x_hr is not None else None
                 lr = schedule.lr
-                emb = student(x)
-                logits = head(emb, y)
+                emb, logits = forward(x, y)
                 cls_loss = F.cross_entropy(logits, y)
                 loss = cls_loss
                 distill = None
@@ -573,15 +656,20 @@ def train(
                         f"(epoch {epoch + 1}); training stopped, {kept()}"
                     )
                 step += 1
-                loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.detach().argmax(1) == y).sum())
-                seen += len(y)
-                record = {"loss": float(loss.detach()), "cls_loss": float(cls_loss.detach())}
+                figures = [loss.detach(), cls_loss.detach(), (logits.detach().argmax(1) == y).sum()]
                 if distill is not None:
-                    record["distill_loss"] = float(distill.detach())
+                    figures.append(distill.detach())
+                figures = _global(figures, len(y), world)  # the global batch's figures
+                n = stage.batch_size if world > 1 else len(y)
+                loss_sum += figures[0] * n
+                correct += int(round(figures[2]))
+                seen += n
+                record = {"loss": figures[0], "cls_loss": figures[1]}
+                if distill is not None:
+                    record["distill_loss"] = figures[3]
                 for k in ("cls_loss", "distill_loss"):
                     if k in record:
-                        parts[k] = parts.get(k, 0.0) + record[k] * len(y)
+                        parts[k] = parts.get(k, 0.0) + record[k] * n
                 record["lr"] = lr
                 if isinstance(policy, CurriculumPolicy):
                     record["degrade_p"] = now.probability
