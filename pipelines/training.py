@@ -27,6 +27,7 @@ from steps import (
 from vlrface import provenance, runs
 from vlrface.config import parse
 from vlrface.data import versioning
+from vlrface.latency import sources
 
 
 @pipeline(name="train_binaryfacenet", enable_cache=True, **runs.HOOKS)
@@ -103,7 +104,9 @@ def train_binaryfacenet(
         finetuned, manifest, data=c["data"], evaluation=c["evaluation"], seed=cfg.seed
     )
     tflite, export_report = export_lce(finetuned, manifest, data=c["data"], export=c["export"])
-    latency_report = latency_gate(tflite, export_report, latency=c["latency"])
+    latency_report = latency_gate(
+        tflite, export_report, latency=c["latency"], environment=sources.environment(cfg.latency)
+    )
     register_model(
         finetuned,
         tflite,

@@ -17,11 +17,11 @@ TRACKER = True  # the active stack's experiment tracker, whatever its name
 
 @step(experiment_tracker=TRACKER, cache_policy=cache.LATENCY)
 def latency_gate(
-    tflite: bytes, export_report: dict, latency: dict
+    tflite: bytes, export_report: dict, latency: dict, environment: dict | None = None
 ) -> Annotated[dict, "latency_report"]:
     """Compare each device's single-thread latency with its budget, from the best source the
     configuration allows: measured (arm64 host), emulated (LCE's aarch64 binary under qemu) or
-    estimated (cost model)."""
+    estimated (cost model). ``environment`` (``sources.environment``) only keys the cache."""
     cfg = LatencyConfig(**latency)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "model.tflite")

@@ -309,3 +309,18 @@ def test_a_real_count_needs_no_price(tiny_tflite):
     report = gate(census, {"raspberry-pi-4": 10.0}, emulated=emulated)
     assert report["source"] == "emulated" and report["estimated_instructions"] is None
     assert report["devices"]["raspberry-pi-4"]["ms"] == pytest.approx(2 * 0.544)
+
+
+def test_environment_keys_the_cache_on_the_binary_and_the_source(tmp_path):
+    from vlrface.latency.sources import environment
+
+    binary = tmp_path / "lce_benchmark_model"
+    binary.write_bytes(b"\x7fELF one build")
+    cfg = LatencyConfig(budget_ms={"raspberry-pi-4": 10.0}, benchmark_binary=str(binary))
+    first = environment(cfg)
+    binary.write_bytes(b"\x7fELF another build")
+    assert environment(cfg)["binary_sha256"] != first["binary_sha256"]
+    assert environment(LatencyConfig(budget_ms={"raspberry-pi-4": 10.0})) == {
+        "source": "estimated",
+        "binary_sha256": None,
+    }

@@ -52,6 +52,17 @@ def choose(cfg) -> tuple[str, str]:
     return "estimated", "no latency.benchmark_binary configured"
 
 
+def environment(cfg) -> dict:
+    """What decides the gate's figure besides the flatbuffer: the source ``choose`` picks and the
+    sha256 of the configured binary (None when absent). The pipeline passes it to the latency step,
+    so a replaced binary, or qemu installed after a cost-model run, is not served from the cache."""
+    from vlrface.provenance import sha256_file
+
+    binary = Path(cfg.benchmark_binary) if cfg.benchmark_binary else None
+    sha = sha256_file(binary) if binary is not None and binary.is_file() else None
+    return {"source": choose(cfg)[0], "binary_sha256": sha}
+
+
 def lce_gate(tflite: str | Path, census: dict, cfg, log: Log = _log) -> dict:
     """The latency gate of an LCE flatbuffer (``estimate.gate``'s report) from the best source
     ``cfg`` allows, with ``chosen``, ``why`` and ``fallback`` (None, or the one-line reason)."""
