@@ -124,6 +124,7 @@ def test_first_run_completes_and_becomes_champion(project, first_run):
     steps = statuses(first_run)
     assert set(steps) == {
         "load_data",
+        "align_data",
         "validate_data",
         "pretrain_model",
         "finetune_model",

@@ -57,7 +57,8 @@ def test_pyfunc_gives_the_evaluation_descriptors(served):
     pair = request.iloc[:2].assign(image_b=request["image"].iloc[2:4].to_numpy())
     scored = model.predict(pair)
     np.testing.assert_allclose(scored["score"], (got[:2] * got[2:4]).sum(1), atol=1e-6)
-    assert list(scored["same"]) == list(scored["score"] >= 0.5)
+    assert list(scored["same"]) == list(scored["score"] > 0.5)
+    assert set(out["alignment"]) == {"aligned-crop"}  # 112x112 photos: aligned crops
 
 
 def test_bad_requests_name_the_row(served):
@@ -140,7 +141,7 @@ def test_verify_enroll_identify(served, tmp_path):
     verified = run("verify", str(a), str(b))
     assert verified.exit_code == 0, verified.output
     out = json.loads(verified.output)
-    assert -1 <= out["score"] <= 1 and out["same"] == (out["score"] >= 0.5)
+    assert -1 <= out["score"] <= 1 and out["same"] == (out["score"] > 0.5)
 
     gallery = tmp_path / "gallery.npz"
     enrolled = run("enroll", str(faces), "--gallery", str(gallery))

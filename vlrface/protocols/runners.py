@@ -10,7 +10,8 @@ in their modules: ``lfw``, ``scface``, ``tinyface``, ``survface``, ``ijb`` (``ij
 ``vggface2_pose``.
 
 ``PROTOCOLS`` maps a protocol name to its runner; ``PROTOCOL_FILES`` to the keyword arguments
-that name its protocol files (the CLI's ``--<file>`` options).
+that name its protocol files (the CLI's ``--<file>`` options). The ``ALIGNABLE`` runners take
+``align`` and report what they did in ``artifacts["alignment"]`` (``common.alignment_line``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ PROTOCOL_FILES = {
     "ijbc": (),
     "vggface2_pose": (),
 }
+
+# protocols whose runner aligns faces (``align``: auto | landmarks | detector | none); the
+# native low-resolution sets (TinyFace, SurvFace) are read as they are
+ALIGNABLE = ("lfw", "scface", "ijbb", "ijbc", "vggface2_pose")
 
 DEFAULT_RESOLUTIONS = {
     "lfw": (7, 14, 21, 28, 56, 112),
