@@ -94,8 +94,12 @@ def test_lfw_oracle_is_perfect_with_stable_names(tmp_path):
     oracle, res = Oracle(), [7, 14, 28, 112]
     for path, ident in zip(truth["manifest"]["path"], truth["manifest"]["identity"], strict=True):
         oracle.teach(prepare(load_face(tmp_path, path), center_crop=0.56), ident, res)
-    metrics, art = PROTOCOLS["lfw"](oracle, tmp_path, resolutions=res, progress=False)
+    # align="none": the centre crop the oracle was taught (alignment has its own tests)
+    metrics, art = PROTOCOLS["lfw"](oracle, tmp_path, resolutions=res, progress=False, align="none")
     assert oracle.misses == 0
+    stats = art["alignment"]
+    assert stats["align"] == "none" and stats["none"] > 0
+    assert stats["landmarks"] == stats["detector"] == stats["fallback"] == 0
     expected = {
         f"eval.lfw.{v}.{r}.{m}"
         for v in ("hr_lr", "lr_lr")
@@ -112,7 +116,9 @@ def test_lfw_oracle_is_perfect_with_stable_names(tmp_path):
 def test_lfw_matches_direct_computation_per_side(tmp_path):
     truth = write_lfw(tmp_path)
     emb = Projection()
-    metrics, art = PROTOCOLS["lfw"](emb, tmp_path, resolutions=[7, 21], progress=False)
+    metrics, art = PROTOCOLS["lfw"](
+        emb, tmp_path, resolutions=[7, 21], progress=False, align="none"
+    )
     pairs = truth["pairs"]
     faces = {
         p: prepare(load_face(tmp_path, p), center_crop=0.56)
