@@ -175,3 +175,41 @@ def test_london_crop256_aligns_like_its_aligned112_twin(shared_dir, tmp_path):
         # 3-5 and mean 6-10 grey levels (the differences sit at the hair and background edges)
         assert np.median(diff) <= 6 and diff.mean() < 12, (path, np.median(diff), diff.mean())
         assert abs(ours.mean() - twin.mean()) < 3, path
+
+
+def test_dvc_stage_aligns_a_release(tmp_path):
+    """`dvc repro align_vggface2` runs `vlrface data align` from the project's dvc.yaml."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from tests.conftest import ROOT, dvc
+
+    project = tmp_path / "project"
+    project.mkdir()
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
+    for dep in stages["align_vggface2"]["deps"]:
+        if dep.startswith("vlrface/"):
+            (project / dep).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / dep, project / dep)
+    write_vggface2(project / "data" / "vggface2", pose_templates=False)
+    dvc("init", "--no-scm", "-q", cwd=project)
+    dvc("add", "-q", "data", cwd=project)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "align_vggface2"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    report = json.loads((project / "aligned" / "vggface2" / "alignment.json").read_text())
+    assert report["per_source"]["vggface2"]["landmarks"] == report["images"] > 0
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["align_vggface2"]
+    assert lock["outs"][0]["path"] == "aligned/vggface2"
