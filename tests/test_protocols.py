@@ -365,6 +365,24 @@ def test_cli_evaluate_lfw_prints_every_metric(tmp_path):
     }
     assert names <= set(out["metrics"])
     assert all(isinstance(v, float) for v in out["metrics"].values())
+    how = out["alignment"]  # raw LFW: the detector by default, fallbacks counted
+    assert how["align"] == "auto" and how["landmarks"] == 0
+    assert how["detector"] + how["fallback"] == len(set(out_paths(tmp_path / "lfw")))
+
+    plain = CliRunner().invoke(main, [*args[:-1], "--align", "none"])
+    assert plain.exit_code == 0, plain.output
+    n = len(set(out_paths(tmp_path / "lfw")))
+    assert f"alignment: none ({n} faces: 0 by landmarks, 0 by detector, 0 fell back" in plain.stdout
+    native = ["evaluate", "--protocol", "tinyface", "--data", str(tmp_path), "--align", "detector"]
+    refused = CliRunner().invoke(main, [*native, "--model", "binaryfacenet_lce"])
+    assert refused.exit_code == 1 and "tinyface is native low resolution" in refused.output
+
+
+def out_paths(root):
+    from vlrface.data.lfw import read_pairs
+
+    pairs = read_pairs(root)
+    return list(pairs.path_a) + list(pairs.path_b)
 
 
 @pytest.mark.parametrize(

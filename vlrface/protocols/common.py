@@ -150,12 +150,11 @@ def face_loader(
 
 
 def alignment_line(stats: dict) -> str:
-    """One line for a protocol's ``artifacts["alignment"]``: how its faces were aligned."""
+    """How a protocol's faces were aligned (its ``artifacts["alignment"]``), in one line."""
     n = stats["landmarks"] + stats["detector"] + stats["fallback"] + stats["none"]
     return (
-        f"alignment {stats['align']}: {stats['landmarks']} by landmarks, {stats['detector']} "
-        f"by detector, {stats['fallback']} fell back to a crop, {stats['none']} as they are "
-        f"(of {n} faces)"
+        f"{stats['align']} ({n} faces: {stats['landmarks']} by landmarks, {stats['detector']} "
+        f"by detector, {stats['fallback']} fell back to a crop, {stats['none']} as they are)"
     )
 
 

@@ -159,7 +159,7 @@ def evaluate_suite(
         if "alignment" in artifacts:
             from vlrface.protocols.common import alignment_line
 
-            tqdm.write(f"{name}: {alignment_line(artifacts['alignment'])}")
+            tqdm.write(f"{name} alignment: {alignment_line(artifacts['alignment'])}")
         record = {
             "alignment": artifacts.get("alignment"),
             "protocol": name,
