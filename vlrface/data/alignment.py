@@ -102,10 +102,14 @@ def _is_pack(manifest: pd.DataFrame) -> bool:
 
 
 def _unaligned(manifest: pd.DataFrame, image_size: int) -> pd.DataFrame:
-    """Rows whose image is not an ``image_size`` square."""
+    """Rows whose image is not an ``image_size`` square (an image that does not decode is left
+    to the GX suite, which names it)."""
     if "width" not in manifest or "height" not in manifest:
         return manifest
-    return manifest[(manifest["width"] != image_size) | (manifest["height"] != image_size)]
+    off = (manifest["width"] != image_size) | (manifest["height"] != image_size)
+    if "decodable" in manifest:
+        off &= manifest["decodable"].astype(bool)
+    return manifest[off]
 
 
 def plan(
