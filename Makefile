@@ -25,6 +25,8 @@ help:
 	@echo "make lint       ruff"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
 	@echo "make latency-emulated  ARM instruction-counted latency of an ONNX model under qemu-user"
+	@echo "make latency-lce       the same for an LCE flatbuffer on LCE's aarch64 kernels (LCE_BUNDLE)"
+	@echo "make fuzz       every parser of untrusted bytes, FUZZ_CASES (10000) cases a target"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -85,3 +87,29 @@ latency-emulated: install
 	  "$$tmp/squeezefaceposenet.onnx" && \
 	vlrface latency --model "$$tmp/squeezefaceposenet.onnx" --backend emulated --json \
 	  $(foreach d,$(LATENCY_DEVICES),--device $(d))
+
+# Emulated ARM latency of an LCE flatbuffer (vlrface.latency.emulate_lce): exports a freshly
+# initialised LATENCY_MODEL and counts it on LCE's aarch64 kernels under qemu-user. LCE_BUNDLE
+# holds bin/lce_benchmark_model and sysroot/: here and in CI the shared dev bundle (never copied
+# into the repository); on your machine a directory with LCE's lce_benchmark_model_aarch64.
+LCE_BUNDLE ?= ../shared/tools/lce-aarch64
+LATENCY_MODEL ?= binaryfacenet_lce
+.PHONY: latency-lce
+latency-lce: install
+	@{ command -v qemu-aarch64 && command -v gcc; } >/dev/null || { [ "$$(id -u)" = 0 ] \
+	  && apt-get update -q && apt-get install -y -q qemu-user gcc; } \
+	  || { echo "qemu-aarch64/gcc not found: apt-get install qemu-user gcc (as root)" >&2; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	vlrface export lce --model $(LATENCY_MODEL) --out "$$tmp/m.tflite" --min-cosine -1 --json \
+	  >/dev/null && \
+	vlrface latency --model "$$tmp/m.tflite" --backend emulated --json \
+	  --benchmark-binary $(LCE_BUNDLE)/bin/lce_benchmark_model --sysroot $(LCE_BUNDLE)/sysroot \
+	  $(foreach d,$(LATENCY_DEVICES),--device $(d))
+
+# Fuzzing (tests/fuzz.py): RecordIO, pairs.txt, VGGFace2 CSVs, combine CSV, property, .mat, the
+# config loader and the pyfunc's request parser, FUZZ_CASES cases each, one child process a
+# target; fails on any exception that is not the project's own, or a crash.
+FUZZ_CASES ?= 10000
+.PHONY: fuzz
+fuzz: install
+	python -m tests.fuzz --cases $(FUZZ_CASES)

@@ -17,9 +17,10 @@ from __future__ import annotations
 from zenml import pipeline
 
 from pipelines.squeezefaceposenet import torch_graph
+from vlrface import runs
 
 
-@pipeline(name="train_crossres", enable_cache=True)
+@pipeline(name="train_crossres", enable_cache=True, **runs.HOOKS)
 def train_crossres(
     seed: int = 0,
     data: dict | None = None,

@@ -26,7 +26,7 @@ from steps import (
     register_torch,
     validate_data,
 )
-from vlrface import provenance
+from vlrface import provenance, runs
 from vlrface.config_torch import parse_torch
 from vlrface.data import versioning
 
@@ -83,7 +83,7 @@ def torch_graph(given: dict) -> None:
     register_torch(finetuned, onnx, metrics, export_report, latency_report, data_info, config=c)
 
 
-@pipeline(name="train_squeezefaceposenet", enable_cache=True)
+@pipeline(name="train_squeezefaceposenet", enable_cache=True, **runs.HOOKS)
 def train_squeezefaceposenet(
     seed: int = 0,
     data: dict | None = None,

@@ -25,12 +25,12 @@ from steps import (
     register_stage,
     validate_data,
 )
-from vlrface import provenance
+from vlrface import provenance, runs
 from vlrface.config import parse
 from vlrface.data import versioning
 
 
-@pipeline(name="train_binaryfacenet", enable_cache=True)
+@pipeline(name="train_binaryfacenet", enable_cache=True, **runs.HOOKS)
 def train_binaryfacenet(
     seed: int = 0,
     data: dict | None = None,

@@ -1,4 +1,5 @@
-"""ARM latency gate: measured on an arm64 host, else estimated by the ARM cost model."""
+"""ARM latency gate: measured on an arm64 host, else emulated under qemu-user, else estimated by
+the ARM cost model (vlrface.latency.sources picks; the fallback is configured, never silent)."""
 
 import tempfile
 from pathlib import Path
@@ -9,8 +10,7 @@ from zenml import log_metadata, step
 
 from steps import cache
 from vlrface.config import LatencyConfig
-from vlrface.latency.estimate import gate
-from vlrface.latency.measure import measure_lce
+from vlrface.latency.sources import lce_gate
 
 TRACKER = "mlflow_tracker"
 
@@ -19,25 +19,31 @@ TRACKER = "mlflow_tracker"
 def latency_gate(
     tflite: bytes, export_report: dict, latency: dict
 ) -> Annotated[dict, "latency_report"]:
-    """Compare each device's single-thread latency with its budget: measured on this host when
-    it is an arm64 device with LCE's benchmark binary, estimated by the cost model otherwise."""
+    """Compare each device's single-thread latency with its budget, from the best source the
+    configuration allows: measured (arm64 host), emulated (LCE's aarch64 binary under qemu) or
+    estimated (cost model)."""
     cfg = LatencyConfig(**latency)
-    measured = {}
-    if cfg.measures_here():
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp, "model.tflite")
-            path.write_bytes(tflite)
-            measured[cfg.host_device] = measure_lce(path, cfg.benchmark_binary)
-    report = gate(export_report["census"], cfg.budget_ms, measured)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "model.tflite")
+        path.write_bytes(tflite)
+        report = lce_gate(path, export_report["census"], cfg)
     for device, r in report["devices"].items():
         mlflow.log_metric(f"latency.{device}.ms", r["ms"])
         mlflow.log_metric(f"latency.{device}.budget_ms", r["budget_ms"])
         mlflow.set_tag(f"latency.{device}.source", r["source"])
-    mlflow.set_tags(
-        {
-            "latency.source": report["source"],
-            "gate.latency": "passed" if report["passed"] else "failed",
-        }
-    )
+    if report["instructions"] is not None:
+        mlflow.log_metric("latency.instructions", report["instructions"])
+    if report["estimated_instructions"] is not None:  # None: an op the cost model cannot price
+        mlflow.log_metric("latency.estimated_instructions", report["estimated_instructions"])
+    tags = {
+        "latency.source": report["source"],
+        "gate.latency": "passed" if report["passed"] else "failed",
+    }
+    if report.get("emulation"):
+        tags["latency.binary_sha256"] = report["emulation"]["binary_sha256"]
+        tags["latency.qemu_cpu"] = report["emulation"]["qemu_cpu"]
+    if report["fallback"]:
+        tags["latency.fallback"] = report["fallback"][:5000]
+    mlflow.set_tags(tags)
     log_metadata(metadata={"latency": report})
     return report

@@ -17,7 +17,7 @@ from vlrface._keras import tf
 from vlrface.config import RegistryConfig
 from vlrface.export.lce import write_atomic
 from vlrface.materializers import save_keras
-from vlrface.promotion import evaluate, fallback_policy, load_policy
+from vlrface.promotion import fallback_policy, load_policy
 from vlrface.reports.model_card import render
 
 TRACKER = "mlflow_tracker"
@@ -133,26 +133,22 @@ def publish(
     mlflow.log_artifacts(str(folder), "model")
     mlflow.log_dict(config, registry.CONFIG_ARTIFACT)
     tags = {k: str(v) for k, v in {**tags, **{f"sha256.{k}": v for k, v in files.items()}}.items()}
-    current = registry.champion(client, cfg.model_name)
-    decision = evaluate(
-        policy,
-        registry.record_from_tags(tags),
-        registry.version_record(current) if current else None,
-    )
-    decision.name = cfg.model_name
     version = registry.register(
         client, cfg.model_name, f"{run.info.artifact_uri}/model", run.info.run_id, tags, description
     )
     try:
-        decision.version = int(version.version)
         mv = client.get_model_version(cfg.model_name, version.version)
-        info = registry.card_inputs(client, mv)
-        info["config"] = config
-        if decision.promote:
-            info["aliases"] = sorted({*info["aliases"], registry.CHAMPION})
-        card = render(info, {**decision.as_dict(), "at": registry.now()[1], "by": "pipeline"})
-        mlflow.log_text(card, registry.CARD)
-        registry.record_decision(client, cfg.model_name, version.version, decision, policy)
+        # judged against the champion read under the lock, recorded before it is released
+        with registry.champion_lock(client, cfg.model_name):
+            registry.reconcile(client, cfg.model_name)
+            decision = registry.decide(client, cfg.model_name, policy, mv)
+            info = registry.card_inputs(client, mv)
+            info["config"] = config
+            if decision.promote:
+                info["aliases"] = sorted({*info["aliases"], registry.CHAMPION})
+            card = render(info, {**decision.as_dict(), "at": registry.now()[1], "by": "pipeline"})
+            mlflow.log_text(card, registry.CARD)
+            registry.record_decision(client, cfg.model_name, version.version, decision, policy)
     except BaseException:
         client.delete_model_version(cfg.model_name, version.version)  # never half-registered
         raise

@@ -105,7 +105,9 @@ def _train(prefix, manifest, data, model, stage, seed, init: bytes | None, teach
     ckpt = _checkpoint_dir(stage_cfg, key)
 
     def on_epoch(epoch: int, record: dict) -> None:
-        mlflow.log_metrics(
+        from vlrface import runs  # a store outage is waited out (bounded), then skipped
+
+        runs.log_metrics_resilient(
             {f"{prefix}.{k}": v for k, v in record.items() if k != "epoch"}, step=epoch
         )
 
@@ -381,7 +383,12 @@ def register_torch(
         path = Path(tmp) / f"{cfg.model_name}.onnx"
         write_atomic(path, onnx)
         folder = serving.save(Path(tmp) / "model", path, **served)
-        write_atomic(folder / "backbone.pt", model)
+        # the checkpoint without pickle: weights as .npz, config and preprocessing as JSON
+        from vlrface import training_torch as tt
+
+        weights, meta = tt.to_portable(model)
+        write_atomic(folder / "backbone.npz", weights)
+        write_atomic(folder / "backbone.json", meta)
         return publish(cfg, folder, tags, config, description)
 
 

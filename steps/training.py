@@ -8,6 +8,7 @@ import pandas as pd
 from zenml import log_metadata, step
 
 from steps import cache
+from vlrface import runs
 from vlrface._keras import tf
 from vlrface.config import DataConfig, ModelConfig, StageConfig
 from vlrface.materializers import KerasModelMaterializer
@@ -19,7 +20,8 @@ TRACKER = "mlflow_tracker"
 
 def _logger(prefix: str):
     def on_epoch(epoch: int, record: dict) -> None:
-        mlflow.log_metrics(
+        # a store outage mid-training is waited out (bounded), then skipped: training goes on
+        runs.log_metrics_resilient(
             {f"{prefix}.{k}": v for k, v in record.items() if k != "epoch"}, step=epoch + 1
         )
 

@@ -92,7 +92,7 @@ def test_unreachable_debian_names_the_mirror(monkeypatch, tmp_path):
 def test_tflite_and_other_inputs_are_refused(tmp_path):
     tflite = tmp_path / "m.tflite"
     tflite.write_bytes(b"\0\0\0\0TFL3")
-    with pytest.raises(emulate.EmulationError, match="ONNX models only"):
+    with pytest.raises(emulate.EmulationError, match="LCE's aarch64 benchmark binary"):
         emulate.check_model_path(tflite)
     with pytest.raises(emulate.EmulationError, match="expected an .onnx model"):
         emulate.check_model_path(tmp_path / "m.pt")
@@ -104,9 +104,8 @@ def test_tflite_and_other_inputs_are_refused(tmp_path):
         emulate.fixed_input(bogus)
     args = ["latency", "--model", str(tflite), "--device", "jetson-nano", "--backend", "emulated"]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "no package registry" in lines[0]
+    assert result.exit_code == 2
+    assert "emulated .tflite latency needs --benchmark-binary" in result.output
 
 
 def test_plugin_compiles(tmp_path):

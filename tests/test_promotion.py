@@ -184,6 +184,18 @@ def test_evaluate_reports_every_rule_with_numbers():
     r = rule(d.as_dict(), "latency.raspberry-pi-4")
     assert not r["passed"] and "needs a measured figure and this one is estimated" in r["reason"]
     assert d.promote is False
+    # emulated or better: an estimate fails, an emulated figure counts, a measured one too
+    emulated_min = parse_policy({"latency": {"min_source": "emulated"}}, "p")
+    gates = dict.fromkeys(("data", "parity", "latency"), True)
+    for source, ok in (("estimated", False), ("emulated", True), ("measured", True)):
+        chal["latency"]["raspberry-pi-4"]["source"] = source
+        d = evaluate(emulated_min, {**chal, "gates": gates}).as_dict()
+        r = rule(d, "latency.raspberry-pi-4")
+        assert r["passed"] is ok, (source, r)
+        if not ok:
+            assert "needs an emulated figure and this one is estimated" in r["reason"]
+    with pytest.raises(PolicyError, match="min_source"):
+        parse_policy({"latency": {"min_source": "guessed"}}, "p")
 
 
 def test_refuse_promote_dry_run_rollback_and_history(store):

@@ -121,7 +121,12 @@ def test_crossres_registers_an_onnx_version_with_provenance(project, tmp_path):
     assert tags["promotion.decision"] == "promoted"
     for key in ("git_sha", "config_hash", "pkg.torch", "pkg.onnxruntime", "pkg.mlflow"):
         assert tags[key], key
-    assert {"sha256.backbone.pt", f"sha256.artifacts/{NAME}.onnx", "sha256.MLmodel"} <= set(tags)
+    assert {
+        "sha256.backbone.npz",
+        "sha256.backbone.json",
+        f"sha256.artifacts/{NAME}.onnx",
+        "sha256.MLmodel",
+    } <= set(tags)
     # every file the tags name is there and matches its hash
     assert all(r.passed for r in registry.verify_files(client, mv))
     onnx = client.download_artifacts(mv.run_id, f"model/artifacts/{NAME}.onnx", str(tmp_path))

@@ -20,3 +20,38 @@ if not tf.keras.Model.__module__.startswith("tf_keras"):  # pragma: no cover - e
     )
 
 __all__ = ["tf"]
+
+
+def custom_objects() -> dict:
+    """The only classes beyond Keras' own that loading a vlrface Keras model may rebuild, named
+    as they are serialised: larq's layers, quantizers and constraints, and vlrface's layers.
+    Loads pass them explicitly with ``safe_mode=True`` (no lambdas, no arbitrary code)."""
+    import larq as lq
+
+    from vlrface.export.int8 import FakeQuant
+    from vlrface.losses.arcface import ArcFaceHead
+    from vlrface.losses.keras_margins import (
+        AdaFaceHead,
+        CosFaceHead,
+        LaplacianMarginHead,
+        SphereFaceHead,
+    )
+    from vlrface.models.binaryfacenet import GroupedQuantConv2D
+    from vlrface.models.quicknet import BinomialBlur
+
+    objects = {}
+    for module in (lq.layers, lq.quantizers, lq.constraints):
+        for name in getattr(module, "__all__", []):
+            objects[name] = getattr(module, name)
+    for cls in (
+        FakeQuant,
+        ArcFaceHead,
+        AdaFaceHead,
+        CosFaceHead,
+        LaplacianMarginHead,
+        SphereFaceHead,
+        GroupedQuantConv2D,
+        BinomialBlur,
+    ):
+        objects[f"vlrface>{cls.__name__}"] = cls
+    return objects

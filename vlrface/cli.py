@@ -332,11 +332,14 @@ def _eval_embedder(spec: str):
         return None
 
     if spec.startswith(("models:/", "runs:/")):
-        import mlflow
+        from vlrface.errors import VlrfaceError
+        from vlrface.registry import fetch_verified
 
         _use_registry(spec)
-        try:
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=spec))
+        try:  # every file checked against the version's sha256 tags first
+            folder = fetch_verified(spec)
+        except VlrfaceError:
+            raise
         except Exception as exc:  # MLflow raises many types: one line for the user
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise click.ClickException(f"cannot load model {spec}: {first}") from None
@@ -529,23 +532,33 @@ def export_lce_cmd(spec, out, faces_dir, count, int8, min_cosine, as_json) -> No
     type=click.Choice(["auto", "estimated", "measured", "emulated"]),
     default="auto",
     show_default=True,
-    help="measured: run it here (arm64 only); emulated: count an .onnx model's aarch64 "
-    "instructions under qemu-aarch64 (sets up its toolchain on first use); auto: measured if "
-    "possible, else estimated (.tflite). auto never picks emulated: ask for it.",
+    help="measured: run it here (arm64 only); emulated: count the model's aarch64 instructions "
+    "under qemu-aarch64 (.tflite: with --benchmark-binary; .onnx: onnxruntime, set up on first "
+    "use); auto: measured if possible, else emulated for a .tflite with --benchmark-binary and "
+    "qemu-aarch64 on PATH, else estimated (.tflite). auto never emulates an .onnx: ask for it.",
 )
 @click.option(
     "--benchmark-binary",
     type=click.Path(dir_okay=False),
-    help="LCE's lce_benchmark_model (aarch64 build), for measured .tflite latency.",
+    help="An aarch64 lce_benchmark_model (LCE's lce_benchmark_model_aarch64), for measured or "
+    "emulated .tflite latency.",
+)
+@click.option(
+    "--sysroot",
+    type=click.Path(file_okay=False),
+    help="The benchmark binary's aarch64 shared libraries, for qemu-aarch64 -L (emulated).",
 )
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def latency_cmd(path, devices_, backend, benchmark_binary, runs, as_json) -> None:
-    """Single-thread ARM latency of an exported model, with the provenance of every figure.
+def latency_cmd(path, devices_, backend, benchmark_binary, sysroot, runs, as_json) -> None:
+    """Single-thread ARM latency of an exported model, with the provenance of every figure:
+    ms and instructions per inference per device.
 
-    ``--backend emulated`` (ONNX only) runs onnxruntime's aarch64 build under qemu-user and
-    converts its instruction count with the devices' constants (``vlrface.latency.emulate``).
+    ``--backend emulated`` counts aarch64 instructions under qemu-user (.tflite: LCE's benchmark
+    binary, ``vlrface.latency.emulate_lce``; .onnx: onnxruntime, ``vlrface.latency.emulate``)
+    and converts them with the devices' constants.
     """
+    import shutil
     from pathlib import Path
 
     from vlrface.latency import estimate, measure
@@ -559,10 +572,24 @@ def latency_cmd(path, devices_, backend, benchmark_binary, runs, as_json) -> Non
     suffix = Path(path).suffix
     if suffix not in (".tflite", ".onnx"):
         raise click.BadParameter(f"{path}: expected a .tflite or .onnx file", param_hint="--model")
+    if suffix == ".tflite" and backend == "auto" and benchmark_binary and not measure.on_arm():
+        backend = "emulated" if shutil.which("qemu-aarch64") else "estimated"
+        if backend == "estimated":
+            click.echo("qemu-aarch64 not found: estimated by the cost model instead", err=True)
     if backend == "emulated":
-        from vlrface.latency import emulate
+        if suffix == ".onnx":
+            from vlrface.latency import emulate
 
-        _emit(emulate.emulate(path, list(devices_)), as_json)
+            result = emulate.emulate(path, list(devices_))
+            for device in devices_:
+                result[f"latency.{device}.instructions"] = result["instructions"]
+            _emit(result, as_json)
+            return
+        if not benchmark_binary:
+            raise click.UsageError("emulated .tflite latency needs --benchmark-binary")
+        from vlrface.latency.emulate_lce import emulate_lce
+
+        _emit(emulate_lce(path, list(devices_), benchmark_binary, sysroot), as_json)
         return
     can_measure = measure.on_arm() and (suffix == ".onnx" or benchmark_binary)
     if backend == "measured" or (backend == "auto" and can_measure):
@@ -573,7 +600,7 @@ def latency_cmd(path, devices_, backend, benchmark_binary, runs, as_json) -> Non
                 raise click.UsageError("measured .tflite latency needs --benchmark-binary")
             result = measure.measure_lce(path, benchmark_binary, runs)
         # one host is one device: every named device gets this host's figure
-        figures = {d: {**result, "source": "measured"} for d in devices_}
+        figures = {d: {**result, "source": "measured", "instructions": None} for d in devices_}
     elif suffix == ".onnx":
         raise click.UsageError(
             f"{path}: the ARM cost model prices LCE flatbuffers; measure ONNX models on an "
@@ -581,14 +608,17 @@ def latency_cmd(path, devices_, backend, benchmark_binary, runs, as_json) -> Non
         )
     else:
         from vlrface.export.lce import census
+        from vlrface.latency.costmodel import predict_instructions
 
         flatbuffer = Path(path).read_bytes()
         if flatbuffer[4:8] != b"TFL3":
             raise click.BadParameter(f"{path}: not a TFLite flatbuffer", param_hint="--model")
         feats = census(flatbuffer)["cost_features"]
+        insns = predict_instructions(feats)
         figures = {
             d: {
                 "ms": estimate.estimate_ms(feats, d),
+                "instructions": insns,
                 "source": "estimated",
                 "method": estimate.METHOD,
             }
@@ -598,6 +628,8 @@ def latency_cmd(path, devices_, backend, benchmark_binary, runs, as_json) -> Non
     payload = {"model": path, "latency.source": sources.pop()}
     for device, fig in figures.items():
         payload[f"latency.{device}.ms"] = fig["ms"]
+        payload[f"latency.{device}.instructions"] = fig["instructions"]
+    payload["instructions"] = next(iter(figures.values()))["instructions"]
     payload["details"] = figures
     _emit(payload, as_json)
 
@@ -789,11 +821,14 @@ def _use_registry(uri: str) -> None:
 
 
 def _served(uri: str):
+    from vlrface.errors import VlrfaceError
     from vlrface.serving import load
 
     _use_registry(uri)
     try:
         return load(uri)
+    except VlrfaceError:
+        raise
     except Exception as exc:  # MLflow raises many types: one line for the user
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise click.ClickException(f"cannot load model {uri}: {first}") from None
@@ -954,12 +989,46 @@ def identify_cmd(image, gallery, uri, top, no_align, as_json) -> None:
     _emit(payload, as_json)
 
 
+def one_line_error(exc: BaseException) -> str:
+    """An exception as the one line the CLI prints: store errors (MLflow, SQL, locked or
+    unreachable databases), OS and parser errors say what failed, not where in the code."""
+    first = (str(exc).strip().splitlines() or [""])[0].strip()
+    name = type(exc).__name__
+    module = type(exc).__module__.split(".")[0]
+    if module == "mlflow":
+        return f"MLflow store: {first[:300]}"
+    if module in ("sqlalchemy", "sqlite3", "psycopg2", "pymysql"):
+        return f"tracking database: {first[:300]}"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or first}"
+    return f"{name}: {first[:300]}" if first else name
+
+
 def run() -> None:
-    """Console entry point (``VlrfaceError``s print as one ``Error:`` line, exit code 1)."""
+    """Console entry point: ``VlrfaceError``s (click) and any other failure print as one
+    ``Error:`` line and exit 1 (``VLRFACE_DEBUG=1`` shows the traceback); SIGTERM ends the
+    command as an error, so what it holds is released."""
+    import os
+    import signal
+
+    def _terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        main(standalone_mode=True)
-    except RuntimeError as exc:  # e.g. no MLflow tracker on the active stack
-        click.echo(f"Error: {exc}", err=True)
+        main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into a line
+        if os.environ.get("VLRFACE_DEBUG"):
+            raise
+        click.echo(f"Error: {one_line_error(exc)}", err=True)
         sys.exit(1)
 
 

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from vlrface.errors import ConfigError
+from vlrface.errors import ConfigError, VlrfaceError
 
 
 class Section(BaseModel):
@@ -342,10 +342,18 @@ class ExportConfig(Section):
 
 class LatencyConfig(Section):
     budget_ms: dict[str, float] = Field(default_factory=lambda: {"raspberry-pi-4": 150.0})
-    # auto: measure when this host is arm64 and a benchmark binary is given, else estimate
-    backend: Literal["auto", "estimated", "measured"] = "auto"
-    benchmark_binary: str | None = None  # LCE's lce_benchmark_model (aarch64 build)
+    # auto: the best source available (vlrface.latency.sources): measured on an arm64 host with
+    # benchmark_binary and host_device; else emulated when benchmark_binary is set and
+    # qemu-aarch64 is on PATH; else estimated by the ARM cost model
+    backend: Literal["auto", "estimated", "emulated", "measured"] = "auto"
+    # an aarch64 lce_benchmark_model: LCE's lce_benchmark_model_aarch64 release, or (dev/CI)
+    # ../shared/tools/lce-aarch64/bin/lce_benchmark_model; relative paths: from the working dir
+    benchmark_binary: str | None = None
+    sysroot: str | None = None  # its shared libraries, for qemu-aarch64 -L (emulated)
     host_device: str | None = None  # which budgeted device this arm64 host is
+    # when the chosen source cannot run: true = use the cost model (one warning line, tag
+    # latency.fallback); false = fail the step
+    fallback: bool = True
 
     @field_validator("budget_ms")
     @classmethod
@@ -361,21 +369,11 @@ class LatencyConfig(Section):
     def _measured_needs_a_host(self):
         if self.backend == "measured" and not (self.benchmark_binary and self.host_device):
             raise ValueError("backend 'measured' needs benchmark_binary and host_device")
+        if self.backend == "emulated" and not self.benchmark_binary:
+            raise ValueError("backend 'emulated' needs benchmark_binary (and usually sysroot)")
         if self.host_device and self.host_device not in self.budget_ms:
             raise ValueError(f"host_device {self.host_device!r} has no entry in budget_ms")
         return self
-
-    def measures_here(self) -> bool:
-        """Whether the gate runs the model on this host rather than estimating."""
-        from vlrface.latency.measure import on_arm
-
-        if self.backend == "measured":
-            return True
-        return (
-            self.backend == "auto"
-            and bool(self.benchmark_binary and self.host_device)
-            and (on_arm())
-        )
 
 
 class RegistryConfig(Section):
@@ -482,3 +480,31 @@ def parse(raw: dict, source: str = "config", schema: type[Section] | None = None
         if not err["loc"]:
             raise ConfigError(f"{source}: {msg}") from None
         raise ConfigError(f"{source}: invalid value for '{key}': {msg}") from None
+
+
+def load_file(path: str | Path, schema: type[Section] | None = None):
+    """A pipeline configuration file (``configs/*.yaml``: its ``parameters``, or a bare mapping)
+    validated by ``parse``; ``ConfigError`` naming the file (and line) for any bytes."""
+    import yaml
+
+    from vlrface.fileio import read_text
+
+    path = Path(path)
+    try:
+        text = read_text(path)
+    except VlrfaceError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{path}{line}: not valid YAML ({problem})") from None
+    except (ValueError, OverflowError, TypeError, RecursionError) as exc:  # e.g. a bad date
+        raise ConfigError(f"{path}: not a valid configuration ({str(exc)[:120]})") from None
+    if isinstance(raw, dict) and isinstance(raw.get("parameters"), dict):
+        raw = raw["parameters"]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a configuration must be a mapping (of 'parameters')")
+    return parse(raw, str(path), schema)

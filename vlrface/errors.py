@@ -25,3 +25,7 @@ class ConfigError(VlrfaceError):
 
 class DataError(VlrfaceError):
     """Bad input data; the message names the file and what is wrong with it."""
+
+
+class IntegrityError(VlrfaceError):
+    """A model file whose sha256 is not the one recorded for it (or a file nobody recorded)."""

@@ -27,9 +27,12 @@ def save_keras(model: tf.keras.Model, path: str) -> None:
 
 
 def load_keras(path: str) -> tf.keras.Model:
-    import larq  # noqa: F401  (registers larq's layers and quantizers)
+    """A ``.keras`` file with the explicit custom objects and ``safe_mode`` (no code runs)."""
+    from vlrface._keras import custom_objects
 
-    return tf.keras.models.load_model(path, compile=False)
+    return tf.keras.models.load_model(
+        path, custom_objects=custom_objects(), compile=False, safe_mode=True
+    )
 
 
 class KerasModelMaterializer(BaseMaterializer):

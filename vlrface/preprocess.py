@@ -12,11 +12,14 @@ import cv2
 import numpy as np
 
 from vlrface.data.records import DataError, read_bytes
+from vlrface.fileio import check_image
 
 
 def decode_rgb(raw: bytes, size: int | None, where: str | Path) -> np.ndarray:
     """Encoded image bytes -> ``HxWx3`` uint8 RGB, resized (inter-area) to ``size x size`` if
-    given; ``DataError`` naming ``where`` if they do not decode."""
+    given; ``DataError`` naming ``where`` if they do not decode, are truncated (no end
+    marker), name another format, or are too large (``fileio.check_image``, before decoding)."""
+    check_image(raw, where)
     img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR) if raw else None
     if img is None:
         raise DataError(f"{where}: cannot decode image (truncated or not an image)")

@@ -7,7 +7,9 @@ A policy file (``mlflow/promotion.yaml`` is the default) names
   be better by *more than* this (``0``: strictly better; a negative value tolerates a regression
   of at most its size, ties included);
 - ``latency``: ``budget_ms: pipeline`` (each device's budget the pipeline gated on, recorded on
-  the version) or ``budget_ms: {device: ms}``; ``allow_estimated: false`` demands measured figures;
+  the version) or ``budget_ms: {device: ms}``; ``min_source`` the weakest source that counts
+  (``estimated`` < ``emulated`` < ``measured``); ``allow_estimated: false`` demands measured
+  figures;
 - ``parity``: ``cosine_min``, the floor for ``export.lce.parity.cosine_min``;
 - ``gates``: the pipeline gates (``data``, ``parity``, ``latency``) that must have passed.
 
@@ -29,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from vlrface.errors import VlrfaceError
 
 GATES = ("data", "parity", "latency")
+SOURCE_RANK = {"estimated": 0, "emulated": 1, "measured": 2}  # latency.<device>.source
 PARITY_METRIC = "export.lce.parity.cosine_min"
 DEFAULT_POLICY = Path("mlflow") / "promotion.yaml"
 
@@ -58,6 +61,16 @@ class LatencyRule(_Section):
     # "pipeline": the budgets the pipeline's latency gate used, recorded on each version
     budget_ms: Literal["pipeline"] | dict[str, float] = "pipeline"
     allow_estimated: bool = True
+    # the weakest latency source that counts: estimated (cost model) < emulated (LCE's aarch64
+    # kernels under qemu-user) < measured (an arm64 board); allow_estimated: false = measured
+    min_source: Literal["estimated", "emulated", "measured"] = "estimated"
+
+    def required_source(self) -> str:
+        return "measured" if not self.allow_estimated else self.min_source
+
+    def source_counts(self, source: str) -> bool:
+        need = SOURCE_RANK[self.required_source()]
+        return SOURCE_RANK.get(source, -1) >= need
 
     @field_validator("budget_ms")
     @classmethod
@@ -322,9 +335,10 @@ def _latency_rules(policy: Policy, challenger: dict, gates: dict) -> list[Rule]:
             word = {True: "passed", False: "failed", None: "not recorded"}[state]
             reason = f"latency: no per-device budgets recorded; the pipeline's gate {word}"
             source = challenger.get("latency_source") or "unknown"
-            if ok and source != "measured" and not policy.latency.allow_estimated:
+            if ok and not policy.latency.source_counts(source):
                 ok = False
-                reason += f", but the policy needs measured figures and these are {source}"
+                need = policy.latency.required_source()
+                reason += f", but the policy needs {need} figures and these are {source}"
             return [Rule("latency", ok, reason, word, None, "passed")]
     else:
         budgets = dict(policy.latency.budget_ms)
@@ -338,8 +352,10 @@ def _latency_rules(policy: Policy, challenger: dict, gates: dict) -> list[Rule]:
             continue
         ok = ms <= budget
         reason = f"latency {dev} {fmt(ms)} ms ({source}) {'<=' if ok else '>'} {fmt(budget)} ms"
-        if ok and source != "measured" and not policy.latency.allow_estimated:
+        if ok and not policy.latency.source_counts(source):
             ok = False
-            reason += f", but the policy needs a measured figure and this one is {source}"
+            need = policy.latency.required_source()
+            article = "an" if need[0] in "aeiou" else "a"
+            reason += f", but the policy needs {article} {need} figure and this one is {source}"
         rules.append(Rule(f"latency.{dev}", ok, reason, ms, None, budget))
     return rules

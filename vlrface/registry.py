@@ -1,10 +1,13 @@
 """The MLflow model registry: versions with provenance tags, gates, and the ``champion`` alias.
 
 A registered version is created only after every file of it is stored, and deleted again if
-anything after its creation fails, so a half-written version never stays. ``champion`` moves in
-one call (``set_registered_model_alias``) and only when every rule of the promotion policy
-(``vlrface.promotion``) passed; the decision, its reasons and numbers are tagged on the version
-either way and appended to the model's history.
+anything after its creation fails, so a half-written version never stays. ``champion`` moves
+only when every rule of the promotion policy (``vlrface.promotion``) passed, judged against the
+champion read under ``champion_lock`` (a lock the registry's database enforces: a lease row
+taken in a ``BEGIN IMMEDIATE`` transaction on sqlite, a session advisory lock on PostgreSQL and
+MySQL), so concurrent promotions serialise. The alias move and its history event are written
+together or not at all (``move_champion``: a write-ahead intent tag, undone on failure or by the
+next ``reconcile``). The decision, its reasons and numbers are tagged on the version either way.
 
 History: one registered-model tag per event, ``history.<nanoseconds>`` -> JSON (``event``:
 ``promote`` | ``refuse`` | ``rollback``, ``version``, ``previous`` and ``champion`` before and
@@ -14,11 +17,17 @@ rewritten, so the history is append-only.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import random
+import socket
+import sqlite3
 import tempfile
 import time
-from contextlib import contextmanager
+import uuid
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,14 +35,19 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from vlrface import provenance
-from vlrface.errors import VlrfaceError
+from vlrface.errors import IntegrityError, VlrfaceError
 from vlrface.promotion import Decision, Policy, Rule, evaluate
 
 CHAMPION = "champion"
 HISTORY = "history."
+# a champion move in progress: {"key": <history tag>, "from": version|None, "to": version|None}
+PENDING = "vlrface.champion.pending"
 CARD = "model_card.md"
 CONFIG_ARTIFACT = "registry/config.json"
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(VlrfaceError):
@@ -68,6 +82,247 @@ def errors(uri: str):
 
 def _missing(exc: MlflowException) -> bool:
     return exc.error_code in NOT_FOUND
+
+
+# --- transient store errors ------------------------------------------------------------------
+
+TRANSIENT = (
+    "database is locked",
+    "database is busy",
+    "temporarily unavailable",
+    "could not connect",
+    "connection refused",
+    "server closed the connection",
+    "max retries exceeded",
+)
+RETRY_S = 30.0
+
+
+def transient(exc: BaseException) -> bool:
+    """A store error worth retrying: locked/busy database, unreachable server."""
+    if isinstance(exc, MlflowException) and exc.error_code == "TEMPORARILY_UNAVAILABLE":
+        return True
+    msg = str(exc).lower()
+    return any(t in msg for t in TRANSIENT)
+
+
+def retrying(fn, *args, budget: float | None = None, **kwargs):
+    """``fn(*args, **kwargs)``, retried with exponential backoff on transient store errors for at
+    most ``budget`` seconds (default ``$VLRFACE_STORE_RETRY_S`` or 30); then the error."""
+    if budget is None:
+        budget = float(os.environ.get("VLRFACE_STORE_RETRY_S", RETRY_S))
+    deadline, delay = time.monotonic() + budget, 0.1
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except (MlflowException, OSError, sqlite3.OperationalError) as exc:
+            if not transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            log.warning("store error (%s), retrying in %.1f s", first, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+# --- the champion lock: a lock the registry's backing store enforces -------------------------
+
+LOCK_ENV = "VLRFACE_REGISTRY_LOCK_URI"
+LOCK_TIMEOUT_S = 120.0
+LOCK_LEASE_S = 600.0
+LOCK_TABLE = "vlrface_locks"
+
+
+def lock_uri(client: MlflowClient) -> str:
+    """The database the champion lock lives in: ``$VLRFACE_REGISTRY_LOCK_URI`` (the backend
+    store of a remote tracking server), else the client's registry URI."""
+    return os.environ.get(LOCK_ENV) or client._registry_uri
+
+
+class _SqliteLease:
+    """A lease row in the tracking database's ``vlrface_locks`` table, taken and given back in
+    ``BEGIN IMMEDIATE`` transactions, so sqlite serialises the compare-and-set. A holder that
+    died (same host, its process gone) or outlived its lease is replaced."""
+
+    def __init__(self, uri: str, key: str):
+        from sqlalchemy.engine import make_url
+
+        self.path = make_url(uri).database or ""
+        self.uri, self.key = uri, key
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.holder = f"{self.host}:{self.pid}:{uuid.uuid4().hex}"
+
+    def _tx(self, fn):
+        import sqlite3
+
+        con = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {LOCK_TABLE} (name TEXT PRIMARY KEY, "
+                "holder TEXT NOT NULL, host TEXT, pid INTEGER, expires REAL NOT NULL)"
+            )
+            try:
+                out = fn(con)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+            return out
+        finally:
+            con.close()
+
+    def _stale(self, host: str, pid: int, expires: float) -> bool:
+        if expires < time.time():
+            return True
+        if host != self.host:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def try_acquire(self) -> str | None:
+        """``None`` when taken, else who holds it."""
+
+        def take(con):
+            row = con.execute(
+                f"SELECT holder, host, pid, expires FROM {LOCK_TABLE} WHERE name = ?", (self.key,)
+            ).fetchone()
+            if row is not None and not self._stale(row[1], row[2], row[3]):
+                return row[0]
+            con.execute(
+                f"INSERT OR REPLACE INTO {LOCK_TABLE} VALUES (?, ?, ?, ?, ?)",
+                (self.key, self.holder, self.host, self.pid, time.time() + LOCK_LEASE_S),
+            )
+            return None
+
+        try:
+            return self._tx(take)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return "a writer of the database (busy)"
+            raise RegistryError(f"cannot lock '{self.key}' in {self.uri}: {exc}") from None
+
+    def release(self) -> None:
+        self._tx(
+            lambda con: con.execute(
+                f"DELETE FROM {LOCK_TABLE} WHERE name = ? AND holder = ?", (self.key, self.holder)
+            )
+        )
+
+
+class _SessionLock:
+    """A session-level lock of a database server (PostgreSQL ``pg_try_advisory_lock``, MySQL
+    ``GET_LOCK``) on a connection of its own: the server drops it when the holder dies."""
+
+    def __init__(self, uri: str, key: str):
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        self.uri, self.key = uri, key
+        self.engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+        self.pg = self.engine.dialect.name == "postgresql"
+        self.conn = None
+
+    def try_acquire(self) -> str | None:
+        import sqlalchemy
+
+        if self.conn is None:
+            self.conn = self.engine.connect()
+        if self.pg:
+            # a signed 64-bit key from the name (hashtext() is not stable across versions)
+            k = int.from_bytes(hashlib.sha256(self.key.encode()).digest()[:8], "big", signed=True)
+            got = self.conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": k})
+        else:
+            got = self.conn.execute(sqlalchemy.text("SELECT GET_LOCK(:k, 0)"), {"k": self.key[:64]})
+        self.conn.commit()
+        return None if got.scalar() in (True, 1) else "another session of the database"
+
+    def release(self) -> None:
+        if self.conn is not None:
+            self.conn.close()  # a session lock ends with its session
+            self.conn = None
+        self.engine.dispose()
+
+
+class _FileLock:
+    """A local file store (``file:`` URI or a path): ``flock`` on a lock file inside it, which
+    the kernel drops when the holder dies."""
+
+    def __init__(self, uri: str, key: str):
+        from urllib.parse import unquote, urlparse
+
+        root = Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+        self.path = root / f".vlrface-lock-{safe}"
+        self.fd = None
+
+    def try_acquire(self) -> str | None:
+        import fcntl
+
+        if self.fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f"another process (lock file {self.path})"
+        return None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+def _store_lock(uri: str, key: str):
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else "file"
+    if scheme == "sqlite":
+        return _SqliteLease(uri, key)
+    if scheme in ("postgresql", "postgres", "mysql"):
+        return _SessionLock(uri, key)
+    if scheme == "file":
+        return _FileLock(uri, key)
+    raise RegistryError(
+        f"cannot lock the champion of '{key.split(':', 1)[-1]}' on {uri}: promotion needs the "
+        f"store the registry is kept in (sqlite, postgresql, mysql, a local directory); set "
+        f"{LOCK_ENV} to the tracking server's backend store URI"
+    )
+
+
+@contextmanager
+def champion_lock(client: MlflowClient, name: str, timeout: float | None = None):
+    """Hold the lock on ``name``'s champion: promotions, rollbacks and pipeline registrations
+    of one model run one at a time, each reading the champion it may replace under the lock.
+    Waits up to ``timeout`` seconds (default ``$VLRFACE_REGISTRY_LOCK_TIMEOUT`` or 120)."""
+    if timeout is None:
+        timeout = float(os.environ.get("VLRFACE_REGISTRY_LOCK_TIMEOUT", LOCK_TIMEOUT_S))
+    uri = lock_uri(client)
+    lock = _store_lock(uri, f"champion:{name}")
+    deadline, delay = time.monotonic() + timeout, 0.02
+    try:
+        while (holder := lock.try_acquire()) is not None:
+            if time.monotonic() >= deadline:
+                raise RegistryError(
+                    f"the champion of '{name}' is locked by {holder} (waited {timeout:g} s); "
+                    "nothing changed"
+                )
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.5)
+    except BaseException as exc:
+        with suppress(Exception):
+            lock.release()
+        if isinstance(exc, Exception) and not isinstance(exc, RegistryError):
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise RegistryError(f"cannot lock the champion of '{name}' on {uri}: {first}") from None
+        raise
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def champion(client: MlflowClient, name: str):
@@ -185,13 +440,85 @@ def now() -> tuple[int, str]:
 
 def append_history(client: MlflowClient, name: str, event: dict) -> dict:
     """Append ``event`` to ``name``'s history (one registered-model tag); returns it with ``at``."""
+    key, event = _history_entry(client, name, event)
+    retrying(client.set_registered_model_tag, name, key, json.dumps(event))
+    return event
+
+
+def _history_entry(client: MlflowClient, name: str, event: dict) -> tuple[str, dict]:
     ns, at = now()
     existing = set(get_model(client, name).tags)
     while f"{HISTORY}{ns:020d}" in existing:
         ns += 1
-    event = {"at": at, "model": name, **event}
-    client.set_registered_model_tag(name, f"{HISTORY}{ns:020d}", json.dumps(event))
+    return f"{HISTORY}{ns:020d}", {"at": at, "model": name, **event}
+
+
+def _set_champion(client: MlflowClient, name: str, version: int | None) -> None:
+    if version is not None:
+        client.set_registered_model_alias(name, CHAMPION, str(version))
+    elif champion(client, name) is not None:
+        client.delete_registered_model_alias(name, CHAMPION)
+
+
+def reconcile(client: MlflowClient, name: str) -> str | None:
+    """Finish or undo a champion move a store failure interrupted (its ``PENDING`` intent is
+    still there): if the move's history event was written, ``champion`` goes to the version
+    the event names, else back where it was; so the alias and the history agree again.
+    Returns ``"completed"``, ``"undone"`` or ``None`` (nothing was pending)."""
+    tags = get_model(client, name).tags
+    raw = tags.get(PENDING)
+    if not raw:
+        return None
+    try:
+        intent = json.loads(raw)
+        key, want = intent["key"], intent["to" if intent["key"] in tags else "from"]
+    except (ValueError, KeyError, TypeError):
+        raise RegistryError(f"'{name}': unreadable {PENDING} tag {raw[:80]!r}") from None
+    current = champion(client, name)
+    if (int(current.version) if current else None) != want:
+        _set_champion(client, name, want)
+    client.delete_registered_model_tag(name, PENDING)
+    done = "completed" if key in tags else "undone"
+    log.warning("'%s': an interrupted champion move was %s (champion v%s)", name, done, want)
+    return done
+
+
+def move_champion(
+    client: MlflowClient, name: str, to: int | None, previous: int | None, event: dict
+) -> dict:
+    """Move ``champion`` from ``previous`` to ``to`` and append ``event`` to the history, both or
+    neither; the caller holds ``champion_lock``. The intent is written first (``PENDING``), so
+    a failure anywhere is undone at once, or, if the store is down, by the next ``reconcile``
+    (every promotion and rollback starts with one). Transient errors are retried."""
+    key, event = _history_entry(client, name, event)
+    intent = {"key": key, "from": previous, "to": to}
+    retrying(client.set_registered_model_tag, name, PENDING, json.dumps(intent))
+    try:
+        if to != previous:
+            retrying(_set_champion, client, name, to)
+        retrying(client.set_registered_model_tag, name, key, json.dumps(event))
+    except BaseException as exc:
+        try:
+            retrying(reconcile, client, name)
+        except Exception as undo:
+            first = (str(undo).strip().splitlines() or [""])[0][:160]
+            raise RegistryError(
+                f"'{name}': moving champion v{previous} -> v{to} failed ({_first(exc)}) and "
+                f"could not be undone ({first}); the next promote or rollback restores it"
+            ) from None
+        if isinstance(exc, Exception) and not isinstance(exc, RegistryError):
+            raise RegistryError(
+                f"'{name}': moving champion v{previous} -> v{to} failed, nothing changed: "
+                f"{_first(exc)}"
+            ) from None
+        raise
+    with suppress(Exception):  # left behind, the next reconcile completes it
+        retrying(client.delete_registered_model_tag, name, PENDING)
     return event
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def history(client: MlflowClient, name: str | None = None) -> list[dict]:
@@ -217,12 +544,17 @@ def record_decision(
     policy: Policy | None = None,
     by: str = "pipeline",
 ) -> dict:
-    """Tag the decision on the version, move ``champion`` (one alias call) if it promotes, and
-    append the event to the history. If the history cannot be written after the alias moved,
-    the alias is moved back, so the history never misses a promotion."""
+    """Tag the decision on the version and record it: a promotion moves ``champion`` and
+    appends the event together (``move_champion``), a refusal only appends. The caller holds
+    ``champion_lock`` and decided ``d`` against the champion read under it."""
     version = str(version)
     previous = champion(client, name)
     prev_v = int(previous.version) if previous else None
+    if d.promote and d.champion_version != prev_v:
+        raise RegistryError(
+            f"'{name}': v{version} was judged against champion v{d.champion_version}, but the "
+            f"champion is v{prev_v}; nothing changed"
+        )
     _, at = now()
     tags = {
         "promotion.decision": "promoted" if d.promote else "refused",
@@ -235,32 +567,25 @@ def record_decision(
     if policy is not None:
         tags["promotion.policy"] = json.dumps(policy.as_dict())
     for k, v in tags.items():
-        client.set_model_version_tag(name, version, k, v)
-    if d.promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
+        retrying(client.set_model_version_tag, name, version, k, v)
+    event = {
+        "event": "promote" if d.promote else "refuse",
+        "version": int(version),
+        "previous": prev_v,
+        "champion": int(version) if d.promote else prev_v,
+        "by": by,
+        "policy": d.policy,
+        "reasons": d.reasons,
+        "rules": d.as_dict()["rules"],
+    }
+    if not d.promote:
+        return append_history(client, name, event)
     try:
-        event = append_history(
-            client,
-            name,
-            {
-                "event": "promote" if d.promote else "refuse",
-                "version": int(version),
-                "previous": prev_v,
-                "champion": int(version) if d.promote else prev_v,
-                "by": by,
-                "policy": d.policy,
-                "reasons": d.reasons,
-                "rules": d.as_dict()["rules"],
-            },
-        )
+        return move_champion(client, name, int(version), prev_v, event)
     except BaseException:
-        if d.promote:
-            if prev_v is None:
-                client.delete_registered_model_alias(name, CHAMPION)
-            else:
-                client.set_registered_model_alias(name, CHAMPION, str(prev_v))
+        with suppress(Exception):
+            client.set_model_version_tag(name, version, "promotion.decision", "failed")
         raise
-    return event
 
 
 def policy_of(mv) -> Policy | None:
@@ -274,20 +599,12 @@ def policy_of(mv) -> Policy | None:
         return None
 
 
-def promote(
-    client: MlflowClient,
-    name: str,
-    policy: Policy,
-    version: int | str | None = None,
-    dry_run: bool = False,
-    by: str = "cli",
-) -> tuple[Decision, dict | None]:
-    """Re-evaluate ``version`` (default: the latest) against the current champion under
-    ``policy``, and check its files' sha256 before anything moves. Returns the decision and the
-    history event (``None`` on a dry run, or when the version already is the champion)."""
-    mv = get_version(client, name, version)
+def decide(
+    client: MlflowClient, name: str, policy: Policy, mv, file_rules: list[Rule] = ()
+) -> Decision:
+    """``mv`` judged under ``policy`` against the champion as it is now (``file_rules``: its
+    files' sha256 checks, added to the decision)."""
     current = champion(client, name)
-    current_rec = version_record(current) if current else None
     if current is not None and str(current.version) == str(mv.version):
         d = Decision(
             promote=False,
@@ -297,17 +614,39 @@ def promote(
             policy=policy.source,
         )
         d.add(Rule("champion", False, f"v{mv.version} already is the champion of '{name}'"))
-        return d, None
-    d = evaluate(policy, version_record(mv), current_rec)
+        return d
+    d = evaluate(policy, version_record(mv), version_record(current) if current else None)
     d.name = name
-    for rule in verify_files(client, mv):
+    for rule in file_rules:
         d.add(rule)
+    return d
+
+
+def promote(
+    client: MlflowClient,
+    name: str,
+    policy: Policy,
+    version: int | str | None = None,
+    dry_run: bool = False,
+    by: str = "cli",
+) -> tuple[Decision, dict | None]:
+    """Re-evaluate ``version`` (default: the latest) against the current champion under
+    ``policy``, and check its files' sha256 before anything moves. The champion is read, the
+    decision made and recorded under ``champion_lock``, so concurrent promotions serialise and
+    each is judged against the champion it replaces. Returns the decision and the history event
+    (``None`` on a dry run, or when the version already is the champion)."""
+    mv = get_version(client, name, version)
+    file_rules = verify_files(client, mv)  # before the lock: it reads only this version
     if dry_run:
-        return d, None
-    event = record_decision(client, name, mv.version, d, policy, by=by)
-    _refresh_cards(
-        client, name, [mv.version] + ([current.version] if d.promote and current else [])
-    )
+        return decide(client, name, policy, mv, file_rules), None
+    with champion_lock(client, name):
+        reconcile(client, name)
+        d = decide(client, name, policy, mv, file_rules)
+        if any(r.rule == "champion" for r in d.rules):
+            return d, None
+        event = record_decision(client, name, mv.version, d, policy, by=by)
+    previous = [d.champion_version] if d.promote and d.champion_version else []
+    _refresh_cards(client, name, [mv.version, *previous])
     return d, event
 
 
@@ -326,6 +665,14 @@ def champion_stack(events: list[dict]) -> list[int]:
 def rollback(client: MlflowClient, name: str, dry_run: bool = False, by: str = "cli") -> dict:
     """Move ``champion`` back to the champion before the current one, as the history records
     it; the target's files are verified first. Raises ``RegistryError`` if there is none."""
+    if dry_run:
+        return _rollback(client, name, True, by)
+    with champion_lock(client, name):
+        reconcile(client, name)
+        return _rollback(client, name, False, by)
+
+
+def _rollback(client: MlflowClient, name: str, dry_run: bool, by: str) -> dict:
     current = champion(client, name)
     if current is None:
         raise RegistryError(f"'{name}' has no champion to roll back")
@@ -356,12 +703,7 @@ def rollback(client: MlflowClient, name: str, dry_run: bool = False, by: str = "
     }
     if dry_run:
         return {"model": name, "dry_run": True, **event}
-    client.set_registered_model_alias(name, CHAMPION, str(target.version))
-    try:
-        event = append_history(client, name, event)
-    except BaseException:
-        client.set_registered_model_alias(name, CHAMPION, str(cur))
-        raise
+    event = move_champion(client, name, int(target.version), cur, event)
     _, at = now()
     for k, v in {
         "promotion.decision": "promoted",
@@ -369,8 +711,8 @@ def rollback(client: MlflowClient, name: str, dry_run: bool = False, by: str = "
         "promotion.at": at,
         "promotion.by": f"{by} (rollback)",
     }.items():
-        client.set_model_version_tag(name, str(target.version), k, v)
-    client.set_model_version_tag(name, str(cur), "promotion.decision", "rolled back")
+        retrying(client.set_model_version_tag, name, str(target.version), k, v)
+    retrying(client.set_model_version_tag, name, str(cur), "promotion.decision", "rolled back")
     _refresh_cards(client, name, [target.version, cur])
     return event
 
@@ -499,3 +841,141 @@ def list_versions(client: MlflowClient, name: str | None = None) -> list[dict]:
                 }
             )
     return sorted(out, key=lambda r: (r["name"], -r["version"]))
+
+
+# --- verified loads ---------------------------------------------------------------------------
+
+MANIFEST = "files.json"  # sha256 of every other file of a model directory (steps/registry.py)
+
+
+def check_tree(folder: Path, expected: dict[str, str], what: str) -> None:
+    """Refuse ``folder`` unless every file ``expected`` names is there with that sha256 and no
+    other file (but ``files.json``) is; the error names the file."""
+    folder = Path(folder)
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {
+        MANIFEST
+    }
+    for name, sha in sorted(expected.items()):
+        path = folder / name
+        if name not in present:
+            raise IntegrityError(f"{name} of {what} is missing; refusing to load it")
+        got = provenance.sha256_file(path)
+        if got != sha:
+            raise IntegrityError(
+                f"sha256 mismatch: {name} of {what} is {got[:12]}..., its tag says "
+                f"{sha[:12]}...; refusing to load it"
+            )
+    if extra := sorted(present - set(expected)):
+        raise IntegrityError(
+            f"{extra[0]} of {what} is not among its recorded files; refusing to load it"
+        )
+
+
+def _version_of(client: MlflowClient, uri: str):
+    """The model version a ``models:/`` URI names (``@alias``, ``/<version>``, ``/latest``)."""
+    rest = uri[len("models:/") :].strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        get_model(client, name)
+        try:
+            return client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if _missing(exc):
+                raise RegistryError(f"'{name}' has no version with alias '{alias}'") from None
+            raise
+    name, _, version = rest.partition("/")
+    return get_version(client, name, None if version in ("", "latest") else version)
+
+
+def fetch_verified(uri: str, client: MlflowClient | None = None) -> Path:
+    """A local copy of the model at ``uri``, every file checked before anything reads it.
+
+    ``models:/``: against the version's ``sha256.<file>`` tags (a version without them is
+    refused); ``runs:/``: against the tags of the registered version stored there, else the
+    directory's ``files.json``; a local directory: against its ``files.json`` if it has one.
+    Raises ``IntegrityError`` naming the file that fails."""
+    import mlflow.artifacts
+
+    if uri.startswith("models:/"):
+        client = client or MlflowClient()
+        mv = _version_of(client, uri)
+        expected = {k[len("sha256.") :]: v for k, v in mv.tags.items() if k.startswith("sha256.")}
+        what = f"{mv.name} v{mv.version}"
+        if not expected:
+            raise IntegrityError(f"{what} records no sha256.<file> tags; refusing to load it")
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=mv.source, dst_path=tempfile.mkdtemp(prefix="vlrface-model-")
+            )
+        )
+        check_tree(local, expected, what)
+        return _no_pickle(local, what)
+    if uri.startswith("runs:/"):
+        client = client or MlflowClient()
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="vlrface-model-")
+            )
+        )
+        run_id = uri[len("runs:/") :].strip("/").split("/", 1)[0]
+        sub = uri[len("runs:/") :].strip("/").partition("/")[2].strip("/")
+        for mv in client.search_model_versions(f"run_id='{run_id}'"):
+            if mv.source.rstrip("/").endswith(f"/{sub}") and sub:
+                expected = {
+                    k[len("sha256.") :]: v for k, v in mv.tags.items() if k.startswith("sha256.")
+                }
+                check_tree(local, expected, f"{mv.name} v{mv.version}")
+                return _no_pickle(local, f"{mv.name} v{mv.version}")
+    else:
+        local = Path(uri)
+    manifest = local / MANIFEST
+    if local.is_dir() and manifest.is_file():
+        try:
+            expected = json.loads(manifest.read_text())
+            assert isinstance(expected, dict)
+        except (ValueError, AssertionError, UnicodeDecodeError):
+            raise IntegrityError(f"{manifest}: not a JSON map of sha256 sums") from None
+        check_tree(local, expected, str(local))
+    return _no_pickle(local, str(local)) if local.is_dir() else local
+
+
+def _no_pickle(folder: Path, what: str) -> Path:
+    """Refuse a model directory holding a pickle: loading one may run any code it names
+    (versions registered before models-from-code: register them again)."""
+    if found := pickles_in(folder):
+        raise IntegrityError(
+            f"{found[0]} of {what} is a pickle, which could run code when loaded; refusing to "
+            "load it (register the model again: vlrface stores none)"
+        )
+    return folder
+
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt")
+
+
+def pickles_in(folder: Path) -> list[str]:
+    """Files of ``folder`` (and members of zip files in it: ``.keras``, torch checkpoints) that
+    are pickles, by name or by content (a pickle protocol 2+ opcode stream): ``[]`` is clean."""
+    import zipfile
+
+    def is_pickle(name: str, head: bytes) -> bool:
+        return name.lower().endswith(PICKLE_SUFFIXES) or (
+            len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+        )
+
+    found = []
+    for path in sorted(Path(folder).rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        with path.open("rb") as f:
+            head = f.read(2)
+        if is_pickle(rel, head):
+            found.append(rel)
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                for member in z.namelist():
+                    with z.open(member) as m:
+                        if is_pickle(member, m.read(2)):
+                            found.append(f"{rel}:{member}")
+    return found

@@ -14,13 +14,17 @@ is already an ``input_size`` square is taken as an aligned crop; else the face d
 column) reads every photo as a pre-aligned crop. The response's ``alignment`` column says what
 was done: ``landmarks``, ``detector``, ``aligned-crop`` or ``none``.
 
+The model is stored as MLflow "models from code" (``serving_model.py``, no pickle), and
+``load`` checks every file against the version's sha256 tags before anything reads it.
+
 Requests are DataFrames (MLflow's ``dataframe_split``/``dataframe_records``):
 
 * ``image``: a base64-encoded JPEG/PNG -> the response row has ``embedding`` (a list of floats);
 * ``image`` and ``image_b`` -> also ``score`` (cosine similarity) and, when the model carries a
   verification ``threshold`` (calibrated on its held-out evaluation), ``same``
   (``score > threshold``);
-* optional ``landmarks`` (10 numbers ``x1, y1, ..., x5, y5`` in the photo's pixels);
+* optional ``landmarks`` / ``landmarks_b`` (10 numbers ``x1, y1, ..., x5, y5`` in the photo's
+  pixels);
 * optional ``name`` / ``name_b``: the photos' file names, used in error messages;
 * optional ``align`` (bool): false for pre-aligned crops.
 
@@ -38,7 +42,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from vlrface.errors import VlrfaceError
+from vlrface.errors import IntegrityError, VlrfaceError
 
 
 class RequestError(VlrfaceError):
@@ -70,24 +74,27 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
             "input_size": 112,
             "flip": True,
             "threshold": None,
+            "sha256": None,
             "align": True,
             "synthetic": None,
         }
         self.config.update(context.model_config or {})
-        self.embedder = _embedder(Path(context.artifacts["model"]))
+        path = Path(context.artifacts["model"])
+        check_sha256(path, self.config["sha256"])  # before the runtime reads a byte of it
+        self.embedder = _embedder(path)
         # an ONNX export's own Preprocessing (vlrface.export.onnx metadata), else None
         self.preprocessing = getattr(self.embedder, "preprocessing", None)
         if self.preprocessing is not None:
             self.config["input_size"] = self.preprocessing.input_size
 
     def _faces(self, request: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
+        """The faces of one image column, aligned, and how each was aligned."""
         from vlrface.data.alignment import align_image
         from vlrface.preprocess import decode_rgb
 
         suffix = column[len("image") :]  # "" or "_b"
         images, landmarks = request[column], request.get(f"landmarks{suffix}")
-        names = request.get(f"name{suffix}")
-        flags = request.get("align")
+        names, flags = request.get(f"name{suffix}"), request.get("align")
         size, faces, how = int(self.config["input_size"]), [], []
         for i, b64 in enumerate(images):
             where = f"request row {i} column {column!r}"
@@ -97,51 +104,70 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
                 raw = base64.b64decode(str(b64), validate=True)
             except (binascii.Error, ValueError):
                 raise RequestError(f"{where}: not base64-encoded image bytes") from None
-            photo = decode_rgb(raw, None, where)
             align = bool(self.config.get("align", True))
             if flags is not None and flags.iloc[i] is not None:
                 align = bool(flags.iloc[i])
-            marks = None if landmarks is None else landmarks.iloc[i]
-            if marks is not None:
-                points = np.asarray(marks, dtype=np.float64)
-                if points.size != 10:
-                    raise RequestError(f"{where}: landmarks need 10 numbers, got {points.size}")
-                face, method, _ = align_image(photo, points, "landmarks", size)
-            elif align and photo.shape[:2] != (size, size):
-                face, method, _ = align_image(photo, None, "detector", size)
-                if face is None:
+            if landmarks is not None and landmarks.iloc[i] is not None:
+                try:
+                    points = np.asarray(landmarks.iloc[i], dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise RequestError(f"{where}: landmarks need 10 numbers") from None
+                if points.size != 10 or not np.isfinite(points).all():
                     raise RequestError(
-                        f"{where}: no face found in the photo (pass an aligned {size}x{size} "
-                        "crop with --no-align, or landmarks)"
+                        f"{where}: landmarks need 10 finite numbers, got {points.size}"
                     )
-            else:  # an aligned crop; a PyTorch model's own geometry (shorter side, centre crop)
-                face = decode_rgb(raw, None if self.preprocessing else size, where)
-                method = "aligned-crop" if align else "none"
+                face, method, _ = align_image(
+                    decode_rgb(raw, None, where), points, "landmarks", size
+                )
+            else:
+                photo = decode_rgb(raw, None, where)
+                if align and photo.shape[:2] != (size, size):
+                    face, method, _ = align_image(photo, None, "detector", size)
+                    if face is None:
+                        raise RequestError(
+                            f"{where}: no face found in the photo (pass an aligned {size}x{size} "
+                            "crop with --no-align, or landmarks)"
+                        )
+                else:  # an aligned crop; a PyTorch model's own geometry comes next
+                    face = decode_rgb(raw, None if self.preprocessing else size, where)
+                    method = "aligned-crop" if align else "none"
             if self.preprocessing is not None:
                 face = self.preprocessing.geometry(face[None])[0]
             faces.append(face)
             how.append(method)
         return np.stack(faces), how
 
-    def _describe(self, request: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
+    def _describe(self, faces: np.ndarray) -> np.ndarray:
         from vlrface.embedders import embed_images
         from vlrface.preprocess import normalize
 
-        faces, how = self._faces(request, column)
         if self.preprocessing is None:  # the Larq models' (x - 127.5) / 128
             faces = normalize(faces)
         else:  # a PyTorch model's own mean/std, as exported into its ONNX metadata
             faces = self.preprocessing.normalize(faces)
-        return embed_images(self.embedder, faces, flip=bool(self.config["flip"])), how
+        return embed_images(self.embedder, faces, flip=bool(self.config["flip"]))
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def parse_request(self, model_input) -> dict[str, tuple[np.ndarray, list[str]]]:
+        """The faces of a request (``image``, and ``image_b`` if present), decoded, aligned and
+        shaped, with how each was aligned; any bad input is a ``RequestError``/``DataError``
+        naming the row and column (and the file, when the request names it)."""
         if not isinstance(model_input, pd.DataFrame) or "image" not in model_input:
             raise RequestError("a request needs an 'image' column (base64-encoded photos)")
-        a, how = self._describe(model_input, "image")
-        out = pd.DataFrame({"embedding": [row.tolist() for row in a], "alignment": how})
+        if len(model_input) == 0:
+            raise RequestError("a request needs at least one row")
+        faces = {"image": self._faces(model_input, "image")}
         if "image_b" in model_input:
-            b, how_b = self._describe(model_input, "image_b")
-            out["alignment_b"] = how_b
+            faces["image_b"] = self._faces(model_input, "image_b")
+        return faces
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        faces = self.parse_request(model_input)
+        a = self._describe(faces["image"][0])
+        out = pd.DataFrame({"embedding": [row.tolist() for row in a]})
+        out["alignment"] = faces["image"][1]
+        if "image_b" in faces:
+            b = self._describe(faces["image_b"][0])
+            out["alignment_b"] = faces["image_b"][1]
             out["score"] = (a * b).sum(axis=1)
             if self.config["threshold"] is not None:
                 out["same"] = out["score"] > float(self.config["threshold"])
@@ -165,18 +191,22 @@ def save(
     Its requirements are the runtime this process has (pinned), not MLflow's inference, which
     would load the model in a subprocess; ``vlrface`` itself must be importable where it is
     served (``mlflow models serve --env-manager local`` in this project's environment)."""
+    from vlrface.provenance import sha256_file
+
     runtime = "larq-compute-engine" if Path(model_file).suffix == ".tflite" else "onnxruntime"
+    config = {
+        "input_size": input_size,
+        "threshold": threshold,
+        "flip": flip,
+        "synthetic": synthetic,
+        "align": align,
+    }
     mlflow.pyfunc.save_model(
         str(path),
-        python_model=FaceDescriptor(),
+        # "models from code": the model is this file, not a pickle of FaceDescriptor
+        python_model=str(Path(__file__).with_name("serving_model.py")),
         artifacts={"model": str(model_file)},
-        model_config={
-            "input_size": input_size,
-            "threshold": threshold,
-            "flip": flip,
-            "synthetic": synthetic,
-            "align": align,
-        },
+        model_config={**config, "sha256": sha256_file(model_file)},
         pip_requirements=_pinned(
             "mlflow",
             "numpy",
@@ -189,6 +219,19 @@ def save(
     return Path(path)
 
 
+def check_sha256(path: Path, expected: str | None) -> None:
+    """Refuse ``path`` unless its sha256 is ``expected`` (``None``: nothing recorded)."""
+    if expected is None:
+        return
+    from vlrface.provenance import sha256_file
+
+    if (got := sha256_file(path)) != expected:
+        raise IntegrityError(
+            f"{path.name}: sha256 mismatch ({got[:12]}..., the model records "
+            f"{expected[:12]}...); refusing to load it"
+        )
+
+
 def _pinned(*packages: str) -> list[str]:
     from importlib import metadata
 
@@ -196,5 +239,10 @@ def _pinned(*packages: str) -> list[str]:
 
 
 def load(uri: str):
-    """A served model by URI: ``models:/<name>@champion``, ``runs:/...`` or a local directory."""
-    return mlflow.pyfunc.load_model(uri)
+    """A served model by URI: ``models:/<name>@champion``, ``runs:/...`` or a local directory.
+
+    Its files are fetched and checked against the registered version's ``sha256.<file>`` tags
+    (``vlrface.registry.fetch_verified``) before MLflow reads any of them."""
+    from vlrface.registry import fetch_verified
+
+    return mlflow.pyfunc.load_model(str(fetch_verified(uri)))

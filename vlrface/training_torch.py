@@ -52,6 +52,7 @@ tests here.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import random
@@ -145,7 +146,11 @@ def load_model(source: bytes | str | Path) -> nn.Module:
         if not path.is_file():
             raise ConfigError(f"{path}: torch checkpoint not found")
         source = path.read_bytes()
-    payload = torch.load(io.BytesIO(source), map_location="cpu", weights_only=False)
+    try:  # weights_only: tensors and plain containers, never arbitrary pickled objects
+        payload = torch.load(io.BytesIO(source), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"{where}: not a loadable vlrface torch checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConfigError(f"{where}: not a vlrface torch checkpoint (format {FORMAT} expected)")
     if payload["model"] is None:
@@ -153,6 +158,35 @@ def load_model(source: bytes | str | Path) -> nn.Module:
     model = make_model(TorchModelConfig(**payload["model"]))
     model.preprocessing = Preprocessing.from_dict(payload["preprocessing"])
     model.load_state_dict(payload["state_dict"])
+    return model
+
+
+def to_portable(source: bytes) -> tuple[bytes, bytes]:
+    """``save_model`` bytes as a registry stores them, without pickle: the weights as an
+    ``.npz`` (numpy arrays only) and the config and preprocessing as JSON."""
+    payload = torch.load(io.BytesIO(source), map_location="cpu", weights_only=True)
+    buf = io.BytesIO()
+    np.savez(buf, **{k: v.detach().cpu().numpy() for k, v in payload["state_dict"].items()})
+    meta = {k: payload[k] for k in ("format", "model", "preprocessing")}
+    return buf.getvalue(), json.dumps(meta, indent=2).encode()
+
+
+def from_portable(weights: bytes | str | Path, meta: bytes | str | Path) -> nn.Module:
+    """Rebuild a backbone from ``to_portable``'s ``.npz`` and JSON (bytes or files)."""
+    where = "<bytes>" if isinstance(weights, bytes | bytearray) else str(weights)
+    raw_w = bytes(weights) if isinstance(weights, bytes | bytearray) else Path(weights).read_bytes()
+    raw_m = bytes(meta) if isinstance(meta, bytes | bytearray) else Path(meta).read_bytes()
+    try:
+        info = json.loads(raw_m)
+        with np.load(io.BytesIO(raw_w), allow_pickle=False) as npz:
+            state = {k: torch.from_numpy(npz[k].copy()) for k in npz.files}
+    except (ValueError, OSError, KeyError) as exc:
+        raise ConfigError(f"{where}: not a vlrface portable torch checkpoint ({exc})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT or not info.get("model"):
+        raise ConfigError(f"{where}: not a vlrface portable torch checkpoint")
+    model = make_model(TorchModelConfig(**info["model"]))
+    model.preprocessing = Preprocessing.from_dict(info["preprocessing"])
+    model.load_state_dict(state)
     return model
 
 
@@ -392,6 +426,23 @@ def _fingerprint(stage: TorchStageConfig, seed: int, manifest: pd.DataFrame) -> 
     }
 
 
+def _numpy_state_to(state: tuple) -> dict:
+    """numpy's legacy RNG state in types ``torch.load(weights_only=True)`` accepts."""
+    name, keys, pos, has_gauss, cached = state
+    return {
+        "name": str(name),
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
+
+
+def _numpy_state_from(d: dict) -> tuple:
+    keys = d["keys"].numpy().astype(np.uint32)
+    return (d["name"], keys, d["pos"], d["has_gauss"], d["cached"])
+
+
 def _write_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -452,7 +503,13 @@ def train(
         ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
         state = None
         if ckpt_path is not None and resume and ckpt_path.is_file():
-            state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            try:  # weights_only: no arbitrary pickled objects
+                state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise ConfigError(
+                    f"{ckpt_path}: not a loadable training checkpoint ({first})"
+                ) from None
         if state is None:
             seed_everything(seed)
         model.to(device)
@@ -484,7 +541,7 @@ def train(
             torch.set_rng_state(state["rng"]["torch"])
             if device.type == "cuda" and state["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-            np.random.set_state(state["rng"]["numpy"])
+            np.random.set_state(_numpy_state_from(state["rng"]["numpy"]))
             random.setstate(state["rng"]["python"])
             step, epoch, start_batch = state["step"], state["epoch"], state["batch"]
             loss_sum, correct, seen = state["loss_sum"], state["correct"], state["seen"]
@@ -511,7 +568,7 @@ def train(
                     "rng": {
                         "torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                        "numpy": np.random.get_state(),
+                        "numpy": _numpy_state_to(np.random.get_state()),
                         "python": random.getstate(),
                     },
                     "step": step,

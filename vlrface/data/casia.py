@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from vlrface.fileio import read_text, image_problem
 from vlrface.data.records import (
     DataError,
     ErrorPolicy,
@@ -34,7 +35,7 @@ def read_names(root: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     names = {}
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split(maxsplit=1)
@@ -84,7 +85,8 @@ def read_manifest(
         ident = img.parent.name
         described = describe_image(img)
         if not described["decodable"] and policy.mode == "skip":
-            policy.bad(f"{img}: cannot decode image")
+            problem = image_problem(img.read_bytes(), img.name) or "corrupt"
+            policy.bad(f"{img}: cannot decode image ({problem})")
             continue
         rows.append(
             {

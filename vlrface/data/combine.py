@@ -21,12 +21,14 @@ skipped-record counts of the inputs (``ErrorPolicy.stamp``) add up.
 
 from __future__ import annotations
 
+import io
 import csv
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from vlrface.fileio import read_text
 from vlrface.data.records import DataError
 
 MAPPING_HEADER = ["source", "identity", "global_identity"]
@@ -38,7 +40,7 @@ def read_mapping(path: Path, known: set[str]) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"{path}: identity mapping file missing")
     mapping: dict[str, str] = {}
-    with path.open(newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames != MAPPING_HEADER:
             raise DataError(

@@ -32,6 +32,7 @@ naming the file and line.
 
 from __future__ import annotations
 
+import io
 import csv
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from vlrface.fileio import read_text
 from vlrface.data.records import DataError, ErrorPolicy, describe_image, finalize, inside_root
 
 GALLERIES = {"ijbb": ("S1", "S2"), "ijbc": ("G1", "G2")}
@@ -68,7 +70,7 @@ def locate(root: Path) -> tuple[str, str]:
 def read_fields(path: Path, count: int) -> list[tuple[int, list[str]]]:
     """A space-separated meta file as ``(line, fields)``; exactly ``count`` fields a line."""
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
@@ -82,7 +84,7 @@ def read_csv_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict]
     """A protocol CSV with a header as ``(line, row)``; each row must fill ``columns``, where
     ``FILE`` also accepts ``FILENAME``."""
     rows = []
-    with path.open(newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f, skipinitialspace=True)
         if "FILE" not in (reader.fieldnames or []) and "FILENAME" in (reader.fieldnames or []):
             reader.fieldnames = ["FILE" if c == "FILENAME" else c for c in reader.fieldnames]
@@ -218,7 +220,7 @@ def _pairs(root: Path, dataset: str, layout: str, subjects: dict[int, str]) -> p
     else:
         g1, g2 = ("S1", "S2") if dataset == "ijbb" else ("G1", "G2")
         path = root / NIST_DIRS[dataset] / f"{dataset}_11_{g1}_{g2}_matches.csv"
-        lines = path.read_text().splitlines() if path.is_file() else []
+        lines = read_text(path).splitlines() if path.is_file() else []
         rows = [
             (n, *line.replace(",", " ").split())
             for n, line in enumerate(lines, 1)

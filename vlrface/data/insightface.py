@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from vlrface.data import recordio
 from vlrface.data.records import DataError, ErrorPolicy, describe_bytes, finalize
+from vlrface.fileio import read_text, image_problem
 
 SOURCES = {
     "ms1m-retinaface-t1": "ms1m_retinaface",
@@ -47,7 +48,7 @@ def read_property(path: str | Path) -> tuple[int, int, int]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: property file missing")
-    first = path.read_text().splitlines()[:1]
+    first = read_text(path).splitlines()[:1]
     try:
         classes, height, width = (int(v) for v in first[0].split(","))
     except (IndexError, ValueError):
@@ -180,6 +181,9 @@ def read_bin(path: str | Path, size: int = 112) -> tuple[np.ndarray, pd.DataFram
     images = np.empty((len(bins), size, size, 3), np.uint8)
     for i, encoded in enumerate(bins):
         buf = np.frombuffer(encoded, np.uint8) if isinstance(encoded, bytes) else encoded
+        buf = np.ascontiguousarray(buf, np.uint8).ravel()
+        if (problem := image_problem(buf.tobytes())) is not None:
+            raise DataError(f"{path}: image {i}: {problem}")
         img = cv2.imdecode(np.ascontiguousarray(buf, np.uint8).ravel(), cv2.IMREAD_COLOR)
         if img is None:
             raise DataError(f"{path}: image {i} does not decode (corrupt or truncated)")

@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from vlrface.fileio import read_text
 from vlrface.data.records import DataError, ErrorPolicy, describe_or_skip, finalize, inside_root
 
 NAME = "lfw"
@@ -53,7 +54,7 @@ def image_path(images: Path, root: Path, name: str, number: int) -> str:
 def _lines(path: Path, what: str) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: {what} file missing")
-    lines = path.read_text().splitlines()
+    lines = read_text(path).splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
@@ -119,9 +120,11 @@ def read_people(path: str | Path) -> pd.DataFrame:
     ``fold, name, images``."""
     path = Path(path)
     lines = _lines(path, "people")
-    _header(path, lines)
+    header = _header(path, lines)
     view2 = len(lines) > 1 and len(lines[1].split()) == 1
-    blocks = int(lines[0]) if view2 else 1
+    if view2 and len(header) != 1:
+        raise DataError(f"{path}:1: expected the number of sets, got {lines[0]!r}")
+    blocks = header[0] if view2 else 1
     rows, pos = [], 1 if view2 else 0  # pos: the line holding the next block's count
     for fold in range(blocks):
         count = _count(path, lines, pos)

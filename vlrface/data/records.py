@@ -36,6 +36,7 @@ import pandas as pd
 
 from vlrface.data import recordio
 from vlrface.errors import DataError
+from vlrface.fileio import image_problem
 
 __all__ = [
     "DataError",
@@ -83,6 +84,8 @@ OPTIONAL_COLUMNS = (
 
 def inside_root(root: Path, relative: str, source: Path | str) -> Path:
     """``root / relative``, or ``DataError`` naming ``source`` if it escapes the dataset root."""
+    if "\x00" in str(relative):
+        raise DataError(f"{source}: path {relative!r} holds a NUL byte")
     path = Path(root) / relative
     if Path(relative).is_absolute() or not path.resolve().is_relative_to(Path(root).resolve()):
         raise DataError(f"{source}: path {relative!r} escapes the dataset root {root}")
@@ -91,22 +94,26 @@ def inside_root(root: Path, relative: str, source: Path | str) -> Path:
 
 def describe_image(path: Path) -> dict:
     """Size, sha256 and decoded shape of one image file (``decodable=False`` if it won't)."""
-    return describe_bytes(path.read_bytes())
+    return describe_bytes(path.read_bytes(), path.name)
 
 
 def describe_or_skip(path: Path, policy: ErrorPolicy) -> dict | None:
     """``describe_image``, where an image that does not decode is a bad record: raised by
     ``policy``, or ``None`` for the reader to leave it out."""
-    info = describe_image(path)
+    raw = path.read_bytes()
+    info = describe_bytes(raw, path.name)
     if info["decodable"]:
         return info
-    policy.bad(f"{path}: image does not decode (corrupt or truncated)")
+    policy.bad(f"{path}: image does not decode ({image_problem(raw, path.name) or 'corrupt'})")
     return None
 
 
-def describe_bytes(raw: bytes) -> dict:
-    """Size, sha256 and decoded shape of one encoded image (``decodable=False`` if it won't)."""
-    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED) if raw else None
+def describe_bytes(raw: bytes, name: str | None = None) -> dict:
+    """Size, sha256 and decoded shape of one encoded image: ``decodable=False`` if it won't
+    decode or ``fileio.image_problem`` finds it truncated, too large or of another format than
+    ``name`` says (checked before any decode)."""
+    ok = bool(raw) and image_problem(raw, name) is None
+    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED) if ok else None
     if img is None:
         h = w = c = -1
     else:

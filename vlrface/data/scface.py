@@ -40,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from vlrface.fileio import read_text
 from vlrface.data.records import DataError, ErrorPolicy, describe_or_skip, finalize
 
 NAME = "scface"
@@ -105,7 +106,7 @@ def _image_rows(root: Path, policy: ErrorPolicy) -> list[dict]:
 def read_features(path: Path) -> dict[str, dict]:
     """``features.txt`` as ``{subject: {birth_date, gender, beard, moustache, glasses}}``."""
     features = {}
-    for n, line in enumerate(path.read_text(encoding="latin-1").splitlines()[10:], 11):
+    for n, line in enumerate(read_text(path, "latin-1").splitlines()[10:], 11):
         if not line.strip():
             continue
         fields = [f.strip() for f in line.split("\t")]
@@ -128,7 +129,7 @@ def read_annotations(path: Path) -> dict[str, tuple[float, ...]]:
     """The landmark file as ``{file stem: (x_re, y_re, x_le, y_le, x_nose, y_nose, x_mouth,
     y_mouth)}``; blank and ``#`` lines are skipped."""
     points = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue

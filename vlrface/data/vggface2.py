@@ -33,6 +33,7 @@ bbox/landmark row that cannot be repaired raises ``DataError`` naming the file a
 
 from __future__ import annotations
 
+import io
 import csv
 import re
 from pathlib import Path
@@ -40,6 +41,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from vlrface.fileio import read_text
 from vlrface.data.records import DataError, ErrorPolicy, describe_or_skip, finalize, inside_root
 
 NAME = "vggface2"
@@ -51,7 +53,7 @@ _CLASS = re.compile(r"^n\d{6}$")
 
 def read_identity_meta(path: Path) -> dict[str, dict]:
     """``identity_meta.csv`` as ``{class_id: {"name", "sample_num", "flag", "gender"}}``."""
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = read_text(path, "utf-8-sig").splitlines()
     if not lines or [h.strip() for h in lines[0].split(",")] != META_HEADER:
         raise DataError(f"{path}:1: expected the header {', '.join(META_HEADER)}")
     meta = {}
@@ -77,7 +79,7 @@ def read_identity_meta(path: Path) -> dict[str, dict]:
 def read_point_csv(path: Path, columns: int) -> list[tuple[int, str, tuple[float, ...]]]:
     """A ``bb_landmark`` CSV as ``(line, NAME_ID, values)``: ``columns`` numbers after NAME_ID."""
     rows = []
-    with path.open(newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.reader(f, skipinitialspace=True)
         header = next(reader, None)
         if not header or header[0].strip() != "NAME_ID" or len(header) != columns + 1:
@@ -109,7 +111,7 @@ def _split_images(root: Path, split: str, policy: ErrorPolicy) -> list[str]:
         found = sorted(p.relative_to(root / split).as_posix() for p in (root / split).rglob("*"))
         entries = [(f"{root / split}/{e}", e) for e in found if (root / split / e).is_file()]
     else:
-        lines = listing.read_text().splitlines()
+        lines = read_text(listing).splitlines()
         entries = [(f"{listing}:{n}", e.strip()) for n, e in enumerate(lines, 1) if e.strip()]
     images = []
     for where, entry in entries:
@@ -140,7 +142,7 @@ def read_pose_templates(path: Path, template_size: int = 5) -> dict[str, str]:
     """``{image below test/: template index within its identity}`` from the pose list."""
     seen: dict[str, int] = {}
     poses = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         entry = line.strip()
         if not entry:
             continue

@@ -65,31 +65,64 @@ def _macs(name: str, op, shape) -> tuple[int, int]:
     return 0, 0
 
 
+def _window(name: str, op) -> int:
+    """The pooling window (filter height x width) of a pooling op, else 0."""
+    if name in ("MAX_POOL_2D", "AVERAGE_POOL_2D", "L2_POOL_2D"):
+        opts = op.builtinOptions
+        return int(opts.filterHeight) * int(opts.filterWidth)
+    if name == "LceBMaxPool2d":
+        from flatbuffers import flexbuffers
+
+        opts = flexbuffers.Loads(bytes(op.customOptions))
+        return int(opts["filter_height"]) * int(opts["filter_width"])
+    return 0
+
+
 def op_table(flatbuffer: bytes) -> list[dict]:
-    """One row per op of a TFLite/LCE flatbuffer (batch 1): its name, the shapes of its first
-    input and output, its kernel shape where it has one, whether its output is bitpacked
-    (``INT32``, as LCE writes binary activations), and its binary and float MACs."""
+    """One row per op of a TFLite/LCE flatbuffer (batch 1), as the cost model reads it
+    (``vlrface.latency.opdata.row_from_tensors``): its name, the shapes and dtypes of its main
+    (largest non-constant) input and its output, its kernel shape where it has one, all output
+    elements, the pooling window, the input zero point, and its binary and float MACs."""
     from tensorflow.lite.python import schema_py_generated as schema
 
+    from vlrface.latency.opdata import row_from_tensors
+
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    dtypes = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     rows = []
     for graph in model.subgraphs:
         shape = lambda i, g=graph: [int(d) for d in g.tensors[i].shape]  # noqa: E731
+
+        def tensor(i, g=graph):
+            t = g.tensors[i]
+            data = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
+            return {
+                "const": data is not None and len(data) > 0,
+                "dtype": dtypes.get(t.type, str(t.type)),
+                "shape": [int(d) for d in t.shape],
+            }
+
         for op in graph.operators:
             name = _op_name(model, op)
-            inputs = [i for i in op.inputs if i >= 0]
+            inputs = [tensor(i) if i >= 0 else None for i in op.inputs]
+            main = [i for i in op.inputs if i >= 0 and not tensor(i)["const"]]
+            q = graph.tensors[main[0]].quantization if main else None
+            zero_point = (
+                int(q.zeroPoint[0])
+                if q is not None and q.zeroPoint is not None and len(q.zeroPoint)
+                else None
+            )
             binary, floating = _macs(name, op, shape)
             rows.append(
-                {
-                    "op": name,
-                    "in": shape(inputs[0]) if inputs else [],
-                    "out": shape(op.outputs[0]),
-                    "kernel": shape(inputs[1]) if len(inputs) > 1 else [],
-                    "bitpacked_out": graph.tensors[op.outputs[0]].type == schema.TensorType.INT32,
-                    "int8_out": graph.tensors[op.outputs[0]].type == schema.TensorType.INT8,
-                    "binary_macs": binary,
-                    "float_macs": floating,
-                }
+                row_from_tensors(
+                    name,
+                    inputs,
+                    [tensor(i) for i in op.outputs],
+                    binary_macs=binary,
+                    float_macs=floating,
+                    window=_window(name, op),
+                    in_zero_point=zero_point,
+                )
             )
     return rows
 

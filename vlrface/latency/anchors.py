@@ -1,37 +1,27 @@
-"""The measured anchors of the ARM cost model, and how to rebuild each network.
+"""Graphs of our own for the ARM cost model, and how to build each.
 
-Instruction counts are from notes/lce_arm.md §2f and Addendum 2: real LCE 0.16.0 aarch64
-kernels under qemu-user (``-cpu cortex-a57``) with an instruction-counting TCG plugin, random
-weights, one inference, one thread. ``build(name)`` rebuilds the network that was measured (our
-re-implementations match the zoo's MACs within 1 %); ``benchmarks/latency_calibration.py`` fits
-the cost model on them.
+The cost model is fitted on per-op counts of the project's own exports (notes/lce_arm.md
+Addendum 3). ``FIT_EXTRA`` graphs join the fit: ``benchmarks/latency_calibration.py`` counts
+each of their ops for real (``emulate_lce.profile_ops``) because the exports have no DoReFa
+layer narrower than 64 channels. ``HELD_OUT`` graphs stay out of the fit: each is built (random
+init), converted with LCE, counted with LCE's aarch64 kernels under qemu-user
+(``emulate_lce.count_instructions``) and compared with the fitted model's prediction.
 """
 
 from __future__ import annotations
 
-SOURCE = "notes/lce_arm.md §2f (LCE 0.16.0 aarch64 kernels, qemu-user -cpu cortex-a57, TCG icount)"
-
-# name: (measured instructions per inference, what was measured)
-ANCHORS = {
-    "toy_bnn_112": (18.7e6, "conv 3x3/2 + 3 binary 3x3 64-ch residual blocks + GAP + FC128"),
-    "toy_float_112": (132.2e6, "the same toy with float 3x3 convs"),
-    "block_56x56x64": (5.09e6, "one binary 3x3 residual block (bconv + BN + add), 56x56x64"),
-    "block_28x28x128": (3.64e6, "the same block at 28x28x128"),
-    "block_14x14x256": (3.27e6, "the same block at 14x14x256"),
-    "block_7x7x512": (3.30e6, "the same block at 7x7x512"),
-    "quicknet_small_224_top": (54.26e6, "QuickNetSmall, 224 px, ImageNet top"),
-    "quicknet_224_top": (82.70e6, "QuickNet, 224 px, ImageNet top"),
-    "quicknet_large_224_top": (140.19e6, "QuickNetLarge, 224 px, ImageNet top"),
-    "binarydensenet28_224_top": (215.53e6, "BinaryDenseNet28, 224 px, ImageNet top"),
-    "binarydensenet37_224_top": (244.77e6, "BinaryDenseNet37, 224 px, ImageNet top"),
-    "binarydensenet45_224_top": (322.89e6, "BinaryDenseNet45, 224 px, ImageNet top"),
-    "quicknet_small_112": (13.83e6, "QuickNetSmall, 112 px, GAP + Dense128 + BN"),
-    "quicknet_112": (20.98e6, "QuickNet, 112 px, GAP + Dense128 + BN"),
-    "quicknet_large_112": (35.73e6, "QuickNetLarge, 112 px, GAP + Dense128 + BN"),
-    "binarydensenet28_112": (54.82e6, "BinaryDenseNet28, 112 px, GAP + Dense128 + BN"),
-    "binarydensenet37_112": (62.56e6, "BinaryDenseNet37, 112 px, GAP + Dense128 + BN"),
-    "binarydensenet45_112": (82.86e6, "BinaryDenseNet45, 112 px, GAP + Dense128 + BN"),
-    "binaryfacenet_published": (1076e6, "the authors' BinaryFaceNet (DoReFa), lce_arm.md Add. 2"),
+# name: what it is
+FIT_EXTRA = {
+    "binaryfacenet_w16": "the faithful BinaryFaceNet (DoReFa) at width 16, 128-d embedding",
+}
+HELD_OUT = {
+    "toy_bnn_112": "conv 3x3/2 + 3 binary 3x3 64-ch residual blocks + GAP + FC128",
+    "toy_float_112": "the same toy with float 3x3 convs",
+    "block_56x56x64": "one binary 3x3 residual block (bconv + BN + add), 56x56x64",
+    "block_14x14x256": "the same block at 14x14x256",
+    "quicknet_224_top": "QuickNet, 224 px, ImageNet top (ReLU, avg pool, Dense 1000, softmax)",
+    "binaryfacenet_w32": "the demo's faithful BinaryFaceNet (DoReFa), width 32 (configs/demo.yaml)",
+    "binaryfacenet_w8_e16": "the faithful BinaryFaceNet at width 8, 16-d embedding (test pipeline)",
 }
 
 
@@ -117,6 +107,12 @@ def build(name: str):
         return block(int(size), int(channels))
     if name == "binaryfacenet_published":
         return native_grouped(build_named("binaryfacenet"))
+    if name.startswith("binaryfacenet_w"):
+        from vlrface.models.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
+
+        width, _, embedding = name.removeprefix("binaryfacenet_w").partition("_e")
+        config = BinaryFaceNetConfig(channels=int(width), embedding=int(embedding or 128))
+        return build_binaryfacenet(config)
     base, size = name.removesuffix("_top").rsplit("_", 1)
     if name.endswith("_top"):
         if base.startswith("quicknet"):

@@ -160,8 +160,8 @@ def check_model_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix == ".tflite":
         raise EmulationError(
-            f"{path}: the emulated backend runs ONNX models only; an LCE flatbuffer needs LCE's "
-            "aarch64 runtime, which no package registry publishes (use --backend estimated)"
+            f"{path}: an LCE flatbuffer runs under LCE's aarch64 benchmark binary "
+            "(emulate_lce: --benchmark-binary and --sysroot), not onnxruntime"
         )
     if path.suffix != ".onnx":
         raise EmulationError(f"{path}: expected an .onnx model")

@@ -21,8 +21,16 @@ from pathlib import Path
 from vlrface.errors import VlrfaceError
 
 ARM_MACHINES = ("aarch64", "arm64")
-_AVG_US = re.compile(r"Inference \(avg\):\s*([0-9.eE+]+)")
-_COUNT_AVG_US = re.compile(r"count=\d+.*?\bavg=([0-9.eE+]+)")
+# C++'s default stream format, as TF-Lite's benchmark tool prints: 181841, 1.07638e+06, 38.104
+_NUMBER = r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
+_TIMINGS = re.compile(
+    rf"Inference timings in us:\s*Init:\s*(?P<init>{_NUMBER}),\s*First inference:\s*"
+    rf"(?P<first>{_NUMBER}),\s*Warmup \(avg\):\s*(?P<warmup>{_NUMBER}),\s*"
+    rf"Inference \(avg\):\s*(?P<avg>{_NUMBER})"
+)
+_AVG_US = re.compile(rf"Inference \(avg\):\s*({_NUMBER})")
+_COUNT = re.compile(rf"^(?:INFO:\s*)?count=(\d+)\b(?:.*?\bavg=({_NUMBER}))?", re.M)
+_ERROR = re.compile(r"^ERROR:\s*(.+?)\s*$", re.M)
 
 
 class NotOnArmError(VlrfaceError):
@@ -41,12 +49,36 @@ def _require_arm() -> None:
         )
 
 
+def benchmark_summary(text: str, source: str = "lce_benchmark_model") -> dict:
+    """The summary of TF-Lite benchmark-tool output (LCE's ``lce_benchmark_model``): the
+    ``Inference timings`` line in us, the run count of each ``count=`` line (warm-up, then the
+    regular runs) and any ``ERROR:`` lines. Raises naming ``source`` and its first error when
+    there is no average inference time."""
+    errors = _ERROR.findall(text)
+    timings = _TIMINGS.search(text)
+    found = _AVG_US.findall(text)
+    if not found:
+        found = [avg for _, avg in _COUNT.findall(text) if avg]
+    if not found:
+        why = f": {errors[0]}" if errors else ""
+        raise VlrfaceError(f"{source}: no 'Inference (avg)' timing in its output{why}")
+    summary = {
+        "inference_avg_us": float(found[-1]),
+        "counts": [int(n) for n, _ in _COUNT.findall(text)],
+        "errors": errors,
+    }
+    if timings:
+        summary.update(
+            init_us=float(timings["init"]),
+            first_inference_us=float(timings["first"]),
+            warmup_avg_us=float(timings["warmup"]),
+        )
+    return summary
+
+
 def parse_benchmark_output(text: str, source: str = "lce_benchmark_model") -> float:
     """Average inference time in ms from TFLite benchmark-tool output."""
-    found = _AVG_US.findall(text) or _COUNT_AVG_US.findall(text)
-    if not found:
-        raise VlrfaceError(f"{source}: no 'Inference (avg)' timing in its output")
-    return float(found[-1]) / 1000.0
+    return benchmark_summary(text, source)["inference_avg_us"] / 1000.0
 
 
 def measure_lce(tflite: str | Path, binary: str | Path, runs: int = 50) -> dict:
@@ -58,12 +90,16 @@ def measure_lce(tflite: str | Path, binary: str | Path, runs: int = 50) -> dict:
     cmd = [str(binary), f"--graph={tflite}", "--num_threads=1", f"--num_runs={runs}"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise VlrfaceError(f"{binary}: failed on {tflite}: {' | '.join(tail)}")
+        errors = re.findall(r"^ERROR:\s*(.+?)\s*$", done.stdout + done.stderr, re.M)
+        tail = (errors or (done.stderr or done.stdout).strip().splitlines() or ["no output"])[0]
+        raise VlrfaceError(f"{binary}: failed on {tflite} (exit {done.returncode}): {tail}")
+    from vlrface.provenance import sha256_file
+
     return {
         "ms": parse_benchmark_output(done.stdout + done.stderr, str(binary)),
         "runs": runs,
         "tool": str(binary),
+        "binary_sha256": sha256_file(binary),
         "host": platform.machine(),
     }
 

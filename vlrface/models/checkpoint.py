@@ -35,14 +35,16 @@ class ImportReport:
 def load_h5(path: str | Path):
     import larq  # noqa: F401  (registers larq's layers for deserialisation)
 
-    from vlrface._keras import tf
+    from vlrface._keras import custom_objects, tf
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        return tf.keras.models.load_model(path, compile=False)
-    except (OSError, ValueError, KeyError) as exc:
+        return tf.keras.models.load_model(
+            path, custom_objects=custom_objects(), compile=False, safe_mode=True
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: not a loadable Keras model ({exc})") from exc
 
 

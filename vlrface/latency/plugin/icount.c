@@ -15,12 +15,16 @@
  * difference the counts between points of the program. At exit it writes "total <count>": all
  * threads together.
  *
- * Arguments: out=<path> writes the lines to that file (default: QEMU's log, i.e. stderr).
+ * Arguments: out=<path> writes the lines to that file (default: QEMU's log, i.e. stderr);
+ * magic=<hex> listens for another program's marker constant instead of "vlrf" (the LCE
+ * benchmark runner of shared/tools/lce-aarch64 sets its end-of-runs marker 0 with "lcea",
+ * 0x6c636561).
  * Build: gcc -O2 -shared -fPIC -o libicount.so icount.c
  */
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef uint64_t qemu_plugin_id_t;
@@ -48,6 +52,8 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
 #define AARCH64_SYS_LSEEK 62
 #define MARK_MAGIC 0x766c7266ULL /* "vlrf" */
+
+static uint64_t mark_magic = MARK_MAGIC;
 
 #define MAX_VCPUS 4096 /* guest threads; later ones share the last slot */
 
@@ -88,7 +94,7 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
 {
     char line[96];
     (void)id; (void)a4; (void)a5; (void)a6; (void)a7; (void)a8;
-    if (num != AARCH64_SYS_LSEEK || a1 != UINT64_MAX || a2 != MARK_MAGIC) {
+    if (num != AARCH64_SYS_LSEEK || a1 != UINT64_MAX || a2 != mark_magic) {
         return;
     }
     snprintf(line, sizeof line, "mark %" PRIu64 " %" PRIu64 "\n", a3,
@@ -124,8 +130,16 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
                 fprintf(stderr, "icount: cannot open %s for writing\n", argv[i] + 4);
                 return -1;
             }
+        } else if (strncmp(argv[i], "magic=", 6) == 0) {
+            char *end = NULL;
+            mark_magic = strtoull(argv[i] + 6, &end, 16);
+            if (end == argv[i] + 6 || *end != '\0') {
+                fprintf(stderr, "icount: magic=%s is not a hex number\n", argv[i] + 6);
+                return -1;
+            }
         } else {
-            fprintf(stderr, "icount: unknown argument %s (expected out=<path>)\n", argv[i]);
+            fprintf(stderr, "icount: unknown argument %s (expected out=<path> or magic=<hex>)\n",
+                    argv[i]);
             return -1;
         }
     }
