@@ -95,11 +95,11 @@ def align_data(
         f"{cfg.name}-{'+'.join(cfg.layouts())}",
         data_version["md5"],
         cfg.align,
-        cfg.image_size,
+        alignment.template_size(cfg.image_size),
     )
     aligned, report = alignment.align_manifest(
-        manifest, cfg.root, out, mode=cfg.align, layout=cfg.layout, image_size=cfg.image_size,
-        workers=cfg.align_workers,
+        manifest, cfg.root, out, mode=cfg.align, layout=cfg.layout,
+        image_size=alignment.template_size(cfg.image_size), workers=cfg.align_workers,
     )  # fmt: skip
     print(f"alignment ({cfg.align}) of {cfg.root}: {alignment.summary(report)}")
     if report["no_face"]:

@@ -101,12 +101,20 @@ def _is_pack(manifest: pd.DataFrame) -> bool:
     return bool(manifest["path"].str.contains(r"\.rec#\d+$", regex=True).all())
 
 
+def template_size(image_size: int) -> int:
+    """The size faces are aligned at for a model input of ``image_size``: itself where the
+    ArcFace template scales to it (multiples of 112 or 128), else 112 (the model's loader
+    resizes from there, as it does for the insightface packs)."""
+    return image_size if image_size % 112 == 0 or image_size % 128 == 0 else 112
+
+
 def _unaligned(manifest: pd.DataFrame, image_size: int) -> pd.DataFrame:
-    """Rows whose image is not an ``image_size`` square (an image that does not decode is left
-    to the GX suite, which names it)."""
+    """Rows whose image is not a square of the aligned size (112, or ``image_size``); an image
+    that does not decode is left to the GX suite, which names it."""
     if "width" not in manifest or "height" not in manifest:
         return manifest
-    off = (manifest["width"] != image_size) | (manifest["height"] != image_size)
+    sides = {112, image_size, template_size(image_size)}
+    off = (manifest["width"] != manifest["height"]) | ~manifest["width"].isin(sides)
     if "decodable" in manifest:
         off &= manifest["decodable"].astype(bool)
     return manifest[off]
