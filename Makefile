@@ -30,7 +30,7 @@ help:
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[dev,detect]"
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[dev,detect,team,infra]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -87,6 +87,36 @@ latency-emulated: install
 	  "$$tmp/squeezefaceposenet.onnx" && \
 	vlrface latency --model "$$tmp/squeezefaceposenet.onnx" --backend emulated --json \
 	  $(foreach d,$(LATENCY_DEVICES),--device $(d))
+
+# infra/ (docs/scale-out.md): every Kubernetes manifest against the bundled schemas (strict,
+# offline), the stacks imported into a throwaway ZenML store, the per-step run settings.
+.PHONY: infra-check
+infra-check: install
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[infra]"
+	kubernetes-validate --strict --quiet $$(find infra/k8s -name '*.yaml' | sort)
+	pytest -q tests/test_infra.py
+
+# Team mode on this machine (docs/scale-out.md): PostgreSQL 15, a local S3 (moto) and an MLflow
+# server on loopback; then the team stack is registered and activated. TEAM_DIR holds their
+# state, logs and `env` (source it for the addresses and the local S3's keys).
+TEAM_DIR ?= .team
+.PHONY: team-up team-down test-team
+team-up: setup
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[team]"
+	python -m vlrface.team up --dir $(TEAM_DIR)
+	source $(TEAM_DIR)/env && vlrface stack setup --team --tracking-uri $$MLFLOW_TRACKING_URI \
+	  --s3-endpoint $$VLRFACE_S3_ENDPOINT --bucket vlrface-zenml
+	@source $(TEAM_DIR)/env && { dvc remote list | grep -q '^team' || dvc remote add team s3://vlrface-dvc/vlrface; } \
+	  && dvc remote modify --local team endpointurl $$VLRFACE_S3_ENDPOINT \
+	  && echo "DVC remote 'team': dvc push -r team / dvc pull -r team (after: source $(TEAM_DIR)/env)"
+
+team-down:
+	-vlrface stack setup --mlflow-dir mlflow >/dev/null
+	python -m vlrface.team down --dir $(TEAM_DIR)
+
+test-team: setup
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[team]"
+	pytest -q tests/test_team.py
 
 # Emulated ARM latency of an LCE flatbuffer (vlrface.latency.emulate_lce): exports a freshly
 # initialised LATENCY_MODEL and counts it on LCE's aarch64 kernels under qemu-user. LCE_BUNDLE

@@ -20,7 +20,7 @@ from vlrface.data.validation import (
     validate_manifest,
 )
 
-TRACKER = "mlflow_tracker"
+TRACKER = True  # the active stack's experiment tracker, whatever its name
 
 
 @step(experiment_tracker=TRACKER, cache_policy=cache.DATA)
@@ -52,6 +52,8 @@ def load_data(
     mlflow.set_tags(
         {
             "data.dvc_md5": data_version["md5"],
+            # "dvc", or "content-md5" for an untracked root (vlrface.data.versioning)
+            "data.version_source": data_version.get("tracked_by", "dvc"),
             "data.synthetic": str(cfg.synthetic).lower(),
             "data.dataset": cfg.name,
         }

@@ -21,7 +21,7 @@ from vlrface.embedders import KerasEmbedder
 from vlrface.protocols.verification import evaluate_heldout
 from vlrface.reports.plots import roc_figure
 
-TRACKER = "mlflow_tracker"
+TRACKER = True  # the active stack's experiment tracker, whatever its name
 
 
 @step(experiment_tracker=TRACKER, cache_policy=cache.EVALUATION)

@@ -13,7 +13,7 @@ from vlrface.config import DataConfig, ExportConfig
 from vlrface.export import lce
 from vlrface.preprocess import load_face, normalize
 
-TRACKER = "mlflow_tracker"
+TRACKER = True  # the active stack's experiment tracker, whatever its name
 
 
 @step(experiment_tracker=TRACKER, cache_policy=cache.EXPORT)

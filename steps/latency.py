@@ -12,7 +12,7 @@ from steps import cache
 from vlrface.config import LatencyConfig
 from vlrface.latency.sources import lce_gate
 
-TRACKER = "mlflow_tracker"
+TRACKER = True  # the active stack's experiment tracker, whatever its name
 
 
 @step(experiment_tracker=TRACKER, cache_policy=cache.LATENCY)

@@ -20,7 +20,7 @@ from vlrface.materializers import save_keras
 from vlrface.promotion import fallback_policy, load_policy
 from vlrface.reports.model_card import render
 
-TRACKER = "mlflow_tracker"
+TRACKER = True  # the active stack's experiment tracker, whatever its name
 
 
 def _fmt(v) -> str:

@@ -41,7 +41,7 @@ from vlrface.fileio import write_atomic
 from vlrface.preprocess import load_face
 from vlrface.protocols.verification import evaluate_heldout
 
-TRACKER = "mlflow_tracker"
+TRACKER = True  # the active stack's experiment tracker, whatever its name
 
 
 def _checkpoint_dir(stage: TorchStageConfig, key: dict) -> Path:

@@ -15,7 +15,7 @@ from vlrface.materializers import KerasModelMaterializer
 from vlrface.preprocess import load_face, normalize
 from vlrface.training import run_stage
 
-TRACKER = "mlflow_tracker"
+TRACKER = True  # the active stack's experiment tracker, whatever its name
 
 
 def _logger(prefix: str):

@@ -210,6 +210,9 @@ def test_latency_cli(tiny_bnn, tmp_path):
     feats = lce.census(path.read_bytes())["cost_features"]
     assert out["latency.raspberry-pi-4.ms"] == pytest.approx(estimate_ms(feats, "raspberry-pi-4"))
     assert out["latency.pixel-1.ms"] < out["latency.raspberry-pi-4.ms"]
+    insns = costmodel.predict_instructions(feats)  # --json: instructions as well as ms
+    assert out["latency.raspberry-pi-4.instructions"] == pytest.approx(insns)
+    assert out["latency.pixel-1.instructions"] == out["instructions"] == pytest.approx(insns)
 
     assert "unknown device" in run(str(path), "--device", "toaster").output
     bogus = tmp_path / "bogus.tflite"

@@ -68,7 +68,9 @@ class DataConfig(Section):
     # SCface protocol 50/80: subjects 1..subjects fine-tune, the others are test subjects
     subjects: int | None = Field(None, ge=1)
     on_error: Literal["raise", "skip"] = "raise"  # bad records: stop, or skip and count
-    dvc_file: str = "data.dvc"
+    # the DVC pointer that versions `root`; null for data DVC does not track (a read-only pack
+    # outside the repo): then the version is the md5 of the root's content (data.versioning)
+    dvc_file: str | None = "data.dvc"
     name: str = "demo"  # names the metrics: eval.<name>.<variant>.<res>.<metric>
     synthetic: bool = True
     test_fraction: float = Field(0.2, gt=0, lt=1)
@@ -182,6 +184,9 @@ class TeacherConfig(Section):
     checkpoint: str | None = None
     lam: float = Field(0.1, ge=0)
     reduction: Literal["mean", "sum"] = "mean"
+    # embed the training faces (as is and mirrored) with the teacher once, before the stage,
+    # instead of running it every step (vlrface.training.embedding_table)
+    cache: bool = False
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -197,6 +202,9 @@ class TeacherConfig(Section):
 class StageConfig(Section):
     epochs: int = Field(ge=1)
     batch_size: int = Field(128, ge=2)
+    # at most this many batches per epoch (a random subset of the epoch's shuffled faces);
+    # null: every full batch. For a CPU-sized fine-tune of a large training set.
+    steps_per_epoch: int | None = Field(None, ge=1)
     lr: float = Field(0.01, gt=0)
     # schedule "step": lr * gamma ** (milestones <= epoch); "plateau": see PlateauConfig
     schedule: Literal["step", "plateau"] = "step"
@@ -215,11 +223,20 @@ class StageConfig(Section):
     # the stage's steps. Replaces the 'vlr' shorthand.
     policy: dict[str, Any] | None = None
     teacher: TeacherConfig | None = None
+    # the new margin head: random centres, or the starting backbone's class means (a fine-tune
+    # from a pre-trained backbone whose head does not fit the new classes)
+    head_init: Literal["random", "class_means"] = "random"
+    # a folder keeping the teacher's / head init's embedding tables between runs (keyed by
+    # the weights and faces); null: computed in each run
+    embedding_cache: str | None = None
     checkpoint_every: int | None = Field(None, ge=1)  # steps
     checkpoint_dir: str | None = None
     keep_checkpoints: int = Field(2, ge=1)
     resume: bool = False  # continue from checkpoint_dir's last checkpoint
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    # threads that decode/degrade/batch ahead (vlrface.data.loader); batches are the same
+    # whatever the number. 0: one background thread
+    loader_workers: int = Field(0, ge=0)
     mixed_precision: bool = False  # GPU only; ignored (and logged) on a CPU
 
     @field_validator("policy")

@@ -27,5 +27,10 @@ class DataError(VlrfaceError):
     """Bad input data; the message names the file and what is wrong with it."""
 
 
+class StoreError(VlrfaceError):
+    """A remote store (the MLflow server, an S3 bucket, PostgreSQL) is unreachable, missing, or
+    refuses the credentials; the message names the component and its address."""
+
+
 class IntegrityError(VlrfaceError):
     """A model file whose sha256 is not the one recorded for it (or a file nobody recorded)."""

@@ -5,9 +5,10 @@ anything after its creation fails, so a half-written version never stays. ``cham
 only when every rule of the promotion policy (``vlrface.promotion``) passed, judged against the
 champion read under ``champion_lock`` (a lock the registry's database enforces: a lease row
 taken in a ``BEGIN IMMEDIATE`` transaction on sqlite, a session advisory lock on PostgreSQL and
-MySQL), so concurrent promotions serialise. The alias move and its history event are written
-together or not at all (``move_champion``: a write-ahead intent tag, undone on failure or by the
-next ``reconcile``). The decision, its reasons and numbers are tagged on the version either way.
+MySQL, ``flock`` in a local file store), so concurrent promotions serialise. The alias move
+and its history event are written together or not at all (``move_champion``: a write-ahead
+intent tag, undone on failure or by the next ``reconcile``). The decision, its reasons and
+numbers are tagged on the version either way.
 
 History: one registered-model tag per event, ``history.<nanoseconds>`` -> JSON (``event``:
 ``promote`` | ``refuse`` | ``rollback``, ``version``, ``previous`` and ``champion`` before and

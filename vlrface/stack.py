@@ -75,3 +75,143 @@ def active_tracking_uri() -> str:
             "(or `vlrface stack setup`)"
         )
     return tracker.get_tracking_uri()
+
+
+# --------------------------------------------------------------------------------------------
+# team mode: the stack of infra/stacks/local.yaml on a given MLflow server, S3 endpoint and bucket
+
+TEAM_STACK = "vlrface_team"
+S3_SECRET, MLFLOW_SECRET = "vlrface_s3", "vlrface_mlflow"
+
+
+def check_s3(endpoint: str | None, bucket: str, component: str = "S3") -> None:
+    """Raise ``StoreError`` naming ``component`` unless ``bucket`` answers at ``endpoint`` with
+    the credentials of the environment."""
+    import boto3
+    import botocore.exceptions as bx
+
+    from vlrface.errors import StoreError
+
+    where = f"{component} s3://{bucket}" + (f" at {endpoint}" if endpoint else "")
+    try:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").head_bucket(
+            Bucket=bucket
+        )
+    except bx.NoCredentialsError:
+        raise StoreError(
+            f"{where}: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        ) from None
+    except bx.EndpointConnectionError:
+        raise StoreError(f"{where}: cannot connect to the endpoint") from None
+    except bx.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        missing, denied = "the bucket does not exist", "access denied with these credentials"
+        what = {"404": missing, "NoSuchBucket": missing, "403": denied}.get(code, f"error {code}")
+        raise StoreError(f"{where}: {what}") from None
+
+
+def check_mlflow(tracking_uri: str, component: str = "MLflow tracking server") -> None:
+    """Raise ``StoreError`` unless the MLflow server at ``tracking_uri`` answers /health."""
+    import urllib.error
+    import urllib.request
+
+    from vlrface.errors import StoreError
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        raise StoreError(f"{component} {tracking_uri!r}: not an http(s) URL")
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=10) as r:
+            if r.status != 200:
+                raise StoreError(f"{component} {tracking_uri}: /health answered {r.status}")
+    except urllib.error.HTTPError as exc:
+        raise StoreError(f"{component} {tracking_uri}: /health answered {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise StoreError(f"{component} {tracking_uri}: unreachable ({reason})") from None
+
+
+def _ensure_secret(client, name: str, values: dict[str, str]) -> None:
+    try:
+        found = client.get_secret(name)
+    except KeyError:
+        client.create_secret(name, values=values)
+        return
+    if found.secret_values != values:
+        client.update_secret(name, add_or_update_values=values)
+
+
+def ensure_team_stack(
+    tracking_uri: str,
+    s3_endpoint: str | None,
+    bucket: str,
+    definition: dict | None = None,
+) -> str:
+    """Register (or repair) and activate the team stack: ``infra/stacks/local.yaml`` with this
+    MLflow server, S3 endpoint and artifact bucket. The stores are checked first (a clear
+    ``StoreError`` naming the component, nothing registered); credentials go into the ZenML
+    secrets the definition references, from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD."""
+    import os
+
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    from vlrface.errors import StoreError
+    from vlrface.infra import stack_definition
+
+    env = os.environ
+    check_mlflow(tracking_uri)
+    if not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
+        raise StoreError(
+            f"ZenML artifact store s3://{bucket}: no credentials (set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY; they go into the ZenML secret vlrface_s3)"
+        )
+    check_s3(s3_endpoint, bucket, "ZenML artifact store")
+    doc = definition or stack_definition("local")
+    comps = doc["components"]
+    comps["experiment_tracker"]["configuration"]["tracking_uri"] = tracking_uri
+    store = comps["artifact_store"]["configuration"]
+    store["path"] = f"s3://{bucket}"
+    if s3_endpoint:
+        store.setdefault("client_kwargs", {})["endpoint_url"] = s3_endpoint
+    else:
+        store.get("client_kwargs", {}).pop("endpoint_url", None)
+    client = Client()
+    _ensure_secret(
+        client,
+        S3_SECRET,
+        {
+            "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        },
+    )
+    _ensure_secret(
+        client,
+        MLFLOW_SECRET,
+        {
+            "username": env.get("MLFLOW_TRACKING_USERNAME", "vlrface"),
+            "password": env.get("MLFLOW_TRACKING_PASSWORD", "vlrface"),
+        },
+    )
+    ids = {}
+    for key, comp in comps.items():
+        ctype = StackComponentType(key)
+        found = client.list_stack_components(type=ctype, name=comp["name"]).items
+        if not found:
+            made = client.create_stack_component(
+                comp["name"], comp["flavor"], ctype, configuration=comp["configuration"]
+            )
+        elif found[0].configuration != comp["configuration"] and comp["configuration"]:
+            made = client.update_stack_component(
+                comp["name"], ctype, configuration=comp["configuration"]
+            )
+        else:
+            made = found[0]
+        ids[ctype] = made.id
+    name = doc["stack_name"]
+    if client.list_stacks(name=name).items:
+        client.update_stack(name, component_updates={k: [v] for k, v in ids.items()})
+    else:
+        client.create_stack(name, components=ids)
+    client.activate_stack(name)
+    return name

@@ -15,6 +15,12 @@ weights bit for bit on a CPU.
   §3.2; the paper's factor is 1/5, the default here 0.1).
 * Losses: any margin head of ``vlrface.losses`` (``LOSSES``); the softmax cross-entropy of its
   logits, plus ``lam * MSE(teacher(HR), student(LR))`` with a frozen teacher (T-C).
+* Embeddings of the training faces computed once per stage (``embedding_table``, optionally
+  kept on disk under ``embedding_cache``, keyed by the model's weights and the faces): the frozen
+  teacher's (``teacher.cache``: as is and mirrored, so the step reads the teacher's output
+  instead of running it) and the starting backbone's class means as the new margin head's
+  centres (``head_init: class_means``: a warm start that does not disturb a pre-trained backbone
+  with a random head).
 * Checkpoints every N steps (``Checkpointer``): backbone, head and optimizer variables, lr and
   schedule state, epoch/step counters (the data position: batches are pure functions of
   ``(seed, epoch, step)``, the only random draws of a step) and the partial epoch's figures;
@@ -183,15 +189,43 @@ def _logits(head, emb, y, x, stage: Stage):
     return head(emb, y)
 
 
+_MULTI_WORKER = None  # one per process: its collectives are configured once, at creation
+
+
 def make_strategy(name: str):
-    """``tf.distribute`` strategy by name; ``default`` is the no-op default strategy."""
+    """``tf.distribute`` strategy by name; ``default`` is the no-op default strategy.
+
+    ``mirrored`` spans the GPUs, else every logical CPU device when there are several
+    (``tf.config.set_logical_device_configuration``), else the CPU. ``multi_worker`` reads the
+    cluster from ``TF_CONFIG`` (``vlrface.distributed.train_keras_multi_worker`` sets it)."""
+    global _MULTI_WORKER
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
+        cpus = tf.config.list_logical_devices("CPU")
+        if not tf.config.list_logical_devices("GPU") and len(cpus) > 1:
+            return tf.distribute.MirroredStrategy([d.name for d in cpus])
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if _MULTI_WORKER is None:
+            _MULTI_WORKER = tf.distribute.MultiWorkerMirroredStrategy()
+        return _MULTI_WORKER
     raise ConfigError(f"unknown strategy {name!r}; choose default, mirrored or multi_worker")
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes checkpoints: always, unless it is a multi-worker replica
+    other than worker 0 (or the ``chief`` task)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and ("chief" not in resolver.cluster_spec().as_dict())
+    )
 
 
 def mixed_precision_applies(requested: bool) -> bool:
@@ -291,9 +325,11 @@ def build_step(
     teacher=None,
     strategy=None,
     mixed_precision=False,
+    teacher_cached=False,
 ):
     """``(step, optimizer, lr variable)``: the compiled training step ``step(x, y, x_hr) ->
-    (loss, hits, gradient norm)`` (SGDW; ``x_hr`` is read only with a teacher)."""
+    (loss, hits, gradient norm)`` (SGDW; ``x_hr`` is read only with a teacher; with
+    ``teacher_cached`` it is already the teacher's embedding of the HR faces)."""
     strategy = strategy or tf.distribute.get_strategy()
     distributed = strategy is not tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
@@ -320,7 +356,7 @@ def build_step(
             loss = arcface_loss(logits, y)
             if teacher is not None:
                 loss = loss + feature_distillation_loss(
-                    teacher(x_hr, training=False),
+                    x_hr if teacher_cached else teacher(x_hr, training=False),
                     emb,
                     stage.distill_lambda,
                     stage.distill_reduction,
@@ -364,6 +400,7 @@ def train(
     teacher: tf.keras.Model | None = None,
     strategy=None,
     mixed_precision: bool = False,
+    teacher_cached: bool = False,
 ) -> list[dict]:
     """Train ``backbone`` and ``head`` in place; returns one dict of figures per epoch.
 
@@ -377,7 +414,14 @@ def train(
     replicas = strategy.num_replicas_in_sync
     schedule, sched_state = stage.schedule, stage.schedule.initial_state()
     step, opt, lr = build_step(
-        backbone, head, stage, schedule.lr_for(0, sched_state), teacher, strategy, mixed_precision
+        backbone,
+        head,
+        stage,
+        schedule.lr_for(0, sched_state),
+        teacher,
+        strategy,
+        mixed_precision,
+        teacher_cached,
     )
 
     groups = {
@@ -433,9 +477,16 @@ def train(
         elif stage.resume:
             log.info("%s: resume requested, no checkpoint in %s: starting afresh", desc, ckpt.dir)
 
-    def save(epoch: int, next_step: int, global_step: int) -> Path:
+    writer = is_chief(strategy)  # other workers restore from the chief's checkpoints only
+
+    def save(epoch: int, next_step: int, global_step: int) -> Path | None:
         nonlocal last_saved
         last_saved = global_step
+        if not writer:  # read what the chief reads: on-read synced variables all-reduce
+            for variables in groups.values():
+                for v in variables:
+                    v.numpy()
+            return None
         return ckpt.save(
             groups,
             {
@@ -454,6 +505,8 @@ def train(
         )
 
     zeros = np.zeros((batches.batch_size, 1, 1, 1), np.float32)
+    if teacher_cached and batches.teacher_table is None:
+        raise ValueError("teacher_cached needs FaceBatches(teacher_table=...)")
 
     def feed(a):
         if not distributed or replicas == 1:
@@ -583,6 +636,69 @@ def load_teacher(teacher_cfg) -> tf.keras.Model:
     return model
 
 
+def weights_digest(model: tf.keras.Model) -> str:
+    """sha256 over the model's weight arrays (sorted by their own digests, so two definitions
+    holding the same arrays in another layer order agree)."""
+    import hashlib
+
+    digests = sorted(
+        hashlib.sha256(np.ascontiguousarray(w).tobytes()).hexdigest() for w in model.get_weights()
+    )
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def embedding_table(
+    model: tf.keras.Model,
+    root: str,
+    paths,
+    size: int,
+    mirrored: bool,
+    batch: int = 128,
+    cache_dir: str | Path | None = None,
+    desc: str = "embed",
+) -> np.ndarray:
+    """``(N, 2, D)`` float32: ``model``'s inference embedding of each face (``[:, 0]``) and of
+    its mirror image (``[:, 1]``; a copy of ``[:, 0]`` unless ``mirrored``). With ``cache_dir``
+    the table is kept as ``<digest>.npy``, the digest covering the weights, faces and sizes."""
+    import hashlib
+
+    from vlrface.preprocess import load_face, normalize
+
+    paths = [str(p) for p in paths]
+    key = hashlib.sha256(
+        json.dumps([weights_digest(model), str(root), paths, size, mirrored]).encode()
+    ).hexdigest()[:32]
+    cached = Path(cache_dir) / f"{key}.npy" if cache_dir else None
+    if cached is not None and cached.is_file():
+        table = np.load(cached)
+        log.info("%s: embeddings from %s", desc, cached)
+        return table
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    out = []
+    for start in tqdm(range(0, len(paths), batch), desc=desc, unit="batch"):
+        faces = np.stack([load_face(root, p, size) for p in paths[start : start + batch]])
+        views = [faces, faces[:, :, ::-1]] if mirrored else [faces]
+        embs = [fn(tf.constant(normalize(v))).numpy() for v in views]
+        out.append(np.stack(embs if mirrored else embs * 2, axis=1))
+    table = np.concatenate(out).astype(np.float32)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        part = cached.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(part, table)
+        os.replace(part, cached)  # never a half-written table under the final name
+    return table
+
+
+def class_mean_centres(table: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(D, C)`` unit-norm class means of the unit-norm embeddings ``table[:, 0]``: a margin
+    head's centres that start where a pre-trained backbone already puts each class."""
+    emb = table[:, 0] / np.maximum(np.linalg.norm(table[:, 0], axis=1, keepdims=True), 1e-12)
+    sums = np.zeros((n_classes, emb.shape[1]), np.float64)
+    np.add.at(sums, labels, emb)
+    centres = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return centres.T.astype(np.float32)
+
+
 def run_stage(
     manifest,
     root: str,
@@ -634,6 +750,15 @@ def run_stage(
                 backbone = build_model(model_cfg)
             finally:
                 tf.keras.mixed_precision.set_global_policy("float32")
+        size = int(backbone.input_shape[1])
+        fits = centres is not None and centres.shape == (backbone.output_shape[-1], len(labels))
+        if stage_cfg.head_init == "class_means" and not fits:
+            start = embedding_table(
+                backbone, root, train_df.path, size, False, cache_dir=stage_cfg.embedding_cache,
+                desc=f"{desc} head init",
+            )  # fmt: skip
+            codes = train_df.identity.map(labels).to_numpy(np.int64)
+            centres = class_mean_centres(start, codes, len(labels))
         # the head next, so that its initialisation does not depend on what follows
         head = make_head(len(labels), int(backbone.output_shape[-1]), stage, centres)
         if given and stage.strategy != "default":  # a strategy's variables live in its scope
@@ -654,7 +779,16 @@ def run_stage(
                 f"{backbone.output_shape[-1]}-d: the distillation MSE needs equal sizes"
             )
         teacher.trainable = False
+    cached = teacher is not None and stage_cfg.teacher is not None and stage_cfg.teacher.cache
+    table = None
+    if cached:
+        table = embedding_table(
+            teacher, root, train_df.path, size, stage_cfg.flip,
+            cache_dir=stage_cfg.embedding_cache, desc=f"{desc} teacher",
+        )  # fmt: skip
     per_epoch = len(train_df) // stage.batch_size
+    if stage_cfg.steps_per_epoch is not None:
+        per_epoch = min(per_epoch, stage_cfg.steps_per_epoch)
     policy = build_policy(stage_cfg.policy_config(), max(stage.epochs * per_epoch, 1))
     batches = FaceBatches(
         root,
@@ -666,6 +800,9 @@ def run_stage(
         flip=stage_cfg.flip,
         vlr=policy,
         with_hr=teacher is not None,
+        workers=stage_cfg.loader_workers,
+        teacher_table=table,
+        max_batches=stage_cfg.steps_per_epoch,
     )
     info = {
         "policy": policy.policy_dict() if policy is not None else None,
@@ -682,26 +819,31 @@ def run_stage(
         "mixed_precision": mixed,
         "teacher": (
             {"lam": stage.distill_lambda, "reduction": stage.distill_reduction}
-            | {"name": teacher.name}
+            | {"name": teacher.name, "cached": bool(cached)}
             if teacher is not None
             else None
         ),
+        "head_init": stage_cfg.head_init,
         "steps_per_epoch": len(batches),
         "total_steps": stage.epochs * len(batches),
     }
     if on_start is not None:
         on_start(info)
-    history = train(
-        backbone,
-        head,
-        batches,
-        stage,
-        desc=desc,
-        on_epoch=on_epoch,
-        progress=progress,
-        on_step=on_step,
-        teacher=teacher,
-        strategy=strategy,
-        mixed_precision=mixed,
-    )
+    try:
+        history = train(
+            backbone,
+            head,
+            batches,
+            stage,
+            desc=desc,
+            on_epoch=on_epoch,
+            progress=progress,
+            on_step=on_step,
+            teacher=teacher,
+            strategy=strategy,
+            mixed_precision=mixed,
+            teacher_cached=cached,
+        )
+    finally:
+        batches.close()
     return backbone, head.centres.numpy(), history

@@ -43,10 +43,11 @@ during training; data are prepared on the CPU; the models come back on the CPU. 
 state is checkpointed too.
 
 DDP: with ``ddp: true`` and an initialised ``torch.distributed`` process group of more than one
-process, the student is wrapped in ``DistributedDataParallel`` and each rank takes every
-``world``-th row of the global batch; only rank 0 writes checkpoints. In one process (this
-project's CPU runs) the option changes nothing. The multi-process path is not exercised by the
-tests here.
+process, the student and head are wrapped (as one module) in ``DistributedDataParallel`` and each
+rank takes every ``world``-th row of the global batch; the logged loss/accuracy are the global
+batch's (all-reduced); only rank 0 writes checkpoints, every rank resumes from them. In one process
+the option changes nothing. ``vlrface.distributed.train_torch_ddp`` runs it on N processes
+(torchrun, gloo); ``tests/test_distributed.py`` compares it with one process.
 """
 
 from __future__ import annotations
@@ -407,6 +408,32 @@ def _rank_world(ddp: bool) -> tuple[int, int]:
     return 0, 1
 
 
+class _Joint(nn.Module):
+    """Backbone and head as one module, so that DDP all-reduces the head's gradients too."""
+
+    def __init__(self, model: nn.Module, head: nn.Module):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, x, y):
+        emb = self.model(x)
+        return emb, self.head(emb, y)
+
+
+def _global(values: list, n: int, world: int) -> list[float]:
+    """Per-rank ``[mean loss, mean cls loss, hits, (mean distill)]`` -> the global batch's (means
+    weighted by each rank's rows, hits summed)."""
+    if world == 1:
+        return [float(v) for v in values]
+    import torch.distributed as dist
+
+    t = torch.stack([v.float().reshape(()) * (n if i != 2 else 1) for i, v in enumerate(values)])
+    t = torch.cat([t, torch.tensor([float(n)])])
+    dist.all_reduce(t)
+    rows = float(t[-1])
+    return [float(t[i]) if i == 2 else float(t[i]) / rows for i in range(len(values))]
+
+
 def data_hash(manifest: pd.DataFrame) -> str:
     """sha256 of the rows' paths and identities, in order."""
     import hashlib
@@ -548,11 +575,11 @@ def train(
             parts = state["parts"]
             history = state["history"]
             resumed_from = step
-        student = model
-        if world > 1:
+        forward = _Joint(model, head)
+        if world > 1:  # one DDP module over backbone and head: the head's gradients all-reduce too
             from torch.nn.parallel import DistributedDataParallel
 
-            student = DistributedDataParallel(model)
+            forward = DistributedDataParallel(forward)
 
         def checkpoint(epoch_: int, batch_: int) -> None:
             if ckpt_path is None or rank != 0:
@@ -602,8 +629,7 @@ def train(
                 x, y = x.to(device), y.to(device)
                 x_hr = x_hr.to(device) if x_hr is not None else None
                 lr = schedule.lr
-                emb = student(x)
-                logits = head(emb, y)
+                emb, logits = forward(x, y)
                 cls_loss = F.cross_entropy(logits, y)
                 loss = cls_loss
                 distill = None
@@ -630,15 +656,20 @@ def train(
                         f"(epoch {epoch + 1}); training stopped, {kept()}"
                     )
                 step += 1
-                loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.detach().argmax(1) == y).sum())
-                seen += len(y)
-                record = {"loss": float(loss.detach()), "cls_loss": float(cls_loss.detach())}
+                figures = [loss.detach(), cls_loss.detach(), (logits.detach().argmax(1) == y).sum()]
                 if distill is not None:
-                    record["distill_loss"] = float(distill.detach())
+                    figures.append(distill.detach())
+                figures = _global(figures, len(y), world)  # the global batch's figures
+                n = stage.batch_size if world > 1 else len(y)
+                loss_sum += figures[0] * n
+                correct += int(round(figures[2]))
+                seen += n
+                record = {"loss": figures[0], "cls_loss": figures[1]}
+                if distill is not None:
+                    record["distill_loss"] = figures[3]
                 for k in ("cls_loss", "distill_loss"):
                     if k in record:
-                        parts[k] = parts.get(k, 0.0) + record[k] * len(y)
+                        parts[k] = parts.get(k, 0.0) + record[k] * n
                 record["lr"] = lr
                 if isinstance(policy, CurriculumPolicy):
                     record["degrade_p"] = now.probability

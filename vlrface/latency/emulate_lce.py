@@ -64,7 +64,8 @@ def check_binary(binary: str | Path) -> Path:
     path = Path(binary)
     if not path.is_file():
         raise EmulationError(f"{path}: LCE benchmark binary not found (latency.benchmark_binary)")
-    head = path.read_bytes()[:20] if path.stat().st_size >= 20 else path.read_bytes()
+    with path.open("rb") as f:
+        head = f.read(20)
     if head[:4] != b"\x7fELF":
         raise EmulationError(f"{path}: not an ELF executable; expected an aarch64 build")
     order = "little" if head[5:6] == b"\x01" else "big"
@@ -182,7 +183,9 @@ def count_instructions(
     model = Path(model)
     if not model.is_file():
         raise EmulationError(f"{model}: no such file")
-    if model.read_bytes()[4:8] != b"TFL3":
+    with model.open("rb") as f:
+        identifier = f.read(8)[4:8]
+    if identifier != b"TFL3":
         raise EmulationError(f"{model}: not a TFLite flatbuffer (no TFL3 identifier)")
     qemu = find_qemu()
     binary, sysroot = check_binary(binary), check_sysroot(sysroot)

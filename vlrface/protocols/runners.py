@@ -7,7 +7,8 @@ returns ``(metrics, artifacts)``: metrics named ``eval.<protocol>.<variant>.<res
 (the names MLflow logs and ``vlrface evaluate --json`` prints), artifacts the score arrays,
 CMC results and matrices the plots need. The protocols, their variants and names are documented
 in their modules: ``lfw``, ``scface``, ``tinyface``, ``survface``, ``ijb`` (``ijbb``/``ijbc``),
-``vggface2_pose``.
+``vggface2_pose``, and ``identities`` (any identity-folder tree or insightface pack: HR gallery
+vs LR probes).
 
 ``PROTOCOLS`` maps a protocol name to its runner; ``PROTOCOL_FILES`` to the keyword arguments
 that name its protocol files (the CLI's ``--<file>`` options). The ``ALIGNABLE`` runners take
@@ -16,6 +17,7 @@ that name its protocol files (the CLI's ``--<file>`` options). The ``ALIGNABLE``
 
 from __future__ import annotations
 
+from vlrface.protocols.identities import run_identities
 from vlrface.protocols.ijb import run_ijbb, run_ijbc
 from vlrface.protocols.lfw import run_lfw
 from vlrface.protocols.scface import run_scface
@@ -31,6 +33,7 @@ PROTOCOLS = {
     "ijbb": run_ijbb,
     "ijbc": run_ijbc,
     "vggface2_pose": run_vggface2_pose,
+    "identities": run_identities,
 }
 
 PROTOCOL_FILES = {
@@ -41,6 +44,7 @@ PROTOCOL_FILES = {
     "ijbb": (),
     "ijbc": (),
     "vggface2_pose": (),
+    "identities": (),
 }
 
 # protocols whose runner aligns faces (``align``: auto | landmarks | detector | none); the
@@ -55,6 +59,7 @@ DEFAULT_RESOLUTIONS = {
     "ijbb": (8, 16, 24, 32, 64, 128),
     "ijbc": (8, 16, 24, 32, 64, 128),
     "vggface2_pose": (),
+    "identities": (7, 14, 28),
 }
 
 

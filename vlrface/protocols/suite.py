@@ -19,10 +19,10 @@ embedder, so the same code evaluates a Keras model and its LCE flatbuffer
 (``embedders.LCEEmbedder``). The metric names do not say which backend produced them; the
 backend is recorded in ``metrics.json`` (and the evaluate step logs it as a param).
 
-Names known before a run (``known_metric_names``): LFW and TinyFace, whose names depend only on
-the configured resolutions. SCface (cameras present), SurvFace, IJB-B/C (which 1:N figures
-the galleries allow) and VGGFace2-Pose (poses present) name metrics after what the data holds, so
-configuration checks can only check their ``eval.<protocol>.`` prefix.
+Names known before a run (``known_metric_names``): LFW, TinyFace and ``identities``, whose names
+depend only on the configured resolutions. SCface (cameras present), SurvFace, IJB-B/C (which
+1:N figures the galleries allow) and VGGFace2-Pose (poses present) name metrics after what the
+data holds, so configuration checks can only check their ``eval.<protocol>.`` prefix.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from vlrface.protocols import runners
 from vlrface.protocols.common import exp_suffix
 from vlrface.protocols.identification import CLOSED_SET_RANKS
 
-KNOWN_AHEAD = ("lfw", "tinyface")
+KNOWN_AHEAD = ("lfw", "tinyface", "identities")
 
 
 def _field(entry, key: str, default=None):
@@ -69,6 +69,10 @@ def known_metric_names(entry) -> list[str] | None:
     if name == "tinyface":
         metrics = [f"rank{k}" for k in CLOSED_SET_RANKS] + ["mAP"]
         return [f"eval.tinyface.devkit.{r}.{m}" for r in ["native", *res] for m in metrics]
+    if name == "identities":
+        from vlrface.protocols.identities import metric_names
+
+        return metric_names(res)
     return None
 
 

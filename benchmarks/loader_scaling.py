@@ -1,0 +1,91 @@
+"""Training-loader throughput against worker processes, and what a GPU node needs.
+
+    TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/loader_scaling.py [--workers 0 1 2]
+        [--images 768] [--batch 64] [--epochs 2]
+
+``FaceBatches(workers=N)`` (decode, VLR-degrade with p=0.5, flip, normalise, stack) over a
+synthetic 112 px CASIA-layout set; img/s is timed over the epochs after a first, warm-up epoch
+(pool start-up excluded); the batches are checked equal across worker counts. Prints JSON: img/s
+per worker count, the speed-up of 2 workers over 1, img/s per core (the 1-worker figure), the
+load average before and after (this machine is shared: the figures are only as clean as the
+load), and the cores a GPU consumes at ``--gpu-img-s`` (default 1700 img/s: see
+docs/scale-out.md for where that figure comes from).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+import time
+
+
+def run(root, manifest, workers: int, batch: int, epochs: int, kind: str) -> tuple[float, str]:
+    from vlrface.data.loader import FaceBatches
+    from vlrface.data.records import label_map
+    from vlrface.degrade import VLRPolicy
+
+    fb = FaceBatches(root, manifest, label_map(manifest), batch, seed=0,
+                     vlr=VLRPolicy(probability=0.5), workers=workers, kind=kind)  # fmt: skip
+    digest = hashlib.sha256()
+    try:
+        for b in fb.epoch(0):  # warm-up: the pool starts, files enter the page cache
+            digest.update(b[0].tobytes())
+        t0 = time.perf_counter()
+        n = 0
+        for e in range(1, epochs + 1):
+            for b in fb.epoch(e):
+                n += len(b[1])
+        return n / (time.perf_counter() - t0), digest.hexdigest()[:16]
+    finally:
+        fb.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--images", type=int, default=768)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--kind", choices=["thread", "process"], default="thread")
+    p.add_argument("--gpu-img-s", type=float, default=1700.0)
+    p.add_argument("--node-cores", type=int, default=8, help="CPU cores per GPU on the node")
+    a = p.parse_args()
+    from vlrface.data.manifest import build_manifest
+    from vlrface.data.synthetic import write_casia_layout
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        ids = 32
+        write_casia_layout(tmp, ids, -(-a.images // ids), seed=0, progress=False)
+        manifest = build_manifest("casia_webface", tmp, progress=False)
+        rates, digests = {}, set()
+        for w in a.workers:
+            rates[w], d = run(tmp, manifest, w, a.batch, a.epochs, a.kind)
+            digests.add(d)
+    out = {
+        "images": len(manifest),
+        "batch": a.batch,
+        "kind": a.kind,
+        "cpu_count": os.cpu_count(),
+        "load_avg_before": load_before,
+        "load_avg_after": os.getloadavg(),
+        "img_per_s": {str(w): round(r, 1) for w, r in rates.items()},
+        "same_batches_for_every_worker_count": len(digests) == 1,
+    }
+    if 1 in rates and 2 in rates:
+        out["speedup_2_vs_1"] = round(rates[2] / rates[1], 2)
+    if 1 in rates:
+        per_core = rates[1]
+        out["img_per_s_per_core"] = round(per_core, 1)
+        out["gpu_img_per_s_assumed"] = a.gpu_img_s
+        out["cores_to_feed_one_gpu"] = round(a.gpu_img_s / per_core, 1)
+        out["node_cores_per_gpu"] = a.node_cores
+        out["node_feeds_gpu"] = per_core * a.node_cores >= a.gpu_img_s
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

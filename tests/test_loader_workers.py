@@ -1,0 +1,49 @@
+"""The training loader's worker processes: the same batches, bit for bit, whatever their number
+(a batch is a pure function of seed, epoch and step), and a resumed epoch starts where it should."""
+
+import numpy as np
+import pytest
+
+from vlrface.data.loader import FaceBatches
+from vlrface.data.records import label_map
+from vlrface.degrade import VLRPolicy
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    from vlrface.data.manifest import build_manifest
+    from vlrface.data.synthetic import write_casia_layout
+
+    root = write_casia_layout(tmp_path_factory.mktemp("faces"), 5, 4, seed=1, progress=False)
+    return root, build_manifest("casia_webface", root, progress=False)
+
+
+def _epoch(faces, workers, epoch=1, start=0, kind="thread"):
+    root, manifest = faces
+    batches = FaceBatches(root, manifest, label_map(manifest), 4, seed=7, size=56,
+                          vlr=VLRPolicy(probability=0.7, sizes=(7, 14)), with_hr=True,
+                          workers=workers, kind=kind)  # fmt: skip
+    try:
+        return list(batches.epoch(epoch, start=start))
+    finally:
+        batches.close()
+
+
+def test_batches_are_the_same_whatever_the_workers(faces):
+    one = _epoch(faces, 0)
+    assert len(one) == 5
+    for workers, kind in ((1, "thread"), (2, "thread"), (2, "process")):
+        got = _epoch(faces, workers, kind=kind)
+        assert len(got) == len(one)
+        for a, b in zip(one, got, strict=True):
+            for x, y in zip(a, b, strict=True):
+                assert x.dtype == y.dtype and np.array_equal(x, y)
+    resumed = _epoch(faces, 2, start=3)
+    for a, b in zip(one[3:], resumed, strict=True):
+        assert np.array_equal(a[0], b[0])
+
+
+def test_negative_workers_is_refused(faces):
+    root, manifest = faces
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        FaceBatches(root, manifest, label_map(manifest), 4, seed=0, workers=-1)
