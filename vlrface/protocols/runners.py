@@ -49,7 +49,7 @@ PROTOCOL_FILES = {
 
 # protocols whose runner aligns faces (``align``: auto | landmarks | detector | none); the
 # native low-resolution sets (TinyFace, SurvFace) are read as they are
-ALIGNABLE = ("lfw", "scface", "ijbb", "ijbc", "vggface2_pose")
+ALIGNABLE = ("lfw", "scface", "ijbb", "ijbc", "vggface2_pose", "identities")
 
 DEFAULT_RESOLUTIONS = {
     "lfw": (7, 14, 21, 28, 56, 112),
