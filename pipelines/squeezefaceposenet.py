@@ -15,6 +15,7 @@ from __future__ import annotations
 from zenml import pipeline
 
 from steps import (
+    align_data,
     evaluate_onnx,
     export_onnx,
     finetune_torch,
@@ -37,7 +38,9 @@ def torch_graph(given: dict) -> None:
     c = cfg.model_dump(mode="json")
     version = versioning.resolve(cfg.data.dvc_file, cfg.data.root)
     manifest, data_info = load_data(data=c["data"], data_version=version.as_dict(), seed=cfg.seed)
-    validate_data(manifest, data=c["data"])
+    # training reads aligned faces only: later steps read images from the aligned copy
+    manifest, faces = align_data(manifest, data=c["data"], data_version=version.as_dict())
+    validate_data(manifest, data=faces)
     if cfg.model.pretrained:
         pretrained = load_torch_pretrained(
             model=c["model"],
@@ -45,16 +48,21 @@ def torch_graph(given: dict) -> None:
             after="validate_data",
         )
     else:
-        pre_manifest, pre_data, after = manifest, c["data"], ["validate_data"]
+        pre_manifest, pre_data, after = manifest, faces, ["validate_data"]
         if cfg.pretrain_data is not None:
             pre = cfg.pretrain_data
             pre_version = versioning.resolve(pre.dvc_file, pre.root)
-            pre_data = c["pretrain_data"]
             pre_manifest, _ = load_data(
-                data=pre_data,
+                data=c["pretrain_data"],
                 data_version=pre_version.as_dict(),
                 seed=cfg.seed,
                 id="load_pretrain_data",
+            )
+            pre_manifest, pre_data = align_data(
+                pre_manifest,
+                data=c["pretrain_data"],
+                data_version=pre_version.as_dict(),
+                id="align_pretrain_data",
             )
             validate_data(pre_manifest, data=pre_data, id="validate_pretrain_data")
             after.append("validate_pretrain_data")
@@ -67,12 +75,10 @@ def torch_graph(given: dict) -> None:
             after=after,
         )
     finetuned, _ = finetune_torch(
-        pretrained, manifest, data=c["data"], model=c["model"], stage=c["finetune"], seed=cfg.seed
+        pretrained, manifest, data=faces, model=c["model"], stage=c["finetune"], seed=cfg.seed
     )
-    onnx, export_report = export_onnx(finetuned, manifest, data=c["data"], export=c["export"])
-    metrics = evaluate_onnx(
-        onnx, manifest, data=c["data"], evaluation=c["evaluation"], seed=cfg.seed
-    )
+    onnx, export_report = export_onnx(finetuned, manifest, data=faces, export=c["export"])
+    metrics = evaluate_onnx(onnx, manifest, data=faces, evaluation=c["evaluation"], seed=cfg.seed)
     latency_report = onnx_latency_gate(onnx, latency=c["latency"])
     register_torch(finetuned, onnx, metrics, export_report, latency_report, data_info, config=c)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from zenml import pipeline
 
 from steps import (
+    align_data,
     evaluate_model,
     export_lce,
     finetune_model,
@@ -60,12 +61,14 @@ def train_binaryfacenet(
     version = versioning.resolve(cfg.data.dvc_file, cfg.data.root)
 
     manifest, data_info = load_data(data=c["data"], data_version=version.as_dict(), seed=cfg.seed)
-    validate_data(manifest, data=c["data"])
+    # training reads aligned faces only: later steps read images from the aligned copy
+    manifest, faces = align_data(manifest, data=c["data"], data_version=version.as_dict())
+    validate_data(manifest, data=faces)
     pretrained_version = None
     if cfg.model.pretrained:
         pretrained, centres = load_pretrained(
             manifest,
-            data=c["data"],
+            data=faces,
             model=c["model"],
             checkpoint_sha256=provenance.sha256_file(versioning.existing(cfg.model.pretrained)),
             after="validate_data",
@@ -73,7 +76,7 @@ def train_binaryfacenet(
     else:
         pretrained, centres, history = pretrain_model(
             manifest,
-            data=c["data"],
+            data=faces,
             model=c["model"],
             stage=c["pretrain"],
             seed=cfg.seed,
@@ -86,7 +89,7 @@ def train_binaryfacenet(
         pretrained,
         centres,
         manifest,
-        data=c["data"],
+        data=faces,
         model=c["model"],
         stage=c["finetune"],
         seed=cfg.seed,
@@ -101,9 +104,9 @@ def train_binaryfacenet(
         id="register_finetuned",
     )
     metrics = evaluate_model(
-        finetuned, manifest, data=c["data"], evaluation=c["evaluation"], seed=cfg.seed
+        finetuned, manifest, data=faces, evaluation=c["evaluation"], seed=cfg.seed
     )
-    tflite, export_report = export_lce(finetuned, manifest, data=c["data"], export=c["export"])
+    tflite, export_report = export_lce(finetuned, manifest, data=faces, export=c["export"])
     latency_report = latency_gate(
         tflite, export_report, latency=c["latency"], environment=sources.environment(cfg.latency)
     )

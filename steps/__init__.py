@@ -1,6 +1,6 @@
 """ZenML steps: thin wiring around the ``vlrface`` library."""
 
-from steps.data import load_data, validate_data
+from steps.data import align_data, load_data, validate_data
 from steps.evaluation import evaluate_model
 from steps.export import export_lce
 from steps.latency import latency_gate
@@ -17,6 +17,7 @@ from steps.torch_steps import (
 from steps.training import finetune_model, load_pretrained, pretrain_model
 
 __all__ = [
+    "align_data",
     "evaluate_model",
     "evaluate_onnx",
     "export_lce",

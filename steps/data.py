@@ -11,6 +11,7 @@ from zenml import log_metadata, step
 
 from steps import cache
 from vlrface.config import DataConfig
+from vlrface.data import alignment
 from vlrface.data.records import identity_split
 from vlrface.data.training_set import training_rows
 from vlrface.data.validation import (
@@ -62,6 +63,58 @@ def load_data(
     mlflow.log_dict(release.attrs["provenance"], "data_validation/manifest_provenance.json")
     log_metadata(metadata={"data": info})
     return manifest, info
+
+
+@step(experiment_tracker=TRACKER, cache_policy=cache.DATA)
+def align_data(
+    manifest: pd.DataFrame, data: dict, data_version: dict
+) -> tuple[Annotated[pd.DataFrame, "aligned_manifest"], Annotated[dict, "aligned_data"]]:
+    """Training reads aligned faces only: a raw release (``vlrface.data.alignment.plan``) is
+    aligned into a copy keyed on its data version (``data.align_dir``), with the release's own
+    landmarks or the face detector (``data.align``); an aligned one passes through. Returns the
+    manifest and the ``data`` section every later step reads images with (``root`` the aligned
+    copy). Logs how many faces each source gave and lists the photos without a face."""
+    cfg = DataConfig(**data)
+    sources = manifest["source"].astype(str) if "source" in manifest else None
+    groups = (
+        [(cfg.layout, manifest)] if sources is None else list(manifest.groupby(sources, sort=True))
+    )
+    plans = {str(src): alignment.plan(rows, str(src), cfg.align, cfg.image_size, cfg.root)
+             for src, rows in groups}  # fmt: skip
+    mlflow.set_tag("data.align", cfg.align)
+    if set(plans.values()) == {"none"}:
+        applied = "none (aligned release)" if cfg.align != "none" else "none"
+        mlflow.set_tag("data.align.applied", applied)
+        log_metadata(metadata={"alignment": {"applied": "none", "plans": plans}})
+        return manifest, data
+    if "none" in plans.values():
+        raise alignment.DataError(
+            f"{cfg.root}: data.datasets mixes aligned and raw releases ({plans}); align the raw "
+            "one first (vlrface data align) and point data.datasets at the aligned copy"
+        )
+    out = alignment.cache_dir(
+        Path(cfg.align_dir).resolve(),
+        f"{cfg.name}-{'+'.join(cfg.layouts())}",
+        data_version["md5"],
+        cfg.align,
+        alignment.template_size(cfg.image_size),
+    )
+    aligned, report = alignment.align_manifest(
+        manifest, cfg.root, out, mode=cfg.align, layout=cfg.layout,
+        image_size=alignment.template_size(cfg.image_size), workers=cfg.align_workers,
+    )  # fmt: skip
+    print(f"alignment ({cfg.align}) of {cfg.root}: {alignment.summary(report)}")
+    if report["no_face"]:
+        print(f"no face found in {len(report['no_face'])} photo(s), left out (listed in "
+              f"{out / alignment.NO_FACE}), e.g. {report['no_face'][0]}")  # fmt: skip
+    mlflow.set_tag("data.align.applied", "aligned")
+    for src, counts in report["per_source"].items():
+        for key in ("images", "landmarks", "detector", "no_face"):
+            mlflow.log_metric(f"data.align.{src}.{key}", counts[key])
+    mlflow.log_metric("data.align.images_per_second", report["images_per_second"])
+    mlflow.log_dict(report, "data_alignment/alignment.json")
+    log_metadata(metadata={"alignment": {k: v for k, v in report.items() if k != "no_face"}})
+    return aligned, {**data, "root": str(out)}
 
 
 def _as_released(manifest: pd.DataFrame, cfg: DataConfig):

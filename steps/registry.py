@@ -196,6 +196,28 @@ def synthetic_note(data_info: dict) -> str:
     return " on SYNTHETIC demo data" if data_info["synthetic"] else ""
 
 
+def serving_settings(metrics: dict, data_info: dict, config: dict) -> tuple[dict, dict]:
+    """``(serving.save keywords, version tags)``: the verification threshold calibrated on the
+    run's held-out evaluation (the HR-HR score at FAR ``evaluation.far``), so ``vlrface verify``
+    decides same / different, and whether the model learnt from synthetic faces (every
+    ``verify`` / ``identify`` answer says so)."""
+    from vlrface.protocols.verification import threshold_suffix, verification_threshold
+
+    data, far = config["data"], config["evaluation"]["far"]
+    threshold = verification_threshold(metrics, data["name"], data["image_size"], far)
+    source = f"eval.{data['name']}.hr_hr.{data['image_size']}.{threshold_suffix(far)}"
+    tags = {"data.align": data.get("align", "auto")}
+    if threshold is not None:
+        tags.update(
+            {
+                "verification.threshold": f"{threshold:.6g}",
+                "verification.far": f"{far:g}",
+                "verification.threshold_metric": source,
+            }
+        )
+    return {"threshold": threshold, "synthetic": bool(data_info["synthetic"])}, tags
+
+
 @step(experiment_tracker=TRACKER, cache_policy=cache.REGISTRY)
 def register_model(
     model: tf.keras.Model,
@@ -227,6 +249,8 @@ def register_model(
         **_lineage(pretrained_version, finetuned_version),
         **gate_tags(export_report, latency_report, {**metrics, **efficiency}),
     }
+    served, verification = serving_settings(metrics, data_info, config)
+    tags.update(verification)
     description = (
         f"{config['model']['name']} trained{synthetic_note(data_info)} "
         f"(data md5 {data_info['dvc_md5']})"
@@ -236,7 +260,7 @@ def register_model(
         # `mlflow models serve -m models:/<name>@champion` serves it; the Keras backbone beside it
         flatbuffer = Path(tmp) / f"{cfg.model_name}.tflite"
         write_atomic(flatbuffer, tflite)
-        folder = serving.save(Path(tmp) / "model", flatbuffer, int(model.input_shape[1]))
+        folder = serving.save(Path(tmp) / "model", flatbuffer, int(model.input_shape[1]), **served)
         save_keras(model, str(folder / "backbone.keras"))
         return publish(
             cfg, folder, tags, config, description, (pretrained_version, finetuned_version)

@@ -20,7 +20,13 @@ from zenml import log_metadata, step
 
 from steps import cache
 from steps.evaluation import log_heldout
-from steps.registry import gate_tags, provenance_tags, publish, synthetic_note
+from steps.registry import (
+    gate_tags,
+    provenance_tags,
+    publish,
+    serving_settings,
+    synthetic_note,
+)
 from vlrface import provenance, serving
 from vlrface.config import DataConfig, EvalConfig
 from vlrface.config_torch import (
@@ -365,6 +371,8 @@ def register_torch(
         "model.format": "onnx",
         **gate_tags(export_report, latency_report, {**metrics, **efficiency}),
     }
+    served, verification = serving_settings(metrics, data_info, config)
+    tags.update(verification)
     description = (
         f"{config['model']['name']} (PyTorch, ONNX) trained{synthetic_note(data_info)} "
         f"(data md5 {data_info['dvc_md5']})"
@@ -374,7 +382,7 @@ def register_torch(
         # checkpoint beside it
         path = Path(tmp) / f"{cfg.model_name}.onnx"
         write_atomic(path, onnx)
-        folder = serving.save(Path(tmp) / "model", path)
+        folder = serving.save(Path(tmp) / "model", path, **served)
         # the checkpoint without pickle: weights as .npz, config and preprocessing as JSON
         from vlrface import training_torch as tt
 

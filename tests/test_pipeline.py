@@ -124,6 +124,7 @@ def test_first_run_completes_and_becomes_champion(project, first_run):
     steps = statuses(first_run)
     assert set(steps) == {
         "load_data",
+        "align_data",
         "validate_data",
         "pretrain_model",
         "finetune_model",
@@ -139,7 +140,7 @@ def test_first_run_completes_and_becomes_champion(project, first_run):
     metrics, tags = mlflow_run_metrics(first_run)
     for res in (112, 7, 14):
         variant = "hr_hr" if res == 112 else "hr_lr"
-        for m in ("acc", "acc_std", "tar_far_1e-3"):
+        for m in ("acc", "acc_std", "tar_far_1e-3", "threshold_far_1e-3"):
             assert f"eval.tiny.{variant}.{res}.{m}" in metrics
     for variant in ("hr_lr", "lr_lr"):  # the LFW protocol of evaluation.protocols
         for m in ("acc", "acc_std", "tar_far_1e-3"):
@@ -153,6 +154,7 @@ def test_first_run_completes_and_becomes_champion(project, first_run):
     figures = {a.path for a in mlflow_client().list_artifacts(mrun.info.run_id, "eval/lfw")}
     assert {"eval/lfw/roc_lfw.png", "eval/lfw/det_lfw.png", "eval/lfw/metrics.json"} <= figures
     assert tags["data.synthetic"] == "true"
+    assert tags["data.align"] == "auto" and tags["data.align.applied"] == "none (aligned release)"
 
     client = mlflow_client()
     version = client.get_model_version_by_alias("tinyfacenet", "champion")
@@ -257,7 +259,15 @@ def test_champion_is_served_by_mlflow_pyfunc(project, first_run):
         env={**os.environ, "MLFLOW_TRACKING_URI": store},
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout)["score"] == pytest.approx(1.0, abs=1e-5)
+    answer = json.loads(out.stdout)
+    assert answer["score"] == pytest.approx(1.0, abs=1e-5)
+    # the threshold calibrated on the held-out split decides; the synthetic origin is said
+    version = mlflow_client().get_model_version_by_alias("tinyfacenet", "champion")
+    threshold = float(version.tags["verification.threshold"])
+    assert version.tags["verification.threshold_metric"] == "eval.tiny.hr_hr.112.threshold_far_1e-3"
+    assert answer["threshold"] == pytest.approx(threshold, rel=1e-5)
+    assert answer["same"] == (answer["score"] > answer["threshold"])
+    assert "SYNTHETIC" in answer["warning"] and version.tags["data.synthetic"] == "true"
 
     mlflow.set_tracking_uri(store)
     served = mlflow.pyfunc.load_model(uri)

@@ -94,8 +94,12 @@ def test_lfw_oracle_is_perfect_with_stable_names(tmp_path):
     oracle, res = Oracle(), [7, 14, 28, 112]
     for path, ident in zip(truth["manifest"]["path"], truth["manifest"]["identity"], strict=True):
         oracle.teach(prepare(load_face(tmp_path, path), center_crop=0.56), ident, res)
-    metrics, art = PROTOCOLS["lfw"](oracle, tmp_path, resolutions=res, progress=False)
+    # align="none": the centre crop the oracle was taught (alignment has its own tests)
+    metrics, art = PROTOCOLS["lfw"](oracle, tmp_path, resolutions=res, progress=False, align="none")
     assert oracle.misses == 0
+    stats = art["alignment"]
+    assert stats["align"] == "none" and stats["none"] > 0
+    assert stats["landmarks"] == stats["detector"] == stats["fallback"] == 0
     expected = {
         f"eval.lfw.{v}.{r}.{m}"
         for v in ("hr_lr", "lr_lr")
@@ -112,7 +116,9 @@ def test_lfw_oracle_is_perfect_with_stable_names(tmp_path):
 def test_lfw_matches_direct_computation_per_side(tmp_path):
     truth = write_lfw(tmp_path)
     emb = Projection()
-    metrics, art = PROTOCOLS["lfw"](emb, tmp_path, resolutions=[7, 21], progress=False)
+    metrics, art = PROTOCOLS["lfw"](
+        emb, tmp_path, resolutions=[7, 21], progress=False, align="none"
+    )
     pairs = truth["pairs"]
     faces = {
         p: prepare(load_face(tmp_path, p), center_crop=0.56)
@@ -359,6 +365,24 @@ def test_cli_evaluate_lfw_prints_every_metric(tmp_path):
     }
     assert names <= set(out["metrics"])
     assert all(isinstance(v, float) for v in out["metrics"].values())
+    how = out["alignment"]  # raw LFW: the detector by default, fallbacks counted
+    assert how["align"] == "auto" and how["landmarks"] == 0
+    assert how["detector"] + how["fallback"] == len(set(out_paths(tmp_path / "lfw")))
+
+    plain = CliRunner().invoke(main, [*args[:-1], "--align", "none"])
+    assert plain.exit_code == 0, plain.output
+    n = len(set(out_paths(tmp_path / "lfw")))
+    assert f"alignment: none ({n} faces: 0 by landmarks, 0 by detector, 0 fell back" in plain.stdout
+    native = ["evaluate", "--protocol", "tinyface", "--data", str(tmp_path), "--align", "detector"]
+    refused = CliRunner().invoke(main, [*native, "--model", "binaryfacenet_lce"])
+    assert refused.exit_code == 1 and "tinyface is native low resolution" in refused.output
+
+
+def out_paths(root):
+    from vlrface.data.lfw import read_pairs
+
+    pairs = read_pairs(root)
+    return list(pairs.path_a) + list(pairs.path_b)
 
 
 @pytest.mark.parametrize(

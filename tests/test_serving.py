@@ -31,7 +31,7 @@ def served(tmp_path_factory):
     tf.keras.utils.set_random_seed(0)
     flatbuffer = lce.convert(build_binaryfacenet_lce(channels=32, embedding=32))
     (tmp / "m.tflite").write_bytes(flatbuffer)
-    model_dir = serving.save(tmp / "model", tmp / "m.tflite", threshold=0.5)
+    model_dir = serving.save(tmp / "model", tmp / "m.tflite", threshold=0.5, synthetic=True)
     faces = write_casia_layout(tmp / "faces", 3, 2, seed=5, progress=False)
     return model_dir, flatbuffer, faces
 
@@ -57,7 +57,8 @@ def test_pyfunc_gives_the_evaluation_descriptors(served):
     pair = request.iloc[:2].assign(image_b=request["image"].iloc[2:4].to_numpy())
     scored = model.predict(pair)
     np.testing.assert_allclose(scored["score"], (got[:2] * got[2:4]).sum(1), atol=1e-6)
-    assert list(scored["same"]) == list(scored["score"] >= 0.5)
+    assert list(scored["same"]) == list(scored["score"] > 0.5)
+    assert set(out["alignment"]) == {"aligned-crop"}  # 112x112 photos: aligned crops
 
 
 def test_bad_requests_name_the_row(served):
@@ -140,7 +141,13 @@ def test_verify_enroll_identify(served, tmp_path):
     verified = run("verify", str(a), str(b))
     assert verified.exit_code == 0, verified.output
     out = json.loads(verified.output)
-    assert -1 <= out["score"] <= 1 and out["same"] == (out["score"] >= 0.5)
+    assert -1 - 1e-6 <= out["score"] <= 1 + 1e-6 and out["same"] == (out["score"] > 0.5)
+    assert out["threshold"] == 0.5 and out["alignment"] == ["aligned-crop", "aligned-crop"]
+    assert "SYNTHETIC faces" in out["warning"]  # the model says what it learnt from
+    plain = CliRunner().invoke(main, ["verify", str(a), str(b), "--model", str(model_dir)])
+    assert plain.exit_code == 0, plain.output
+    assert f"same: {'yes' if out['same'] else 'no'}\n" in plain.output
+    assert "warning: this model was trained on SYNTHETIC faces" in plain.output
 
     gallery = tmp_path / "gallery.npz"
     enrolled = run("enroll", str(faces), "--gallery", str(gallery))
@@ -149,9 +156,47 @@ def test_verify_enroll_identify(served, tmp_path):
     found = run("identify", str(a), "--gallery", str(gallery))
     assert found.exit_code == 0, found.output
     ranked = json.loads(found.output)["candidates"]
+    assert "SYNTHETIC" in json.loads(found.output)["warning"]
     assert len(ranked) == 3 and ranked[0]["score"] >= ranked[-1]["score"]
     g = np.load(gallery)
     assert set(g["names"]) == {a.parent.name, *(p.parent.name for p in photos(faces))}
 
     missing = CliRunner().invoke(main, ["verify", str(a), str(b), "--model", str(tmp_path)])
     assert missing.exit_code == 1 and "cannot load model" in missing.output
+
+
+def test_bad_photos_are_named(served, tmp_path):
+    """A file that is not an image is named before any model loads; a photo without a face
+    is named, not resized whole; --no-align reads it as a crop."""
+    model_dir, _, faces = served
+    good = photos(faces)[0]
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    for args in (["verify", str(good), str(text)], ["identify", str(text), "--gallery", str(text)]):
+        # a model that does not exist: the photo must be refused first
+        out = CliRunner().invoke(main, [*args, "--model", str(tmp_path / "no-model")])
+        assert out.exit_code == 1 and "notes.jpg: cannot decode image" in out.output
+        assert "cannot load model" not in out.output
+    folder = tmp_path / "people" / "someone"
+    folder.mkdir(parents=True)
+    (folder / "a.jpg").write_text("not a photo")
+    out = CliRunner().invoke(
+        main, ["enroll", str(tmp_path / "people"), "--gallery", str(tmp_path / "g.npz"),
+               "--model", str(tmp_path / "no-model")]
+    )  # fmt: skip
+    assert out.exit_code == 1 and "a.jpg: cannot decode image" in out.output
+
+    pytest.importorskip("dlib")
+    pytest.importorskip("face_recognition_models")
+    import cv2
+
+    blank = tmp_path / "wall.jpg"
+    cv2.imwrite(str(blank), np.full((200, 160, 3), 90, np.uint8))
+    out = CliRunner().invoke(main, ["verify", str(good), str(blank), "--model", str(model_dir)])
+    assert out.exit_code == 1, out.output
+    assert "wall.jpg (request row 0 column 'image_b'): no face found in the photo" in out.output
+    crop = CliRunner().invoke(
+        main, ["verify", str(good), str(blank), "--model", str(model_dir), "--no-align", "--json"]
+    )
+    assert crop.exit_code == 0, crop.output
+    assert json.loads(crop.output)["alignment"] == ["none", "none"]

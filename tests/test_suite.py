@@ -61,7 +61,9 @@ def test_oracle_through_the_suite_is_perfect_and_picks_the_entrys_backend(roots,
     for path, ident in zip(manifest["path"], manifest["identity"], strict=True):
         oracle.teach(prepare(load_face(roots["lfw"], path), center_crop=0.56), ident, res)
     entries = [
-        {"name": "lfw", "root": str(roots["lfw"]), "resolutions": res, "model": "lce"},
+        # align none: the centre crop the oracle was taught (the entry's align reaches the runner)
+        {"name": "lfw", "root": str(roots["lfw"]), "resolutions": res, "model": "lce"}
+        | {"align": "none"},
         {"name": "tinyface", "root": str(roots["tinyface"]), "resolutions": []},
     ]
     # "lce" here is the oracle, "keras" a projection: each entry must get its own backend

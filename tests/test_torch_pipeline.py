@@ -87,6 +87,7 @@ def test_crossres_registers_an_onnx_version_with_provenance(project, tmp_path):
         name: "completed"
         for name in (
             "load_data",
+            "align_data",
             "validate_data",
             "pretrain_torch",
             "finetune_torch",

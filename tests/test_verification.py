@@ -11,6 +11,9 @@ from vlrface.protocols.verification import (
     make_pairs,
     metric_suffix,
     tar_at_far,
+    threshold_at_far,
+    threshold_suffix,
+    verification_threshold,
 )
 
 
@@ -53,3 +56,26 @@ def test_pairs_are_balanced_deterministic_and_valid():
 def test_metric_names_have_no_dots_in_the_far():
     assert metric_suffix(1e-3) == "tar_far_1e-3"
     assert metric_suffix(1e-1) == "tar_far_1e-1"
+
+
+def test_threshold_at_far_is_the_tar_at_far_threshold_and_reaches_registration():
+    rng = np.random.default_rng(0)
+    same = np.r_[np.ones(500, bool), np.zeros(2000, bool)]
+    scores = np.where(same, rng.normal(0.6, 0.15, 2500), rng.normal(0.1, 0.1, 2500))
+    t = threshold_at_far(scores, same, 1e-3)
+    assert np.sort(scores[~same])[-3] == t  # floor(1e-3 * 2000) = 2 negatives may pass it
+    assert np.mean(scores[~same] > t) <= 1e-3
+    assert tar_at_far(scores, same, 1e-3) == np.mean(scores[same] > t)
+    assert threshold_suffix(1e-3) == "threshold_far_1e-3"
+    metrics = {"eval.demo.hr_hr.112.threshold_far_1e-3": t}
+    assert verification_threshold(metrics, "demo", 112, 1e-3) == t
+    assert verification_threshold({}, "demo", 112, 1e-3) is None
+
+    from steps.registry import serving_settings
+
+    config = {"data": {"name": "demo", "image_size": 112, "align": "auto"},
+              "evaluation": {"far": 1e-3}}  # fmt: skip
+    served, tags = serving_settings(metrics, {"synthetic": True}, config)
+    assert served == {"threshold": t, "synthetic": True}
+    assert tags["verification.threshold"] == f"{t:.6g}" and tags["verification.far"] == "0.001"
+    assert tags["verification.threshold_metric"] == "eval.demo.hr_hr.112.threshold_far_1e-3"

@@ -102,6 +102,78 @@ def data_manifest(dataset, root, out, on_error, as_json, **protocol) -> None:
     _emit({**df.attrs["provenance"], "out": out}, as_json)
 
 
+@data.command("align")
+@_dataset_options
+@click.option("--root", required=True, type=click.Path(), help="The dataset's release folder.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write: aligned faces at their release paths, manifest.parquet, "
+    "alignment.json, no_face.txt.",
+)
+@click.option(
+    "--align",
+    "mode",
+    type=click.Choice(["auto", "landmarks", "detector"]),
+    default="auto",
+    show_default=True,
+    help="The release's landmarks where it has them, else the face detector (auto).",
+)
+@click.option("--image-size", default=112, show_default=True, type=click.IntRange(16))
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    help="Processes (default: every core).",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default="raise",
+    show_default=True,
+    help="A bad record stops the read, or is skipped and counted in the provenance.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def data_align(dataset, root, out, mode, image_size, workers, on_error, as_json, **protocol):
+    """Align a raw release to the ArcFace 112x112 template: an aligned tree in the release's
+    layout, with how many faces each source gave and the photos without one."""
+    from pathlib import Path
+
+    from vlrface.data import alignment, datasets
+    from vlrface.data.manifest import build_manifest
+
+    spec = datasets.get(dataset)
+    given = {k: v for k, v in protocol.items() if v is not None}
+    if wrong := sorted(set(given) - {p.kwarg for p in spec.protocol}):
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in wrong)
+        raise click.UsageError(f"{flags} do(es) not apply to dataset {dataset}")
+    if (Path(out) / alignment.REPORT).is_file():
+        raise click.ClickException(f"{out}: already holds an alignment; remove it to redo it")
+    df = build_manifest(dataset, root, on_error=on_error, protocol=given)
+    if alignment.plan(df, dataset, mode, image_size, root) == "none":
+        raise click.ClickException(
+            f"{root}: the {dataset} release is aligned already ({image_size}x{image_size} "
+            "faces or an insightface pack): nothing to align"
+        )
+    _, report = alignment.align_manifest(
+        df, root, out, mode=mode, layout=dataset, image_size=image_size, workers=workers
+    )
+    if as_json:
+        _emit({**report, "out": out}, True)
+        return
+    click.echo(f"aligned {report['written']} of {report['images']} faces into {out} "
+               f"({report['images_per_second']} img/s, {report['workers']} workers)")  # fmt: skip
+    for source, c in report["per_source"].items():
+        click.echo(
+            f"{source}: {c['landmarks']} by landmarks, {c['detector']} by detector, "
+            f"{c['no_face']} without a face"
+        )
+    if report["no_face"]:
+        click.echo(f"no face found (left out, listed in {Path(out) / alignment.NO_FACE}):")
+        for path in report["no_face"][:20]:
+            click.echo(f"  {path}")
+
+
 @main.group()
 def stack() -> None:
     """The ZenML stack."""
@@ -353,18 +425,28 @@ def _eval_embedder(spec: str):
 )
 @click.option("--no-flip", is_flag=True, help="Embed without the flip test-time augmentation.")
 @click.option(
+    "--align",
+    type=click.Choice(["auto", "landmarks", "detector", "none"]),
+    default="auto",
+    show_default=True,
+    help="Raw releases: the release's landmarks where it has them, else the face detector "
+    "(auto); none crops and resizes.",
+)
+@click.option(
     "--plots",
     type=click.Path(file_okay=False),
     help="Write the protocol's ROC/DET/CMC/heatmap figures (PNG) into this folder.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate_cmd(protocol, root, spec, resolutions, up, no_flip, plots, as_json, **files) -> None:
+def evaluate_cmd(
+    protocol, root, spec, resolutions, up, no_flip, align, plots, as_json, **files
+) -> None:
     """Evaluate a model on a benchmark protocol; metrics named as MLflow logs them."""
     from pathlib import Path
 
     from vlrface.data.records import DataError
-    from vlrface.protocols.common import parse_resolutions
-    from vlrface.protocols.runners import PROTOCOL_FILES, PROTOCOLS
+    from vlrface.protocols.common import alignment_line, parse_resolutions
+    from vlrface.protocols.runners import ALIGNABLE, PROTOCOL_FILES, PROTOCOLS
 
     if protocol not in PROTOCOLS:
         raise click.ClickException(
@@ -387,6 +469,13 @@ def evaluate_cmd(protocol, root, spec, resolutions, up, no_flip, plots, as_json,
             kwargs["resolutions"] = parse_resolutions(resolutions)
         except ValueError as exc:
             raise click.ClickException(f"--resolutions {resolutions!r}: {exc}") from None
+    if protocol in ALIGNABLE:
+        kwargs["align"] = align
+    elif align not in ("auto", "none"):
+        raise click.ClickException(
+            f"--align {align}: {protocol} is native low resolution (no landmarks, too small "
+            "for the face detector); use auto or none"
+        )
     embedder = _eval_embedder(spec)
     try:
         metrics, artifacts = PROTOCOLS[protocol](
@@ -403,10 +492,13 @@ def evaluate_cmd(protocol, root, spec, resolutions, up, no_flip, plots, as_json,
             out = Path(plots) / Path(name).name
             out.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(out, dpi=120)
+    aligned = artifacts.get("alignment")
     if not as_json:
-        _emit({"protocol": protocol, "model": spec, **metrics}, False)
+        how = alignment_line(aligned) if aligned else "none (native low-resolution faces)"
+        _emit({"protocol": protocol, "model": spec, "alignment": how, **metrics}, False)
         return
     payload = {"protocol": protocol, "data": str(root), "model": spec, "metrics": metrics}
+    payload["alignment"] = aligned or {"align": "none"}
     if "cross_resolution" in artifacts:
         cross = artifacts["cross_resolution"]
         payload["cross_resolution"] = {
@@ -782,27 +874,78 @@ def _served(uri: str):
         raise click.ClickException(f"cannot load model {uri}: {first}") from None
 
 
-def _photos(paths):
-    """Photo files as a request DataFrame (column ``image``, base64)."""
+def _photos(paths, align: bool = True):
+    """Photo files as a request DataFrame (columns ``image`` base64, ``name``, ``align``).
+    Every file is decoded first: one that is not an image is named before any model loads."""
     import pandas as pd
 
+    from vlrface.preprocess import load_rgb
     from vlrface.serving import encode_image
 
-    return pd.DataFrame({"image": [encode_image(p) for p in paths]})
+    for p in paths:
+        load_rgb(p)  # DataError: "<file>: cannot decode image ..."
+    return pd.DataFrame(
+        {
+            "image": [encode_image(p) for p in paths],
+            "name": [str(p) for p in paths],
+            "align": [bool(align)] * len(paths),
+        }
+    )
+
+
+SYNTHETIC_NOTE = (
+    "this model was trained on SYNTHETIC faces: its scores and decisions do not describe real faces"
+)
+
+
+def _synthetic(model, uri: str) -> bool:
+    """Whether the served model learnt from synthetic faces: its model config, else (older
+    versions) the registered version's ``data.synthetic`` tag."""
+    flag = (getattr(model, "model_config", None) or {}).get("synthetic")
+    if flag is None and uri.startswith("models:/"):
+        try:
+            from mlflow import MlflowClient
+            from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+            client = MlflowClient()
+            name, version = get_model_name_and_version(client, uri)
+            flag = client.get_model_version(name, version).tags.get("data.synthetic") == "true"
+        except Exception:  # the tag is a courtesy for old versions: never fail a verify on it
+            flag = None
+    return bool(flag)
+
+
+_align_option = click.option(
+    "--no-align",
+    is_flag=True,
+    help="The photos are aligned crops: skip face detection and alignment.",
+)
 
 
 @main.command("verify")
 @click.argument("image_a", type=click.Path(exists=True, dir_okay=False))
 @click.argument("image_b", type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", "uri", default=_CHAMPION, show_default=True, help=_MODEL_HELP)
+@_align_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def verify_cmd(image_a, image_b, uri, as_json) -> None:
-    """Are two aligned face photos the same person? Cosine score (and decision) of the model."""
-    request = _photos([image_a]).assign(image_b=_photos([image_b])["image"])
-    row = _served(uri).predict(request).iloc[0]
+def verify_cmd(image_a, image_b, uri, no_align, as_json) -> None:
+    """Are two face photos the same person? Cosine score and, with the model's calibrated
+    threshold, the decision. Raw photos are detected and aligned (--no-align for crops)."""
+    a, b = _photos([image_a], not no_align), _photos([image_b], not no_align)
+    request = a.assign(image_b=b["image"], name_b=b["name"])
+    model = _served(uri)
+    row = model.predict(request).iloc[0]
     payload = {"model": uri, "score": float(row["score"])}
     if "same" in row:
-        payload["same"] = bool(row["same"])
+        payload["same"] = bool(row["same"]) if as_json else ("yes" if row["same"] else "no")
+        payload["threshold"] = float((model.model_config or {})["threshold"])
+    else:
+        payload["same"] = None if as_json else "unknown (the model carries no threshold)"
+    payload["alignment"] = [row["alignment"], row["alignment_b"]]
+    if not as_json:
+        payload["alignment"] = ", ".join(payload["alignment"])
+    if _synthetic(model, uri):
+        payload["warning"] = SYNTHETIC_NOTE
     _emit(payload, as_json)
 
 
@@ -816,8 +959,9 @@ def verify_cmd(image_a, image_b, uri, as_json) -> None:
     help="Gallery file to write (.npz): one mean descriptor per identity.",
 )
 @click.option("--model", "uri", default=_CHAMPION, show_default=True, help=_MODEL_HELP)
+@_align_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def enroll_cmd(folder, out, uri, as_json) -> None:
+def enroll_cmd(folder, out, uri, no_align, as_json) -> None:
     """Enroll <folder>/<identity>/*.jpg|png: a gallery of one descriptor per identity."""
     import io
     from pathlib import Path
@@ -834,16 +978,23 @@ def enroll_cmd(folder, out, uri, as_json) -> None:
     people = {name: photos for name, photos in people.items() if photos}
     if not people:
         raise click.ClickException(f"{folder}: no <identity>/<photo>.jpg|png to enroll")
+    requests = {name: _photos(photos, not no_align) for name, photos in people.items()}
     model = _served(uri)
-    names, means = [], []
-    for name, photos in people.items():
-        e = np.array(model.predict(_photos(photos))["embedding"].tolist()).mean(axis=0)
+    names, means, how = [], [], {}
+    for name, request in requests.items():
+        answer = model.predict(request)
+        e = np.array(answer["embedding"].tolist()).mean(axis=0)
         names.append(name)
         means.append(e / max(np.linalg.norm(e), 1e-12))
+        for method in answer["alignment"]:
+            how[method] = how.get(method, 0) + 1
     buffer = io.BytesIO()
     np.savez(buffer, names=np.array(names), descriptors=np.stack(means), model=np.array(uri))
     write_atomic(out, buffer.getvalue())
-    _emit({"gallery": out, "identities": len(names), "model": uri}, as_json)
+    payload = {"gallery": out, "identities": len(names), "model": uri, "alignment": how}
+    if _synthetic(model, uri):
+        payload["warning"] = SYNTHETIC_NOTE
+    _emit(payload, as_json)
 
 
 @main.command("identify")
@@ -851,11 +1002,13 @@ def enroll_cmd(folder, out, uri, as_json) -> None:
 @click.option("--gallery", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", "uri", default=None, help=_MODEL_HELP + " Default: the gallery's.")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1))
+@_align_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def identify_cmd(image, gallery, uri, top, as_json) -> None:
+def identify_cmd(image, gallery, uri, top, no_align, as_json) -> None:
     """Rank the enrolled identities of a gallery by similarity to a face photo."""
     import numpy as np
 
+    request = _photos([image], not no_align)
     try:
         g = np.load(gallery)
         names, descriptors, enrolled_with = g["names"], g["descriptors"], str(g["model"])
@@ -864,11 +1017,16 @@ def identify_cmd(image, gallery, uri, top, as_json) -> None:
             f"{gallery}: not a gallery written by vlrface enroll ({exc})"
         ) from None
     uri = uri or enrolled_with
-    probe = np.array(_served(uri).predict(_photos([image]))["embedding"].iloc[0])
+    model = _served(uri)
+    answer = model.predict(request).iloc[0]
+    probe = np.array(answer["embedding"])
     scores = descriptors @ probe
     order = np.argsort(-scores, kind="stable")[:top]
     ranked = [{"identity": str(names[i]), "score": float(scores[i])} for i in order]
-    _emit({"model": uri, "candidates": ranked}, as_json)
+    payload = {"model": uri, "candidates": ranked, "alignment": answer["alignment"]}
+    if _synthetic(model, uri):
+        payload["warning"] = SYNTHETIC_NOTE
+    _emit(payload, as_json)
 
 
 def one_line_error(exc: BaseException) -> str:

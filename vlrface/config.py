@@ -76,6 +76,12 @@ class DataConfig(Section):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     image_size: int = 112
     min_images_per_identity: int = Field(2, ge=2)
+    # training reads aligned faces only (vlrface.data.alignment): auto = the release's own
+    # landmarks where it has them, the face detector otherwise, nothing for aligned releases;
+    # none is refused for a raw release
+    align: Literal["auto", "landmarks", "detector", "none"] = "auto"
+    align_workers: int | None = Field(None, ge=1)  # processes; default every core
+    align_dir: str = ".cache/aligned"  # aligned copies, one folder per data version
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -280,13 +286,16 @@ class ProtocolEntry(Section):
     protocol's); ``files``: its protocol files (``runners.PROTOCOL_FILES``, e.g. lfw ``pairs``),
     relative to ``root`` unless absolute; ``model``: ``keras`` (the fine-tuned Keras model) or
     ``lce`` (that model converted to an LCE flatbuffer in the step and run by LCE's interpreter,
-    one thread). Metric names do not depend on ``model``."""
+    one thread). Metric names do not depend on ``model``. ``align``: how raw faces are aligned
+    (``runners.ALIGNABLE`` protocols; ``common.face_loader``): the release's landmarks, else the
+    face detector (``auto``), or ``landmarks`` / ``detector`` / ``none``."""
 
     name: str
     root: str
     resolutions: list[int] | None = None
     files: dict[str, str] = Field(default_factory=dict)
     model: Literal["keras", "lce"] = "keras"
+    align: Literal["auto", "landmarks", "detector", "none"] = "auto"
 
     @field_validator("name")
     @classmethod

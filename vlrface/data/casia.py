@@ -25,7 +25,8 @@ from vlrface.data.records import (
 NAME = "casia_webface"
 _ID = re.compile(r"^\d{7}$")
 _IMG = re.compile(r"^\d{3}\.jpg$")
-_SIDE_FILES = {"names.txt", "SYNTHETIC.md", "README.md", "README.txt"}
+# side files: names, READMEs, CelebA-1k raw layout's map to its source images
+_SIDE_FILES = {"names.txt", "SYNTHETIC.md", "README.md", "README.txt", "source_images.json"}
 
 
 def read_names(root: Path) -> dict[str, str]:

@@ -88,6 +88,9 @@ def prepare(
     return to_size(img, size, up)
 
 
+ALIGN_MODES = ("auto", "landmarks", "detector", "none")
+
+
 def face_loader(
     root: Path,
     paths: Sequence[str],
@@ -97,23 +100,62 @@ def face_loader(
     bboxes: Sequence | None = None,
     center_crop: float | None = None,
     detector=None,
+    align: str | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``load(indices) -> (n, size, size, 3)`` uint8 faces of ``paths`` (relative to ``root``).
-    A ``detector`` (``vlrface.align.FaceDetector``) aligns faces that have no landmarks."""
+
+    ``align`` (``vlrface.data.alignment``'s modes): ``auto`` aligns with the release's
+    ``landmarks`` where a face has them and with the face ``detector`` (``DlibDetector`` unless
+    given) otherwise; ``landmarks`` / ``detector`` use only those; ``none`` crops and resizes.
+    A face that cannot be aligned as asked (no landmarks, no face found) falls back to the box /
+    centre crop, and is counted: ``load.stats`` holds ``{"align", "landmarks", "detector",
+    "fallback", "none"}`` (faces loaded so far). ``align=None`` keeps the older call: landmarks
+    where given, the ``detector`` only if one is passed."""
+    if align is not None and align not in ALIGN_MODES:
+        raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
+    mode = align or ("auto" if detector is not None else "landmarks")
+    use_marks = mode in ("auto", "landmarks")
+    use_detector = mode == "detector" or (
+        mode == "auto" and (align is not None or detector is not None)
+    )
+    stats = {"align": mode, "landmarks": 0, "detector": 0, "fallback": 0, "none": 0}
+    state = {"detector": detector}
+
+    def detect(img):
+        if state["detector"] is None:
+            from vlrface.align import DlibDetector
+
+            state["detector"] = DlibDetector(upsample=1)
+        faces = state["detector"].detect(img)
+        return faces[0].landmarks if faces else None
 
     def load(indices: np.ndarray) -> np.ndarray:
         out = np.empty((len(indices), size, size, 3), np.uint8)
         for k, i in enumerate(indices):
             img = load_face(root, paths[i])
-            marks = None if landmarks is None else landmarks[i]
-            if detector is not None and _valid_points(marks) is None:
-                faces = detector.detect(img)
-                marks = faces[0].landmarks if faces else None
+            given = None if landmarks is None or not use_marks else landmarks[i]
+            marks, how = (given, "landmarks") if _valid_points(given) is not None else (None, "")
+            if marks is None and use_detector and img.shape[:2] != (size, size):
+                marks = detect(img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2))
+                how = "detector" if marks is not None else ""
+            elif marks is None and use_detector:
+                how = "none"  # an aligned crop already
+            stats[how or ("none" if mode == "none" else "fallback")] += 1
             box = None if bboxes is None else bboxes[i]
             out[k] = prepare(img, size, up, marks, box, center_crop)
         return out
 
+    load.stats = stats
     return load
+
+
+def alignment_line(stats: dict) -> str:
+    """How a protocol's faces were aligned (its ``artifacts["alignment"]``), in one line."""
+    n = stats["landmarks"] + stats["detector"] + stats["fallback"] + stats["none"]
+    return (
+        f"{stats['align']} ({n} faces: {stats['landmarks']} by landmarks, {stats['detector']} "
+        f"by detector, {stats['fallback']} fell back to a crop, {stats['none']} as they are)"
+    )
 
 
 def degraded(images: np.ndarray, r: int | None, down: str = "area", up: str = "area"):

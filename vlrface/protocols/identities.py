@@ -2,8 +2,11 @@
 
 The data: an identity-folder tree (``<root>/<identity>/<image>``, e.g. the London set's
 ``aligned112``) or an insightface pack (``train.rec`` + ``train.idx`` [+ ``property``], e.g.
-CelebA-1k). Faces are expected aligned to the ArcFace template (a pack always is; a folder's
-images are resized to ``size`` if they are not ``size x size``, never detected or aligned here).
+CelebA-1k). Faces are aligned to the ArcFace template (``align``, ``common.face_loader``): a
+pack's faces and ``size x size`` images are read as they are; with ``auto`` (default) or
+``detector`` a larger loose photo (e.g. the London set's ``crop256``) is detected and aligned,
+and one without a face falls back to a resize, counted in ``artifacts["alignment"]``; ``none``
+resizes every photo whole.
 ``test_fraction`` keeps only the identities that ``vlrface.data.records.identity_split`` (seed
 ``split_seed``) holds out, the same identities the training pipeline's ``load_data`` holds out
 with the same seed and fraction: a model's hold-out, measured outside its run.
@@ -119,6 +122,7 @@ def run_identities(
     test_fraction: float | None = None,
     split_seed: int = 0,
     label: str = "identities",
+    align: str = "auto",
 ):
     """``(metrics, artifacts)``: ``eval.<label>.<hr_hr.<size>|hr_lr.<r>>.{acc, acc_std,
     tar_far_1e-3, rank1}`` (module doc); artifacts ``scores`` (name prefix -> balanced pair
@@ -127,7 +131,7 @@ def run_identities(
     gallery, probes = gallery_probe_split(rows)
     ids = rows.identity.to_numpy()
     g_ids, p_ids = ids[gallery], ids[probes]
-    load = face_loader(Path(root), list(rows.path), size, up)
+    load = face_loader(Path(root), list(rows.path), size, up, align=align)
     res = [None, *[int(r) for r in resolutions if int(r) < size]]
     emb = embed_at(
         embedder, load, len(rows), res, flip=flip, down=down, up=up, progress=progress,
@@ -166,4 +170,5 @@ def run_identities(
         "pairs": int(len(a)),
         "negatives_for_far": int((~mated_all).sum()),
     }
-    return metrics, {"scores": scores, "same": same, "counts": counts}
+    artifacts = {"scores": scores, "same": same, "counts": counts}
+    return metrics, {**artifacts, "alignment": load.stats}

@@ -79,6 +79,7 @@ def run_ijb(
     down: str = "area",
     up: str = "area",
     size: int = SIZE,
+    align: str = "auto",
 ):
     """``(metrics, artifacts)``; artifacts ``cross_resolution``, ``scores``, ``labels``."""
     root = check_root(root)
@@ -89,7 +90,11 @@ def run_ijb(
     protocols = ijb_data.read_protocols(root)
     marks = faces["landmarks"].tolist() if "landmarks" in faces else None
     boxes = faces["bbox"].tolist() if "bbox" in faces and marks is None else None
-    load = face_loader(root, faces["path"].tolist(), size, up, landmarks=marks, bboxes=boxes)
+    if boxes is not None and align == "auto":
+        align = "landmarks"  # a NIST frame's face is its box: a detector may find another one
+    load = face_loader(
+        root, faces["path"].tolist(), size, up, landmarks=marks, bboxes=boxes, align=align
+    )
     res = [*[int(r) for r in resolutions], None]
     emb = embed_at(
         embedder,
@@ -155,6 +160,7 @@ def run_ijb(
                     grid[i, j] = evaluate(rp, rg).get(metric, np.nan)
             cross[metric] = grid
         artifacts["cross_resolution"] = cross
+    artifacts["alignment"] = load.stats
     return metrics, artifacts
 
 

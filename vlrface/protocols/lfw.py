@@ -9,10 +9,12 @@ Variants: ``hr_lr`` (first image of each pair at full resolution, the gallery; s
 ``r x r`` and back, the probe; BinaryFaceNet's ``lfw_{r}_hr2lr_interArea``) and ``lr_lr`` (both
 degraded; ``lfw_{r}_lr2lr``). ``r >= size`` (112) is the HR-HR figure.
 
-Alignment: the raw release ships no landmarks. With a ``detector`` (``vlrface.align``) each face
-is aligned; without, the central ``center_crop`` share of the 250 px image (0.56: ~140 px, the
-LFW face box) is resized to ``size``, an approximation of the aligned crop. ``lfw.bin`` faces are
-already aligned.
+Alignment (``align``, ``common.face_loader``): the raw release ships no landmarks. With
+``auto`` (default) or ``detector`` each face is found and aligned by the face detector
+(``vlrface.align.DlibDetector`` unless a ``detector`` is given); with ``none``, or for a face the
+detector misses (counted in ``artifacts["alignment"]``), the central ``center_crop`` share of the
+250 px image (0.56: ~140 px, the LFW face box) is resized to ``size``, an approximation of the
+aligned crop. ``lfw.bin`` faces are already aligned.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def run_lfw(
     center_crop: float = 0.56,
     detector=None,
     variants=VARIANTS,
+    align: str = "auto",
 ):
     """``(metrics, artifacts)``: ``eval.lfw.<hr_lr|lr_lr>.<r>.{acc, acc_std, tar_far_1e-3}``;
     artifacts ``scores`` (name prefix -> pair scores), ``same``, ``fold``."""
@@ -62,7 +65,9 @@ def run_lfw(
             np.r_[table["path_a"].to_numpy(), table["path_b"].to_numpy()], return_inverse=True
         )
         a, b = inverse[: len(table)], inverse[len(table) :]
-        load = face_loader(root, list(paths), size, up, center_crop=center_crop, detector=detector)
+        load = face_loader(
+            root, list(paths), size, up, center_crop=center_crop, detector=detector, align=align
+        )
         n = len(paths)
     same, fold = table["same"].to_numpy(bool), table["fold"].to_numpy()
     res = [None, *[int(r) for r in resolutions]]
@@ -80,4 +85,6 @@ def run_lfw(
             metrics[f"{key}.acc"] = float(accs.mean())
             metrics[f"{key}.acc_std"] = float(accs.std())
             metrics[f"{key}.tar_far_{exp_suffix(far)}"] = tar_at_far(s, same, far)
-    return metrics, {"scores": scores, "same": same, "fold": fold}
+    alignment = getattr(load, "stats", {"align": "none (lfw.bin: aligned)", "landmarks": 0,
+                                          "detector": 0, "fallback": 0, "none": n})  # fmt: skip
+    return metrics, {"scores": scores, "same": same, "fold": fold, "alignment": alignment}

@@ -11,7 +11,8 @@ in their modules: ``lfw``, ``scface``, ``tinyface``, ``survface``, ``ijb`` (``ij
 vs LR probes).
 
 ``PROTOCOLS`` maps a protocol name to its runner; ``PROTOCOL_FILES`` to the keyword arguments
-that name its protocol files (the CLI's ``--<file>`` options).
+that name its protocol files (the CLI's ``--<file>`` options). The ``ALIGNABLE`` runners take
+``align`` and report what they did in ``artifacts["alignment"]`` (``common.alignment_line``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ PROTOCOL_FILES = {
     "vggface2_pose": (),
     "identities": (),
 }
+
+# protocols whose runner aligns faces (``align``: auto | landmarks | detector | none); the
+# native low-resolution sets (TinyFace, SurvFace) are read as they are
+ALIGNABLE = ("lfw", "scface", "ijbb", "ijbc", "vggface2_pose", "identities")
 
 DEFAULT_RESOLUTIONS = {
     "lfw": (7, 14, 21, 28, 56, 112),

@@ -37,6 +37,7 @@ def run_scface(
     down: str = "area",
     up: str = "area",
     size: int = SIZE,
+    align: str = "auto",
 ):
     """``(metrics, artifacts)``; artifacts ``cmc`` (metric prefix -> closed-set result)."""
     root = check_root(root)
@@ -53,7 +54,7 @@ def run_scface(
     ).drop_duplicates("path")
     paths = used["path"].tolist()
     marks = used["landmarks4"].tolist() if "landmarks4" in used else None
-    load = face_loader(root, paths, size, up, landmarks=marks)
+    load = face_loader(root, paths, size, up, landmarks=marks, align=align)
     res = [None, *[int(r) for r in resolutions]]
     emb = embed_at(
         embedder,
@@ -95,4 +96,4 @@ def run_scface(
             metrics[f"eval.scface.{variant}.{cam}.rank1"] = out["rank1"]
         if ranks:
             metrics[f"eval.scface.{variant}.mean.rank1"] = float(np.mean(ranks))
-    return metrics, {"cmc": cmc, "cmc_curves": curves}
+    return metrics, {"cmc": cmc, "cmc_curves": curves, "alignment": load.stats}

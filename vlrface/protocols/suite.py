@@ -93,6 +93,14 @@ def entry_kwargs(entry, index: int = 0, *, flip=True, down="area", up="area") ->
     if not root.exists():
         raise DataError(f"{_where(index, entry)}.root: {root}: data root does not exist")
     kwargs = {"flip": flip, "down": down, "up": up, "resolutions": resolutions_of(entry)}
+    align = _field(entry, "align", "auto") or "auto"
+    if name in runners.ALIGNABLE:
+        kwargs["align"] = align
+    elif align not in ("auto", "none"):
+        raise DataError(
+            f"{_where(index, entry)}.align: {name} is native low resolution (no landmarks, too "
+            f"small for the face detector): align must be auto or none, not {align}"
+        )
     for key, value in (_field(entry, "files") or {}).items():
         if key not in runners.PROTOCOL_FILES[name]:
             raise KeyError(f"{_where(index, entry)}.files.{key}: not a file of {name}")
@@ -152,7 +160,12 @@ def evaluate_suite(
             fig.savefig(path, dpi=110)
             plt.close(fig)
             figures[f"eval/{name}/{path.name}"] = path
+        if "alignment" in artifacts:
+            from vlrface.protocols.common import alignment_line
+
+            tqdm.write(f"{name} alignment: {alignment_line(artifacts['alignment'])}")
         record = {
+            "alignment": artifacts.get("alignment"),
             "protocol": name,
             "root": str(_field(entry, "root")),
             "model": backend,

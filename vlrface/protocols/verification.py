@@ -96,15 +96,26 @@ def kfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: int = 10) -> tup
     return float(np.mean(accs)), float(np.std(accs))
 
 
-def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
-    """True-accept rate at the threshold whose false-accept rate is <= ``far``."""
+def threshold_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
+    """The score threshold (accept when ``score > threshold``) whose false-accept rate over the
+    negative pairs is <= ``far``: the ``floor(far * negatives)``-th highest negative score."""
     scores, same = np.asarray(scores, np.float64), np.asarray(same, bool)
     neg = np.sort(scores[~same])[::-1]
     if not len(neg) or not same.any():
         raise ValueError("TAR@FAR needs positive and negative pairs")
     allowed = int(np.floor(far * len(neg)))  # negatives that may score above the threshold
-    threshold = neg[allowed] if allowed < len(neg) else -np.inf
-    return float(np.mean(scores[same] > threshold))
+    return float(neg[allowed]) if allowed < len(neg) else -np.inf
+
+
+def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
+    """True-accept rate at the threshold whose false-accept rate is <= ``far``."""
+    threshold = threshold_at_far(scores, same, far)
+    return float(np.mean(np.asarray(scores, np.float64)[np.asarray(same, bool)] > threshold))
+
+
+def threshold_suffix(far: float) -> str:
+    """``1e-3`` -> ``threshold_far_1e-3``: the metric holding ``threshold_at_far``."""
+    return metric_suffix(far).replace("tar_far_", "threshold_far_")
 
 
 def verification_metrics(scores: np.ndarray, same: np.ndarray, far: float, folds: int = 10):
@@ -160,14 +171,18 @@ def evaluate_pairs(
         metrics[f"{key}.acc"] = m["acc"]
         metrics[f"{key}.acc_std"] = m["acc_std"]
         metrics[f"{key}.{metric_suffix(far)}"] = m[f"tar_far_{far:g}"]
+        # the verification threshold a served model decides with (``same: yes/no``)
+        metrics[f"{key}.{threshold_suffix(far)}"] = threshold_at_far(s, same, far)
     return metrics, scores
 
 
 def evaluate_heldout(embedder, manifest: pd.DataFrame, data, evaluation, seed: int):
     """The pipelines' in-run verification: ``evaluation.pairs`` pairs of the manifest's held-out
     (``split == "test"``) identities, HR-HR and HR-LR at ``evaluation.resolutions``
-    (``evaluate_pairs``). Only the faces the pairs use are read and embedded. ``data`` and
-    ``evaluation`` are ``vlrface.config`` ``DataConfig`` / ``EvalConfig``. Returns
+    (``evaluate_pairs``; with each variant's ``threshold_far_<far>``, the score at FAR
+    ``evaluation.far``: ``verification_threshold`` picks the HR-HR one for registration). Only
+    the faces the pairs use are read and embedded. ``data`` and ``evaluation`` are
+    ``vlrface.config`` ``DataConfig`` / ``EvalConfig``. Returns
     ``(metrics, scores, pairs)``; ``pairs`` index rows of the test split."""
     from vlrface.preprocess import load_face
 
@@ -189,3 +204,10 @@ def evaluate_heldout(embedder, manifest: pd.DataFrame, data, evaluation, seed: i
         evaluation.up,
     )
     return metrics, scores, pairs
+
+
+def verification_threshold(metrics: dict, dataset: str, size: int, far: float) -> float | None:
+    """The HR-HR threshold at ``far`` of a held-out evaluation's metrics (``evaluate_pairs``),
+    or None when the metrics lack it (e.g. an older run)."""
+    value = metrics.get(f"eval.{dataset}.hr_hr.{size}.{threshold_suffix(far)}")
+    return None if value is None or not np.isfinite(value) else float(value)

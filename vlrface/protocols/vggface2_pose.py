@@ -81,6 +81,7 @@ def run_vggface2_pose(
     down: str = "area",
     up: str = "area",
     size: int = SIZE,
+    align: str = "auto",
 ):
     """``(metrics, artifacts)``; artifacts ``scores`` and ``same`` per name prefix."""
     root = check_root(root)
@@ -93,9 +94,10 @@ def run_vggface2_pose(
     m["pose_index"] = m["pose"].astype(int)
     marks = m["landmarks"].tolist() if "landmarks" in m else None
     res = [None, *[int(r) for r in resolutions]]
+    load = face_loader(root, m["path"].tolist(), size, up, landmarks=marks, align=align)
     emb = embed_at(
         embedder,
-        face_loader(root, m["path"].tolist(), size, up, landmarks=marks),
+        load,
         len(m),
         res,
         flip=flip,
@@ -119,4 +121,5 @@ def run_vggface2_pose(
                 metrics[f"{key}.eer"] = eer(roc_curve(s, same))
                 for f in FARS:
                     metrics[f"{key}.frr_far_{exp_suffix(f)}"] = frr_at_far(s, same, f)
+    artifacts["alignment"] = load.stats
     return metrics, artifacts
