@@ -45,6 +45,18 @@ def pytest_unconfigure(config):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_uri_per_test():
+    """``mlflow.set_tracking_uri`` (ZenML's tracker calls it in each step) is process-global and
+    outranks MLFLOW_TRACKING_URI: reset it after every test, so the next test's environment
+    (the session store, or its own monkeypatched one) decides which store it reads."""
+    yield
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils is not None:
+        utils._tracking_uri = None
+    os.environ["MLFLOW_TRACKING_URI"] = os.environ["VLRFACE_TEST_MLFLOW_URI"]
+
+
 @pytest.fixture(scope="session")
 def session_tmp() -> Path:
     return Path(os.environ["VLRFACE_TEST_TMP"])

@@ -103,7 +103,8 @@ def test_verified_load_serves_and_a_flipped_byte_is_refused(registered, monkeypa
     import cv2
 
     ok, jpg = cv2.imencode(".jpg", faces[0])
-    out = model.predict(pd.DataFrame({"image": [__import__("base64").b64encode(jpg).decode()]}))
+    image = __import__("base64").b64encode(jpg).decode()
+    out = model.predict(pd.DataFrame({"image": [image], "align": [False]}))  # a crop, no face
     assert len(out["embedding"][0]) == 16
 
     tflite = stored(registered) / "artifacts" / "m.tflite"

@@ -441,12 +441,12 @@ def test_protocol_figures_roc_det_cmc_heatmap(tmp_path):
 
 
 def test_cli_evaluate_registry_uri_picks_the_flatbuffer(tmp_path, monkeypatch):
-    """``models:/name@alias``: the version's artifacts are downloaded and the .tflite inside is
-    run by the LCE embedder (stubbed here: the artifact folder is what steps/registry.py logs)."""
-    import mlflow
+    """``models:/name@alias``: the version's verified artifacts are fetched and the .tflite inside
+    is run by the LCE embedder (stubbed here: the artifact folder is what steps/registry.py logs;
+    the sha256 checks of the fetch are tested in test_model_integrity.py)."""
     from click.testing import CliRunner
 
-    from vlrface import embedders
+    from vlrface import embedders, registry
     from vlrface.cli import main
 
     folder = tmp_path / "model"
@@ -455,9 +455,7 @@ def test_cli_evaluate_registry_uri_picks_the_flatbuffer(tmp_path, monkeypatch):
         (folder / name).write_bytes(b"stub")
     asked, loaded = [], []
     monkeypatch.setattr(
-        mlflow.artifacts,
-        "download_artifacts",
-        lambda artifact_uri: asked.append(artifact_uri) or str(folder),
+        registry, "fetch_verified", lambda uri, client=None: asked.append(uri) or folder
     )
 
     class StubLCE(Projection):

@@ -69,8 +69,11 @@ class LatencyRule(_Section):
         return "measured" if not self.allow_estimated else self.min_source
 
     def source_counts(self, source: str) -> bool:
-        need = SOURCE_RANK[self.required_source()]
-        return SOURCE_RANK.get(source, -1) >= need
+        """Whether a figure from ``source`` counts. At the default (``estimated``, the weakest)
+        every source does, ``unavailable`` included: a gate that deferred (no runtime for the
+        format) decides alone, as before ``min_source`` existed."""
+        need = self.required_source()
+        return need == "estimated" or SOURCE_RANK.get(source, -1) >= SOURCE_RANK[need]
 
     @field_validator("budget_ms")
     @classmethod

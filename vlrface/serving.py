@@ -8,11 +8,11 @@ normalisation (``embedders.embed_images``). So ``mlflow models serve -m
 models:/<name>@champion`` answers with the same descriptors the evaluation measured.
 
 Alignment, per photo: with the request's ``landmarks`` when it carries them; else, a photo that
-is already an ``input_size`` square is taken as an aligned crop; else the face detector
-(``vlrface.align.DlibDetector``) finds the face and its 5 points (a photo without a face is a
-``RequestError`` naming it). ``align`` false (the model config, or a request's ``align``
-column) reads every photo as a pre-aligned crop. The response's ``alignment`` column says what
-was done: ``landmarks``, ``detector``, ``aligned-crop`` or ``none``.
+is already an ``input_size`` or template-size (112) square is taken as an aligned crop; else
+the face detector (``vlrface.align.DlibDetector``) finds the face and its 5 points (a photo
+without a face is a ``RequestError`` naming it). ``align`` false (the model config, or a
+request's ``align`` column) reads every photo as a pre-aligned crop. The response's
+``alignment`` column says what was done: ``landmarks``, ``detector``, ``aligned-crop`` or ``none``.
 
 The model is stored as MLflow "models from code" (``serving_model.py``, no pickle), and
 ``load`` checks every file against the version's sha256 tags before anything reads it.
@@ -38,6 +38,7 @@ import base64
 import binascii
 from pathlib import Path
 
+import cv2
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -89,13 +90,14 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
 
     def _faces(self, request: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
         """The faces of one image column, aligned, and how each was aligned."""
-        from vlrface.data.alignment import align_image
+        from vlrface.data.alignment import align_image, template_size
         from vlrface.preprocess import decode_rgb
 
         suffix = column[len("image") :]  # "" or "_b"
         images, landmarks = request[column], request.get(f"landmarks{suffix}")
         names, flags = request.get(f"name{suffix}"), request.get("align")
         size, faces, how = int(self.config["input_size"]), [], []
+        warp = template_size(size)  # the ArcFace template's size; resized to the input after
         for i, b64 in enumerate(images):
             where = f"request row {i} column {column!r}"
             if names is not None and names.iloc[i]:
@@ -117,12 +119,13 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
                         f"{where}: landmarks need 10 finite numbers, got {points.size}"
                     )
                 face, method, _ = align_image(
-                    decode_rgb(raw, None, where), points, "landmarks", size
+                    decode_rgb(raw, None, where), points, "landmarks", warp
                 )
             else:
                 photo = decode_rgb(raw, None, where)
-                if align and photo.shape[:2] != (size, size):
-                    face, method, _ = align_image(photo, None, "detector", size)
+                # an input-size or template-size square is taken as an aligned crop
+                if align and photo.shape[:2] not in ((size, size), (warp, warp)):
+                    face, method, _ = align_image(photo, None, "detector", warp)
                     if face is None:
                         raise RequestError(
                             f"{where}: no face found in the photo (pass an aligned {size}x{size} "
@@ -133,6 +136,8 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
                     method = "aligned-crop" if align else "none"
             if self.preprocessing is not None:
                 face = self.preprocessing.geometry(face[None])[0]
+            elif face.shape[:2] != (size, size):
+                face = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
             faces.append(face)
             how.append(method)
         return np.stack(faces), how
@@ -168,7 +173,8 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
         if "image_b" in faces:
             b = self._describe(faces["image_b"][0])
             out["alignment_b"] = faces["image_b"][1]
-            out["score"] = (a * b).sum(axis=1)
+            # a cosine of unit vectors; float rounding may put it a hair outside [-1, 1]
+            out["score"] = np.clip((a * b).sum(axis=1), -1.0, 1.0)
             if self.config["threshold"] is not None:
                 out["same"] = out["score"] > float(self.config["threshold"])
         return out
