@@ -279,3 +279,41 @@ def test_heads_serialise():
         head = cls(5, scale=8.0)
         clone = cls.from_config(head.get_config())
         assert clone.get_config() == head.get_config()
+
+
+def test_feature_distillation_cosine_ignores_the_students_scale():
+    """``distance="cosine"``: 2 - 2 cos per sample, Keras == PyTorch, and no gradient along the
+    student's own embedding. Under ``mse`` that gradient pulls the embedding towards 0: a
+    from-scratch binaryfacenet_lce student shrank its last BN's gamma from 1 to 0.014 and
+    stayed at chance (celeba_distill_lce, issue 12); this is the property that run lacked."""
+    teacher = np.array([[1, 0, 0, 2], [0, 1, 1, 0]], np.float32)
+    student = np.array([[0, 0, 0, 1], [0, 3, 1, 0]], np.float32)
+    cos = np.array([2 / math.sqrt(5), 4 / math.sqrt(2 * 10)])
+    cases = {"mean": 0.1 * np.mean(2 - 2 * cos), "sum": 0.1 * np.sum(2 - 2 * cos)}
+    for reduction, expected in cases.items():
+        k = feature_distillation_loss(teacher, student, reduction=reduction, distance="cosine")
+        t = tp.feature_distillation_loss(
+            torch.from_numpy(teacher), torch.from_numpy(student), 0.1, reduction, "cosine"
+        )
+        assert float(k) == pytest.approx(expected, rel=1e-5)
+        assert float(t) == pytest.approx(expected, rel=1e-5)
+        scaled = feature_distillation_loss(teacher, 0.01 * student, 0.1, reduction, "cosine")
+        assert float(scaled) == pytest.approx(expected, rel=1e-4)
+
+    # the collapse: a student that does not yet predict the teacher (uncorrelated rows)
+    rng = np.random.default_rng(0)
+    t_emb = rng.normal(0.3, 0.7, (64, 16)).astype(np.float32)
+    s_emb = tf.constant(rng.normal(0, 1, (64, 16)).astype(np.float32))
+    for distance in ("mse", "cosine"):
+        with tf.GradientTape() as tape:
+            tape.watch(s_emb)
+            loss = feature_distillation_loss(t_emb, s_emb, 10.0, "mean", distance)
+        radial = float(tf.reduce_sum(tape.gradient(loss, s_emb) * s_emb))
+        if distance == "mse":
+            assert radial > 1.0  # descent shrinks the embedding: the collapse
+        else:
+            assert abs(radial) < 1e-4  # nothing to gain from the scale
+    with pytest.raises(ValueError, match="distance"):
+        feature_distillation_loss(teacher, student, distance="l1")
+    with pytest.raises(ValueError, match="distance"):
+        tp.feature_distillation_loss(torch.zeros(1), torch.zeros(1), distance="l1")

@@ -185,7 +185,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(faces, tmp_pat
         assert all(np.isfinite(v).all() for v in f.values())
 
 
-def test_teacher_student_loss_by_hand_and_frozen_teacher(faces, tmp_path):
+@pytest.mark.parametrize("distance", ["mse", "cosine"])
+def test_teacher_student_loss_by_hand_and_frozen_teacher(faces, tmp_path, distance):
     root, manifest = faces
     manifest = manifest.iloc[::2].reset_index(drop=True)  # 8 faces, one batch of 8
     teacher = tiny_backbone(seed=1, name="teacher")
@@ -197,7 +198,7 @@ def test_teacher_student_loss_by_hand_and_frozen_teacher(faces, tmp_path):
         lr=0.05,
         milestones=[],
         policy={"kind": "fixed", "probability": 1.0, "sizes": [8]},
-        teacher=TeacherConfig(path=str(tmp_path / "teacher.keras"), lam=0.1),
+        teacher=TeacherConfig(path=str(tmp_path / "teacher.keras"), lam=0.1, distance=distance),
     )
     labels = label_map(manifest)
     centres = np.random.default_rng(0).normal(size=(EMB, len(labels))).astype(np.float32)
@@ -208,6 +209,7 @@ def test_teacher_student_loss_by_hand_and_frozen_teacher(faces, tmp_path):
         manifest, str(root), None, cfg, 7, student, centres, progress=False, on_start=infos.append
     )
     assert infos[0]["teacher"]["lam"] == 0.1 and infos[0]["policy"]["kind"] == "fixed"
+    assert infos[0]["teacher"]["distance"] == distance
 
     # the same batch, by hand: CE of the ArcFace logits + 0.1 * mean((T(HR) - S(LR))^2)
     policy = VLRPolicy(1.0, (8,))
@@ -222,7 +224,11 @@ def test_teacher_student_loss_by_hand_and_frozen_teacher(faces, tmp_path):
     loaded = tf.keras.models.load_model(tmp_path / "teacher.keras")
     t = loaded(x_hr, training=False)
     ce = float(arcface_loss(head(s, y), y))
-    distill = 0.1 * float(np.mean(np.square(t.numpy() - s.numpy())))
+    if distance == "mse":
+        distill = 0.1 * float(np.mean(np.square(t.numpy() - s.numpy())))
+    else:  # 0.1 * mean over the samples of |s/|s| - t/|t||^2
+        unit = [a / np.linalg.norm(a, axis=1, keepdims=True) for a in (t.numpy(), s.numpy())]
+        distill = 0.1 * float(np.mean(np.sum(np.square(unit[0] - unit[1]), axis=1)))
     assert distill > 1e-3
     assert history[0]["loss"] == pytest.approx(ce + distill, rel=1e-5, abs=1e-6)
     # the teacher is frozen: the saved model did not change either

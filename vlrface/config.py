@@ -184,6 +184,9 @@ class TeacherConfig(Section):
     checkpoint: str | None = None
     lam: float = Field(0.1, ge=0)
     reduction: Literal["mean", "sum"] = "mean"
+    # mse: the features as they are; cosine: unit-normalised (2 - 2 cos per sample), immune to
+    # the student shrinking its embedding's scale (vlrface.losses.feature_distillation_loss)
+    distance: Literal["mse", "cosine"] = "mse"
     # embed the training faces (as is and mirrored) with the teacher once, before the stage,
     # instead of running it every step (vlrface.training.embedding_table)
     cache: bool = False

@@ -79,6 +79,9 @@ class TeacherConfig(Section):
     # "mean": lam * mean squared difference (MSE); "sum": lam * sum over batch and features,
     # Eq. 1 as printed
     reduction: Literal["mean", "sum"] = "mean"
+    # mse: the features as they are; cosine: unit-normalised (2 - 2 cos per sample), immune to
+    # the student shrinking its embedding (vlrface.losses.torch_pairs.feature_distillation_loss)
+    distance: Literal["mse", "cosine"] = "mse"
 
 
 class TorchStageConfig(Section):

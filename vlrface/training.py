@@ -151,6 +151,7 @@ class Stage:
     loss_params: dict = field(default_factory=dict)
     distill_lambda: float = 0.1
     distill_reduction: str = "mean"
+    distill_distance: str = "mse"
     checkpoint_every: int | None = None
     checkpoint_dir: str | None = None
     keep_checkpoints: int = 2
@@ -360,6 +361,7 @@ def build_step(
                     emb,
                     stage.distill_lambda,
                     stage.distill_reduction,
+                    stage.distill_distance,
                 )
             scaled = loss / replicas
             if mixed_precision:
@@ -600,6 +602,7 @@ def stage_from_config(stage_cfg) -> Stage:
         loss_params=dict(stage_cfg.loss_params),
         distill_lambda=teacher.lam if teacher else 0.1,
         distill_reduction=teacher.reduction if teacher else "mean",
+        distill_distance=teacher.distance if teacher else "mse",
         checkpoint_every=stage_cfg.checkpoint_every,
         checkpoint_dir=stage_cfg.checkpoint_dir,
         keep_checkpoints=stage_cfg.keep_checkpoints,
@@ -818,7 +821,11 @@ def run_stage(
         "replicas": replicas,
         "mixed_precision": mixed,
         "teacher": (
-            {"lam": stage.distill_lambda, "reduction": stage.distill_reduction}
+            {
+                "lam": stage.distill_lambda,
+                "reduction": stage.distill_reduction,
+                "distance": stage.distill_distance,
+            }
             | {"name": teacher.name, "cached": bool(cached)}
             if teacher is not None
             else None

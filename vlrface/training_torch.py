@@ -637,7 +637,11 @@ def train(
                     with torch.no_grad():
                         target = teacher(x_hr)
                     distill = feature_distillation_loss(
-                        target, emb, stage.teacher.lam, stage.teacher.reduction
+                        target,
+                        emb,
+                        stage.teacher.lam,
+                        stage.teacher.reduction,
+                        stage.teacher.distance,
                     )
                     loss = cls_loss + distill
                 if not torch.isfinite(loss):

@@ -78,10 +78,28 @@ def octuplet_loss(
     return tf.reduce_mean(total)
 
 
-def feature_distillation_loss(teacher, student, lam: float = 0.1, reduction: str = "mean"):
-    """``lam`` times the squared error of student (LR) vs teacher (HR) features."""
+DISTILL_DISTANCES = ("mse", "cosine")
+
+
+def feature_distillation_loss(
+    teacher, student, lam: float = 0.1, reduction: str = "mean", distance: str = "mse"
+):
+    """``lam`` times the squared error of student (LR) vs teacher (HR) features.
+
+    ``distance="cosine"`` compares the unit-normalised features instead (per sample
+    ``||s/|s| - t/|t|||^2 = 2 - 2 cos``; ``mean``/``sum`` over the samples): invariant to the
+    student's embedding scale. Use it for a student trained from scratch whose embedding ends in
+    a BatchNorm: under ``mse`` that BN's gamma shrinks towards 0 (the student's output collapses
+    onto the teacher's mean embedding, MSE = the teacher's variance), a fast minimum that leaves
+    every other layer with vanishing gradients and the margin loss at chance."""
+    if distance not in DISTILL_DISTANCES:
+        raise ValueError(f"unknown distance {distance!r}; choose one of {list(DISTILL_DISTANCES)}")
     t = tf.stop_gradient(tf.cast(teacher, tf.float32))
-    sq = tf.square(tf.cast(student, tf.float32) - t)
+    s = tf.cast(student, tf.float32)
+    if distance == "cosine":
+        sq = tf.reduce_sum(tf.square(tf.math.l2_normalize(s, 1) - tf.math.l2_normalize(t, 1)), 1)
+    else:
+        sq = tf.square(s - t)
     if reduction == "mean":
         return lam * tf.reduce_mean(sq)
     if reduction == "sum":

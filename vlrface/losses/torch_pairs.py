@@ -56,8 +56,18 @@ def octuplet_loss(
     return total.mean()
 
 
-def feature_distillation_loss(teacher, student, lam: float = 0.1, reduction: str = "mean"):
-    sq = (student.float() - teacher.float().detach()) ** 2
+def feature_distillation_loss(
+    teacher, student, lam: float = 0.1, reduction: str = "mean", distance: str = "mse"
+):
+    """As ``vlrface.losses.keras_pairs.feature_distillation_loss`` (``distance`` mse/cosine)."""
+    if distance not in ("mse", "cosine"):
+        raise ValueError(f"unknown distance {distance!r}; choose one of ['mse', 'cosine']")
+    s, t = student.float(), teacher.float().detach()
+    if distance == "cosine":
+        nrm = torch.nn.functional.normalize
+        sq = ((nrm(s, dim=1) - nrm(t, dim=1)) ** 2).sum(1)
+    else:
+        sq = (s - t) ** 2
     if reduction == "mean":
         return lam * sq.mean()
     if reduction == "sum":
