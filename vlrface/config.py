@@ -177,7 +177,8 @@ class TeacherConfig(Section):
     """A frozen teacher for cross-resolution distillation (T-C): ``path``, a saved Keras model
     (.keras or full-model .h5), or ``model`` + ``checkpoint`` (a model of that config whose
     weights are copied layer by layer from the checkpoint). The loss adds
-    ``lam * MSE(teacher(HR), student(degraded))`` (``reduction`` ``mean`` or eq. 1's ``sum``)."""
+    ``lam * MSE(teacher(HR), student(degraded))`` (``reduction`` ``mean`` or eq. 1's ``sum``;
+    ``distance: cosine`` compares the unit-normalised embeddings instead)."""
 
     path: str | None = None
     model: ModelConfig | None = None
