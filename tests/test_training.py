@@ -235,6 +235,29 @@ def test_teacher_student_loss_by_hand_and_frozen_teacher(faces, tmp_path, distan
     assert same([w.copy() for w in loaded.get_weights()], teacher_before)
 
 
+def test_resume_refuses_another_distillation(faces, tmp_path):
+    """A checkpoint trained with one distillation distance is not resumed under another."""
+    root, manifest = faces
+    manifest = manifest.iloc[::2].reset_index(drop=True)
+    tiny_backbone(seed=1, name="teacher").save(tmp_path / "teacher.keras")
+    labels = label_map(manifest)
+    centres = np.random.default_rng(0).normal(size=(EMB, len(labels))).astype(np.float32)
+
+    def stage(distance, epochs):
+        teacher = TeacherConfig(path=str(tmp_path / "teacher.keras"), distance=distance)
+        cfg = StageConfig(
+            epochs=epochs, batch_size=8, lr=0.05, milestones=[], teacher=teacher,
+            checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=1, resume=True,
+        )  # fmt: skip
+        return run_stage(
+            manifest, str(root), None, cfg, 7, tiny_backbone(seed=2), centres, progress=False
+        )
+
+    stage("mse", 1)
+    with pytest.raises(Exception, match="'distill'"):
+        stage("cosine", 2)
+
+
 def test_weight_decay_is_decoupled():
     """A zero gradient still shrinks w by lr * wd per step, and the decay never enters the
     momentum: with L2 (coupled) decay the second step would shrink by (1 + momentum) x that."""

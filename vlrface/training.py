@@ -444,6 +444,8 @@ def train(
         "labels_sha": _labels_digest(batches.labels),
         "loss": stage.loss,
         "teacher": teacher is not None,
+        # the distillation term: resuming under another weight or distance changes the result
+        "distill": [stage.distill_lambda, stage.distill_distance] if teacher is not None else None,
         "policy": batches.vlr.policy_dict() if batches.vlr is not None else None,
     }
     ckpt = None
