@@ -75,17 +75,20 @@ def _dataset_options(f):
     return click.option("--dataset", required=True, help=f"One of: {names}.")(f)
 
 
-@data.command("manifest")
-@_dataset_options
-@click.option("--root", required=True, type=click.Path(), help="The dataset's release folder.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Parquet to write.")
-@click.option(
+_on_error_option = click.option(
     "--on-error",
     type=click.Choice(["raise", "skip"]),
     default="raise",
     show_default=True,
     help="A bad record stops the read, or is skipped and counted in the provenance.",
 )
+
+
+@data.command("manifest")
+@_dataset_options
+@click.option("--root", required=True, type=click.Path(), help="The dataset's release folder.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Parquet to write.")
+@_on_error_option
 @click.option("--json", "as_json", is_flag=True, help="Print the provenance as JSON.")
 def data_manifest(dataset, root, out, on_error, as_json, **protocol) -> None:
     """Read a dataset in its release layout into a Parquet manifest with its provenance."""
@@ -126,13 +129,7 @@ def data_manifest(dataset, root, out, on_error, as_json, **protocol) -> None:
     type=click.IntRange(1),
     help="Processes (default: every core).",
 )
-@click.option(
-    "--on-error",
-    type=click.Choice(["raise", "skip"]),
-    default="raise",
-    show_default=True,
-    help="A bad record stops the read, or is skipped and counted in the provenance.",
-)
+@_on_error_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def data_align(dataset, root, out, mode, image_size, workers, on_error, as_json, **protocol):
     """Align a raw release to the ArcFace 112x112 template: an aligned tree in the release's
