@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from tests.conftest import ROOT
-from tests.test_promotion import POLICY, make_version
+from tests.test_promotion import make_version, new_store
 from vlrface.data.records import read_bytes
 from vlrface.errors import DataError
 
@@ -29,14 +28,7 @@ def vlrface(*args, env=None, timeout=180):
 
 @pytest.fixture
 def store(tmp_path):
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    exp = client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump(POLICY))
-    return {"root": tmp_path, "uri": uri, "client": client, "exp": exp, "policy": str(policy)}
+    return new_store(tmp_path)
 
 
 def test_non_utf8_pairs_is_one_line_naming_file_and_line(tmp_path):

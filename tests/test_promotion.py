@@ -29,18 +29,22 @@ POLICY = {
 }
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A fresh sqlite registry with file artifacts, an experiment, and a policy file."""
+def new_store(root) -> dict:
+    """A fresh sqlite registry under ``root`` with file artifacts, an experiment, and a policy
+    file (``POLICY``)."""
     from mlflow import MlflowClient
 
-    root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     exp = client.create_experiment("t", artifact_location=(root / "artifacts").as_uri())
     policy = root / "policy.yaml"
     policy.write_text(yaml.safe_dump(POLICY))
     return {"root": root, "uri": uri, "client": client, "exp": exp, "policy": str(policy)}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return new_store(tmp_path_factory.mktemp("registry"))
 
 
 def make_version(store, name, acc14, acc7, *, parity=0.99, ms=40.0, budget=150.0, gate=True):

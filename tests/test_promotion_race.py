@@ -7,9 +7,8 @@ import multiprocessing as mp
 import sqlite3
 
 import pytest
-import yaml
 
-from tests.test_promotion import POLICY, make_version
+from tests.test_promotion import make_version, new_store
 from vlrface import registry
 from vlrface.promotion import load_policy
 
@@ -18,16 +17,8 @@ ROUNDS = 20
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    from mlflow import MlflowClient
-
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    exp = client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump(POLICY))
-    return {"root": tmp_path, "uri": uri, "client": client, "exp": exp, "policy": str(policy)}
+    return new_store(tmp_path)
 
 
 def _promoter(uri, policy_path, barrier, jobs, results):
