@@ -92,7 +92,6 @@ latency-emulated: install
 # offline), the stacks imported into a throwaway ZenML store, the per-step run settings.
 .PHONY: infra-check
 infra-check: install
-	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[infra]"
 	kubernetes-validate --strict --quiet $$(find infra/k8s -name '*.yaml' | sort)
 	pytest -q tests/test_infra.py
 
@@ -102,7 +101,6 @@ infra-check: install
 TEAM_DIR ?= .team
 .PHONY: team-up team-down test-team
 team-up: setup
-	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[team]"
 	python -m vlrface.team up --dir $(TEAM_DIR)
 	source $(TEAM_DIR)/env && vlrface stack setup --team --tracking-uri $$MLFLOW_TRACKING_URI \
 	  --s3-endpoint $$VLRFACE_S3_ENDPOINT --bucket vlrface-zenml
@@ -115,7 +113,6 @@ team-down:
 	python -m vlrface.team down --dir $(TEAM_DIR)
 
 test-team: setup
-	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[team]"
 	pytest -q tests/test_team.py
 
 # Emulated ARM latency of an LCE flatbuffer (vlrface.latency.emulate_lce): exports a freshly
