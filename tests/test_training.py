@@ -350,3 +350,35 @@ def test_teacher_from_a_model_config_and_checkpoint(tmp_path):
     )
     assert not teacher.trainable and not teacher.trainable_variables
     assert same(teacher.get_weights(), trained.get_weights())
+
+
+def test_freeze_bn_keeps_batch_norm_and_trains_the_rest(faces, tmp_path):
+    """``freeze_bn``: every BatchNormalization keeps its moving statistics, scale and offset
+    (inference mode under training); the other weights train; without it the statistics move."""
+
+    def bn_weights(model):
+        return [
+            w.numpy().copy()
+            for layer in model.submodules
+            if isinstance(layer, tf.keras.layers.BatchNormalization)
+            for w in layer.weights
+        ]
+
+    def train_once(freeze):
+        root, manifest = faces
+        backbone = tiny_backbone(4)
+        before_bn = bn_weights(backbone)
+        before_conv = backbone.layers[1].get_weights()[0].copy()
+        cfg = StageConfig(epochs=1, batch_size=4, lr=0.05, freeze_bn=freeze)
+        infos = []
+        trained, _, _ = run_stage(
+            manifest, str(root), None, cfg, seed=7, backbone=backbone, desc="t",
+            progress=False, on_start=infos.append,
+        )  # fmt: skip
+        assert infos[0]["freeze_bn"] is freeze
+        moved = not same(bn_weights(trained), before_bn)
+        conv_moved = not np.array_equal(trained.layers[1].get_weights()[0], before_conv)
+        return moved, conv_moved
+
+    assert train_once(True) == (False, True)
+    assert train_once(False) == (True, True)

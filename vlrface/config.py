@@ -230,6 +230,9 @@ class StageConfig(Section):
     # the new margin head: random centres, or the starting backbone's class means (a fine-tune
     # from a pre-trained backbone whose head does not fit the new classes)
     head_init: Literal["random", "class_means"] = "random"
+    # BatchNormalization in inference mode (moving statistics, scale and offset kept): a
+    # fine-tune on degraded faces then cannot shift the statistics the HR faces are normalised by
+    freeze_bn: bool = False
     # a folder keeping the teacher's / head init's embedding tables between runs (keyed by
     # the weights and faces); null: computed in each run
     embedding_cache: str | None = None

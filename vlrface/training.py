@@ -158,6 +158,7 @@ class Stage:
     resume: bool = False
     strategy: str = "default"
     mixed_precision: bool = False
+    freeze_bn: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -447,6 +448,7 @@ def train(
         # the distillation term: resuming under another weight or distance changes the result
         "distill": [stage.distill_lambda, stage.distill_distance] if teacher is not None else None,
         "policy": batches.vlr.policy_dict() if batches.vlr is not None else None,
+        "freeze_bn": stage.freeze_bn,
     }
     ckpt = None
     if stage.checkpoint_dir:
@@ -611,7 +613,21 @@ def stage_from_config(stage_cfg) -> Stage:
         resume=stage_cfg.resume,
         strategy=stage_cfg.strategy,
         mixed_precision=stage_cfg.mixed_precision,
+        freeze_bn=stage_cfg.freeze_bn,
     )
+
+
+def freeze_batch_norm(model: tf.keras.Model) -> int:
+    """Put every BatchNormalization layer of ``model`` in inference mode for training: its
+    moving statistics and its scale and offset stay as they are (a Keras BN layer that is not
+    trainable normalises with its moving statistics even under ``training=True``). Returns how
+    many layers it froze."""
+    frozen = 0
+    for layer in model.submodules:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+    return frozen
 
 
 def build_policy(policy_cfg: dict | None, total_steps: int):
@@ -770,6 +786,8 @@ def run_stage(
             clone = tf.keras.models.clone_model(backbone)
             clone.set_weights(backbone.get_weights())
             backbone = clone
+    if stage.freeze_bn:
+        log.info("%s: %d BatchNormalization layers frozen", desc, freeze_batch_norm(backbone))
     if teacher is None and stage_cfg.teacher is not None:
         teacher = load_teacher(stage_cfg.teacher)
     size = int(backbone.input_shape[1])
@@ -833,6 +851,7 @@ def run_stage(
             else None
         ),
         "head_init": stage_cfg.head_init,
+        "freeze_bn": stage.freeze_bn,
         "steps_per_epoch": len(batches),
         "total_steps": stage.epochs * len(batches),
     }
