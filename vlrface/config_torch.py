@@ -70,7 +70,7 @@ class ScheduleConfig(Section):
 
 
 class TeacherConfig(Section):
-    """Teacher-student (papers/cross-resolution-learning.md §3.2, Eq. 1): a frozen teacher sees
+    """Teacher-student (Massoli et al., docs/papers.md, Eq. 1): a frozen teacher sees
     the HR face, the student its degraded copy; loss = margin + ``lam`` * MSE(features)."""
 
     # a torch checkpoint; None in a pipeline: the pre-trained (or model.pretrained) network

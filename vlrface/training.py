@@ -1,6 +1,6 @@
 """Training a Keras face backbone with a margin head: SGDW, schedules, checkpoints, T-C.
 
-BinaryFaceNet (papers/binaryfacenet.md §3.2): SGD with momentum 0.9 and decoupled weight decay
+BinaryFaceNet (paper Sec. 3.2; docs/papers.md): SGD with momentum 0.9 and decoupled weight decay
 5e-4 (SGDW), lr 0.01 multiplied by 0.1 at epochs 9, 15 and 18, ArcFace with s = 16. The loop is a
 plain ``tf.GradientTape`` step so that seeds, progress and per-epoch logging are explicit; with
 ``tf.config.experimental.enable_op_determinism`` two runs with the same seed give the same
@@ -11,8 +11,8 @@ weights bit for bit on a CPU.
   Hutter's SGDW), not an L2 term (the decay never enters the momentum buffer), and scaled by the
   current lr, so it follows the schedule. ``tests/test_training.py`` checks this.
 * Schedules: ``Schedule`` (the paper's steps) and ``Plateau`` (the cross-resolution papers:
-  reduce when the epoch's mean training loss stops improving, papers/cross-resolution-learning.md
-  §3.2; the paper's factor is 1/5, the default here 0.1).
+  reduce when the epoch's mean training loss stops improving, Massoli et al.
+  Sec. 5; the paper's factor is 1/5, the default here 0.1).
 * Losses: any margin head of ``vlrface.losses`` (``LOSSES``); the softmax cross-entropy of its
   logits, plus ``lam * MSE(teacher(HR), student(LR))`` with a frozen teacher (T-C).
 * Embeddings of the training faces computed once per stage (``embedding_table``, optionally
