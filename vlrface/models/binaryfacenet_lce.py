@@ -63,8 +63,8 @@ Design decisions, and how they differ from the faithful model:
 * Widths are multiples of 32 (LCE's bitpacked words). ``input_size`` other than 112 works
   (>= 48): the last SE reduction and the last embedding conv cover whatever map is left.
 
-Measured (TF 2.16.2, larq 0.14.0, LCE 0.16.0; default arguments, 112x112 input; commands in the
-issue notes):
+Measured (TF 2.16.2, larq 0.14.0, LCE 0.16.0; default arguments, 112x112 input; reproduce with
+``vlrface efficiency``, ``vlrface export lce`` and ``vlrface latency`` or benchmarks/efficiency.py):
 
 * larq ``ModelProfile`` of the backbone (without the E head): 128,063,488 binary MACs, 2,857,344
   float MACs, 1,589,064 parameters, 0.76 MiB. The faithful model: 184,992,256 / 3,850,752 MACs,
