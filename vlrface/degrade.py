@@ -46,7 +46,7 @@ PIL_INTERPOLATIONS = {
     "bicubic_aa": Image.Resampling.BICUBIC,
     "bilinear_aa": Image.Resampling.BILINEAR,
 }
-#: the sizes BinaryFaceNet degrades to (its paper's LFW packs: 7, 14, 21, 28, 56 px)
+#: the sizes BinaryFaceNet degrades to (the authors' LFW packs: 7, 14, 21, 28 and 56 px)
 BINARYFACENET_SIZES = (7, 14, 21, 28, 56)
 
 
