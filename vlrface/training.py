@@ -746,6 +746,9 @@ def run_stage(
     from vlrface.data.records import label_map
     from vlrface.models import build_model
 
+    alpha = stage_cfg.weight_ensemble
+    if alpha is not None and backbone is None:
+        raise ConfigError(f"{desc}.weight_ensemble needs a starting backbone (a fine-tune)")
     seed_everything(seed)
     train_df = manifest[manifest["split"] == "train"]
     labels = label_map(train_df)
@@ -788,6 +791,7 @@ def run_stage(
             backbone = clone
     if stage.freeze_bn:
         log.info("%s: %d BatchNormalization layers frozen", desc, freeze_batch_norm(backbone))
+    start_weights = [w.copy() for w in backbone.get_weights()] if alpha is not None else None
     if teacher is None and stage_cfg.teacher is not None:
         teacher = load_teacher(stage_cfg.teacher)
     size = int(backbone.input_shape[1])
@@ -852,6 +856,7 @@ def run_stage(
         ),
         "head_init": stage_cfg.head_init,
         "freeze_bn": stage.freeze_bn,
+        "weight_ensemble": stage_cfg.weight_ensemble,
         "steps_per_epoch": len(batches),
         "total_steps": stage.epochs * len(batches),
     }
@@ -874,4 +879,23 @@ def run_stage(
         )
     finally:
         batches.close()
+    if start_weights is not None:
+        blend_weights(backbone, start_weights, alpha)
+        log.info("%s: weights = %.2f x trained + %.2f x starting (weight_ensemble)", desc, alpha,
+                 1 - alpha)  # fmt: skip
     return backbone, head.centres.numpy(), history
+
+
+def blend_weights(model: tf.keras.Model, start: list[np.ndarray], alpha: float) -> None:
+    """Set ``model``'s weights to ``alpha * current + (1 - alpha) * start`` (a weight-space
+    ensemble of a fine-tune with its starting point); integer weights keep their current value."""
+    current = model.get_weights()
+    if len(current) != len(start):
+        raise ValueError(f"{len(start)} starting weights for {len(current)} model weights")
+    model.set_weights(
+        [
+            (alpha * c + (1 - alpha) * s).astype(c.dtype) if np.issubdtype(c.dtype, np.floating)
+            else c
+            for c, s in zip(current, start, strict=True)
+        ]
+    )  # fmt: skip
