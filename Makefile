@@ -93,8 +93,9 @@ latency-emulated: install
 # pods they make; then train_binaryfacenet compiled to a KFP spec by the kubeflow stack against a
 # ZenML server on loopback (its own venv, INFRA_SERVER_VENV: zenml[server] pins fastapi
 # differently from the project) and the spec's tasks, images and resources asserted.
-INFRA_SERVER_VENV ?= .infra/zenml-server
+INFRA_SERVER_VENV ?= $(CURDIR)/.infra/zenml-server
 .PHONY: infra-check infra-server-venv kfp-spec
+infra-check kfp-spec: export VLRFACE_ZENML_SERVER_VENV := $(INFRA_SERVER_VENV)
 infra-server-venv: install
 	python -c 'import sys; from pathlib import Path; from vlrface.kfp_compile import ensure_server_venv; \
 	  print(ensure_server_venv(Path(sys.argv[1])))' $(INFRA_SERVER_VENV)

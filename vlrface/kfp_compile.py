@@ -35,7 +35,8 @@ from vlrface.infra import run_config, stack_definition
 from vlrface.team import LOCAL_S3_CREDENTIALS, _http_ok, _spawn, _wait, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER_VENV = ROOT / ".infra" / "zenml-server"
+# the ZenML server's venv (built on first use); VLRFACE_ZENML_SERVER_VENV: one you keep elsewhere
+SERVER_VENV = Path(os.environ.get("VLRFACE_ZENML_SERVER_VENV", ROOT / ".infra" / "zenml-server"))
 IMAGE = "registry.example.org/vlrface/vlrface:0.1.0"
 # what the server venv gets: ZenML's server extra at the project's ZenML version, and the
 # kubernetes client its Kubernetes/Kubeflow flavors validate pod settings with (server side too)
@@ -138,7 +139,7 @@ def compile_spec(
         moto = _spawn([str(bindir / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], log,
                       s3_env)  # fmt: skip
         procs.append(moto)
-        _wait("local S3 (moto)", lambda: _http_ok(endpoint + "/moto-api/"), 60, moto, log)
+        _wait("local S3 (moto)", lambda: _http_ok(endpoint + "/moto-api/"), 300, moto, log)
         import boto3
 
         bucket = stack_definition("kubeflow")["components"]["artifact_store"]["configuration"]
@@ -162,7 +163,7 @@ def compile_spec(
         zen = _spawn([str(py), "-m", "uvicorn", "zenml.zen_server.zen_server_api:app",
                       "--host", "127.0.0.1", "--port", str(zen_port)], log, server_env)  # fmt: skip
         procs.append(zen)
-        _wait("ZenML server", lambda: _http_ok(server + "/health"), 120, zen, log)
+        _wait("ZenML server", lambda: _http_ok(server + "/health"), 600, zen, log)
 
         (work / "kubeconfig").write_text(KUBECONFIG % free_port())
         (work / "faces").mkdir()
