@@ -191,7 +191,7 @@ def test_pods_read_credentials_from_a_secret_by_reference(stack, tmp_path):
     # the rendered pods, one per distinct pod settings block, as ZenML builds them
     paths = []
     seen = set()
-    for name, key, pod in blocks:
+    for name, _key, pod in blocks:
         ident = yaml.safe_dump(pod, sort_keys=True)
         if ident in seen:
             continue

@@ -203,8 +203,9 @@ def compile_spec(
                     f"kubeflow compile: no spec in {timeout:.0f} s (log: {log})"
                 ) from None
         if done.returncode:
-            tail = log.read_text().strip()[-1500:]
-            raise StoreError(f"kubeflow compile: the ZenML client failed ({log}): {tail}")
+            lines = [ln.strip() for ln in log.read_text().splitlines() if ln.strip()]
+            last = lines[-1][-300:] if lines else "no output"
+            raise StoreError(f"kubeflow compile: the ZenML client failed: {last} (log: {log})")
         specs = sorted((work / "client").glob("kubeflow/*/pipelines/*.yaml"))
         if not specs:
             raise StoreError(
