@@ -89,11 +89,26 @@ latency-emulated: install
 	  $(foreach d,$(LATENCY_DEVICES),--device $(d))
 
 # infra/ (docs/scale-out.md): every Kubernetes manifest against the bundled schemas (strict,
-# offline), the stacks imported into a throwaway ZenML store, the per-step run settings.
-.PHONY: infra-check
-infra-check: install
+# offline), the stacks imported into a throwaway ZenML store, the per-step run settings and the
+# pods they make; then train_binaryfacenet compiled to a KFP spec by the kubeflow stack against a
+# ZenML server on loopback (its own venv, INFRA_SERVER_VENV: zenml[server] pins fastapi
+# differently from the project) and the spec's tasks, images and resources asserted.
+INFRA_SERVER_VENV ?= $(CURDIR)/.infra/zenml-server
+.PHONY: infra-check infra-server-venv kfp-spec
+infra-check kfp-spec: export VLRFACE_ZENML_SERVER_VENV := $(INFRA_SERVER_VENV)
+infra-server-venv: install
+	python -c 'import sys; from pathlib import Path; from vlrface.kfp_compile import ensure_server_venv; \
+	  print(ensure_server_venv(Path(sys.argv[1])))' $(INFRA_SERVER_VENV)
+
+infra-check: infra-server-venv
 	kubernetes-validate --strict --quiet $$(find infra/k8s -name '*.yaml' | sort)
-	pytest -q tests/test_infra.py
+	pytest -q tests/test_infra.py tests/test_kubeflow_compile.py
+
+# the KFP spec of train_binaryfacenet on the kubeflow stack, to read: build/kfp/
+kfp-spec: infra-server-venv
+	@mkdir -p build/kfp
+	python -m vlrface.kfp_compile --out build/kfp --venv $(INFRA_SERVER_VENV) > build/kfp-summary.json
+	@echo "build/kfp/train_binaryfacenet.yaml (summary: build/kfp-summary.json)"
 
 # Team mode on this machine (docs/scale-out.md): PostgreSQL 15, a local S3 (moto) and an MLflow
 # server on loopback; then the team stack is registered and activated. TEAM_DIR holds their

@@ -69,6 +69,10 @@ def test_stack_imports_into_zenml(stack, tmp_path):
     }.items():
         subprocess.run([*zenml, "secret", "create", secret, *values], env=env, check=True,
                        capture_output=True, cwd=tmp_path)  # fmt: skip
+    if doc["components"]["orchestrator"]["flavor"] == "vlrface_kubeflow":  # ours: register it
+        flavor = "vlrface.kubeflow.VlrfaceKubeflowOrchestratorFlavor"
+        subprocess.run([*zenml, "orchestrator", "flavor", "register", flavor], env=env,
+                       check=True, capture_output=True, cwd=ROOT)  # fmt: skip
     done = subprocess.run(
         [*zenml, "stack", "import", str(INFRA / "stacks" / f"{stack}.yaml")],
         env=env,
@@ -99,12 +103,13 @@ def _step_ids() -> set[str]:
     return ids
 
 
+ORCH = {"kubernetes": "orchestrator.kubernetes", "kubeflow": "orchestrator.vlrface_kubeflow"}
+
+
 def _pod(stack: str, settings: dict):
-    """The pod settings ZenML's orchestrator settings class makes of ``settings``."""
-    if stack == "kubeflow":  # 0.98 rebuilds pod_settings from `node_selectors`, dropping any given
-        from zenml.integrations.kubeflow.flavors.kubeflow_orchestrator_flavor import (
-            KubeflowOrchestratorSettings as Settings,
-        )
+    """The pod settings the stack's orchestrator settings class makes of ``settings``."""
+    if stack == "kubeflow":  # ZenML's Kubeflow settings, with the pod settings kept
+        from vlrface.kubeflow import VlrfaceKubeflowSettings as Settings
     else:
         from zenml.integrations.kubernetes.flavors.kubernetes_orchestrator_flavor import (
             KubernetesOrchestratorSettings as Settings,
@@ -123,12 +128,17 @@ def test_run_config_sets_image_and_per_step_resources(stack):
     assert "-c constraints.txt" in (ROOT / docker["dockerfile"]).read_text()
     steps = cfg["steps"]
     assert set(steps) <= _step_ids(), set(steps) - _step_ids()
-    orch = f"orchestrator.{stack}"
+    orch = ORCH[stack]
     for name in ("pretrain_model", "finetune_model", "pretrain_torch", "finetune_torch"):
-        assert steps[name]["step_operator"] == "vlrface_gpu"
         assert steps[name]["settings"]["resources"]["gpu_count"] == 1
-        pod = steps[name]["settings"]["step_operator.kubernetes"]["pod_settings"]
-        assert pod["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        if stack == "kubernetes":  # a GPU pod through the step operator
+            assert steps[name]["step_operator"] == "vlrface_gpu"
+            pod = steps[name]["settings"]["step_operator.kubernetes"]["pod_settings"]
+            assert pod["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        else:  # the KFP task itself is the GPU pod (vlrface.kubeflow)
+            assert "step_operator" not in steps[name]
+            pod = _pod(stack, steps[name]["settings"][orch])
+            assert pod.node_selectors == {"vlrface.io/pool": "gpu"} and pod.tolerations
     for name in ("load_data", "evaluate_model", "export_lce", "register_model"):
         assert "step_operator" not in steps[name]
         assert steps[name]["settings"]["resources"].get("gpu_count", 0) == 0
@@ -136,6 +146,7 @@ def test_run_config_sets_image_and_per_step_resources(stack):
     for name in ("latency_gate", "onnx_latency_gate"):
         pod = _pod(stack, steps[name]["settings"][orch])
         assert pod.node_selectors == {"kubernetes.io/arch": "arm64"}
+    assert cfg["environment"]["TF_USE_LEGACY_KERAS"] == "1"
     # the profile's parameters pass through untouched
     profile = yaml.safe_load((ROOT / "configs" / "ms1m_pretrain.yaml").read_text())
     assert cfg["parameters"] == profile["parameters"]
@@ -148,3 +159,63 @@ def test_run_config_names_the_bad_input(tmp_path):
     bad.write_text("parameters: {seed: 0}\nenable_cache: maybe\n")
     with pytest.raises(ConfigError, match="bad.yaml"):
         run_config(bad, "kubernetes")
+
+
+SECRET_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_USERNAME",
+               "MLFLOW_TRACKING_PASSWORD", "VLRFACE_REGISTRY_LOCK_URI"}  # fmt: skip
+
+
+def _pod_blocks(cfg: dict):
+    for name, step in cfg["steps"].items():
+        for key, block in step["settings"].items():
+            if isinstance(block, dict) and "pod_settings" in block:
+                yield name, key, block["pod_settings"]
+
+
+@pytest.mark.parametrize("stack", ["kubernetes", "kubeflow"])
+def test_pods_read_credentials_from_a_secret_by_reference(stack, tmp_path):
+    """Every pod of every step gets the S3 keys, the MLflow login and the registry lock URI
+    from the Kubernetes Secret `vlrface-pipelines` by reference; the pods ZenML's Kubernetes
+    orchestrator builds of these settings pass kubernetes-validate --strict."""
+    from kubernetes.client import ApiClient
+    from zenml.integrations.kubernetes.manifest_utils import build_pod_manifest
+
+    cfg = run_config(ROOT / "configs" / "ms1m_pretrain.yaml", stack)
+    blocks = list(_pod_blocks(cfg))
+    assert {name for name, _, _ in blocks} == set(cfg["steps"])  # no step without its pod
+    for name, key, pod in blocks:
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["env"] if "valueFrom" in e}
+        assert set(refs) == SECRET_KEYS, (name, key)
+        assert all(r["name"] == "vlrface-pipelines" and r["key"] == k for k, r in refs.items())
+        assert not any("value" in e for e in pod["env"] if e["name"] in SECRET_KEYS)
+    # the rendered pods, one per distinct pod settings block, as ZenML builds them
+    paths = []
+    seen = set()
+    for name, _key, pod in blocks:
+        ident = yaml.safe_dump(pod, sort_keys=True)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        settings = _pod(stack, {"pod_settings": pod}) if stack == "kubeflow" else None
+        if settings is None:
+            from zenml.integrations.kubernetes.pod_settings import KubernetesPodSettings
+
+            settings = KubernetesPodSettings.model_validate(pod)
+        manifest = build_pod_manifest(
+            pod_name=name.replace("_", "-"),
+            image_name="registry.example.org/vlrface/vlrface:0.1.0",
+            command=["python", "-m", "zenml.entrypoints.entrypoint"],
+            args=[],
+            privileged=False,
+            pod_settings=settings,
+            service_account_name="vlrface-pipelines",
+            env={"TF_USE_LEGACY_KERAS": "1"},
+        )
+        doc = ApiClient().sanitize_for_serialization(manifest)
+        doc.update(apiVersion="v1", kind="Pod")
+        doc["metadata"]["namespace"] = "vlrface"
+        path = tmp_path / f"{stack}-{len(paths)}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        paths.append(path)
+    done = _validate(*paths)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -32,7 +32,7 @@ def _epoch(faces, workers, epoch=1, start=0, kind="thread"):
 def test_batches_are_the_same_whatever_the_workers(faces):
     one = _epoch(faces, 0)
     assert len(one) == 5
-    for workers, kind in ((1, "thread"), (2, "thread"), (2, "process")):
+    for workers, kind in ((1, "thread"), (2, "thread"), (1, "process"), (2, "process")):
         got = _epoch(faces, workers, kind=kind)
         assert len(got) == len(one)
         for a, b in zip(one, got, strict=True):
@@ -41,6 +41,26 @@ def test_batches_are_the_same_whatever_the_workers(faces):
     resumed = _epoch(faces, 2, start=3)
     for a, b in zip(one[3:], resumed, strict=True):
         assert np.array_equal(a[0], b[0])
+
+
+def test_process_workers_abandon_an_epoch_and_resume(faces):
+    """An epoch left mid-way (its shared-memory slots released) and the same epoch resumed from
+    the next batch in a new generator: the batches continue as one epoch would."""
+    root, manifest = faces
+    one = _epoch(faces, 0)
+    batches = FaceBatches(root, manifest, label_map(manifest), 4, seed=7, size=56,
+                          vlr=VLRPolicy(probability=0.7, sizes=(7, 14)), with_hr=True,
+                          workers=2, kind="process")  # fmt: skip
+    try:
+        first = batches.epoch(1)
+        got = [next(first), next(first)]
+        first.close()  # abandoned: waits for the batches in flight, frees its slots
+        got += list(batches.epoch(1, start=2))
+    finally:
+        batches.close()
+    for a, b in zip(one, got, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert np.array_equal(x, y)
 
 
 def test_negative_workers_is_refused(faces):

@@ -218,7 +218,8 @@ def infra() -> None:
 @click.argument("profile", type=click.Path(exists=True, dir_okay=False))
 @click.option("--stack", "stack_name", required=True, help="local, kubernetes or kubeflow.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False))
-def infra_config(profile, stack_name, out) -> None:
+@click.option("--image", default=None, help="A prebuilt image every step runs (skip_build).")
+def infra_config(profile, stack_name, out, image) -> None:
     """PROFILE plus the stack's Docker settings and per-step resources, as one
     `zenml pipeline run -c` file."""
     from pathlib import Path
@@ -227,7 +228,7 @@ def infra_config(profile, stack_name, out) -> None:
 
     from vlrface.infra import run_config
 
-    cfg = run_config(profile, stack_name)
+    cfg = run_config(profile, stack_name, image=image)
     Path(out).write_text(yaml.safe_dump(cfg, sort_keys=False))
     click.echo(f"{out}: {profile} on the {stack_name} stack ({len(cfg['steps'])} steps configured)")
 

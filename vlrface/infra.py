@@ -52,15 +52,34 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def secret_env(spec: dict | None, where: str = "secret_env") -> list[dict]:
+    """Pod ``env`` entries that read each key of ``{secret: NAME, keys: [...]}`` from the
+    Kubernetes Secret NAME by reference (``valueFrom.secretKeyRef``): no value is written."""
+    if not spec:
+        return []
+    name, keys = spec.get("secret"), spec.get("keys")
+    if not isinstance(name, str) or not name or not isinstance(keys, list) or not keys:
+        raise ConfigError(f"{where}: expected {{secret: NAME, keys: [KEY, ...]}}, got {spec!r}")
+    return [{"name": k, "valueFrom": {"secretKeyRef": {"name": name, "key": k}}} for k in keys]
+
+
 def step_settings(stack: str, infra: Path = INFRA) -> tuple[dict, dict]:
-    """``(pipeline settings, {step id: step configuration})`` of ``infra/settings/<stack>``."""
+    """``(pipeline settings, {step id: step configuration})`` of ``infra/settings/<stack>``.
+
+    ``secret_env`` (``{secret, keys}``) is added to the ``env`` of every pod settings block of
+    every role (orchestrator's and step operator's), as Secret references."""
     path = infra / "settings" / f"{stack_file(stack, infra).stem}.yaml"
     data = _read(path)
+    env = secret_env(data.get("secret_env"), f"{path}: secret_env")
     steps: dict[str, dict] = {}
     for role, spec in (data.get("roles") or {}).items():
         if not spec.get("steps"):
             raise ConfigError(f"{path}: roles.{role}.steps is empty")
-        conf = {"settings": spec.get("settings", {})}
+        conf = {"settings": copy.deepcopy(spec.get("settings", {}))}
+        for block in conf["settings"].values():
+            if env and isinstance(block, dict) and "pod_settings" in block:
+                pod = block["pod_settings"]
+                pod["env"] = [*pod.get("env", []), *copy.deepcopy(env)]
         if spec.get("step_operator"):
             conf["step_operator"] = spec["step_operator"]
         for step in spec["steps"]:
@@ -70,14 +89,29 @@ def step_settings(stack: str, infra: Path = INFRA) -> tuple[dict, dict]:
     return data.get("settings") or {}, steps
 
 
-def run_config(profile: str | Path, stack: str, infra: Path = INFRA) -> dict:
-    """A ``zenml pipeline run -c`` document: ``profile`` plus ``stack``'s Docker settings and
-    per-step resources, step operators and pod settings (validated by ZenML)."""
+def run_config(
+    profile: str | Path, stack: str, infra: Path = INFRA, image: str | None = None
+) -> dict:
+    """A ``zenml pipeline run -c`` document: ``profile`` plus ``stack``'s Docker settings,
+    environment and per-step resources, step operators and pod settings (validated by ZenML).
+
+    ``image``: a prebuilt image (built from ``infra/docker/Dockerfile``) that every step runs
+    as it is (ZenML's ``parent_image`` + ``skip_build``; the code travels through the artifact
+    store), instead of an image built for the run."""
     from zenml.config.pipeline_run_configuration import PipelineRunConfiguration
 
     cfg = _read(Path(profile))
     settings, steps = step_settings(stack, infra)
+    if image is not None:
+        if not image or any(c.isspace() for c in image):
+            raise ConfigError(f"image {image!r}: not an image reference")
+        docker = {k: v for k, v in (settings.get("docker") or {}).items()
+                  if k not in ("dockerfile", "build_context_root")}  # fmt: skip
+        settings = {**settings, "docker": {**docker, "parent_image": image, "skip_build": True}}
     cfg = _merge(cfg, {"settings": settings} if settings else {})
+    environment = _read(infra / "settings" / f"{stack}.yaml").get("environment")
+    if environment:
+        cfg["environment"] = {**environment, **(cfg.get("environment") or {})}
     cfg["steps"] = _merge(steps, cfg.get("steps") or {})  # the profile's own step config wins
     try:
         PipelineRunConfiguration.model_validate(cfg)

@@ -17,8 +17,10 @@ The degradation policy (``vlrface.degrade``) is applied as its kind asks:
 Workers: a batch is a pure function of ``(seed, epoch, step)``, so ``workers=N`` decodes,
 degrades and stacks N batches at once and yields them in order: the batches are the same, bit for
 bit, whatever ``N``. ``kind="thread"`` (default) runs them in N threads (OpenCV's decode/resize
-and numpy release the GIL; no copies between processes), ``kind="process"`` in N spawned
-processes (no TF state forked; each batch is pickled back). ``workers=0``: one background
+and numpy release the GIL, the Python between them does not), ``kind="process"`` in N spawned
+processes (no TF state forked): each gets the loader once, when it starts, then per batch only
+``(epoch, step, indices, slot)``, and writes the batch into a shared-memory slot (one per batch
+in flight) that this process copies out of: no batch is pickled. ``workers=0``: one background
 thread, as before. The pool lives until ``close()`` (or the object is collected).
 
 With ``with_hr`` a batch is ``(x, y, x_hr)``: ``x_hr`` the same faces, flipped alike, before the
@@ -31,6 +33,7 @@ sample's HR face as the sample was flipped: the teacher is not run per step.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import shared_memory
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +104,9 @@ class FaceBatches:
                 from concurrent.futures import ProcessPoolExecutor
 
                 ctx = mp.get_context("spawn")
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+                self._pool = ProcessPoolExecutor(
+                    self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self,)
+                )
             else:
                 self._pool = ThreadPoolExecutor(self.workers)
         return self._pool
@@ -148,15 +153,89 @@ class FaceBatches:
             raise ValueError(f"start batch {start} is outside the epoch's {len(chunks)} batches")
         pool = self._executor()
         ahead = max(self.workers, 1)  # batches decoding ahead of the one yielded
-        pending: dict[int, object] = {}
+        shared = self.workers > 0 and self.kind == "process"
+        # this epoch's shared-memory slots, one per batch in flight (an epoch abandoned and one
+        # started before it is collected never share a slot)
+        slots = [
+            shared_memory.SharedMemory(create=True, size=self._batch_nbytes())
+            for _ in range(ahead + 1 if shared else 0)
+        ]
+        free = list(range(len(slots)))
+        pending: dict[int, tuple] = {}
         try:
             for step in range(start, len(chunks)):
                 for s in range(step, min(step + ahead + 1, len(chunks))):
-                    if s not in pending:
-                        pending[s] = pool.submit(self._batch, epoch, s, chunks[s])
-                yield pending.pop(step).result()
+                    if s in pending:
+                        continue
+                    if shared:
+                        slot = free.pop()
+                        name = slots[slot].name
+                        pending[s] = (pool.submit(_shared_batch, epoch, s, chunks[s], name), slot)
+                    else:
+                        pending[s] = (pool.submit(self._batch, epoch, s, chunks[s]), None)
+                future, slot = pending.pop(step)
+                if slot is None:
+                    yield future.result()
+                    continue
+                layout = future.result()
+                buf = slots[slot].buf
+                batch = tuple(
+                    np.ndarray(shape, dtype, buffer=buf, offset=offset).copy()
+                    for dtype, shape, offset in layout
+                )
+                free.append(slot)
+                yield batch
         finally:
-            for f in pending.values():
-                f.cancel()
+            for future, _ in pending.values():
+                future.cancel()
+            for future, _ in pending.values():  # a slot may still be written: wait for those
+                if shared and not future.cancelled():
+                    try:
+                        future.result()
+                    except Exception:
+                        pass
+            for slot in slots:
+                slot.close()
+                slot.unlink()
             if self.workers == 0:
                 pool.shutdown(wait=True)
+
+    def _batch_nbytes(self) -> int:
+        """Bytes of one batch, as ``_batch`` returns it (the size of a shared-memory slot)."""
+        b, px = self.batch_size, self.size * self.size * 3 * 4  # float32 HWC
+        third = 0
+        if self.teacher_table is not None:
+            third = b * int(np.prod(self.teacher_table.shape[2:])) * self.teacher_table.itemsize
+        elif self.with_hr:
+            third = b * px
+        return b * px + b * 4 + third + 3 * 64  # alignment padding per array
+
+
+# process workers: the loader arrives once per process; a batch goes through shared memory
+_WORKER: FaceBatches | None = None
+
+
+def _init_worker(batches: FaceBatches) -> None:
+    global _WORKER
+    _WORKER = batches
+
+
+def _shared_batch(epoch: int, step: int, idx: np.ndarray, name: str) -> list:
+    """Compute batch ``step`` in this worker, write it into shared memory ``name``; returns
+    ``[(dtype, shape, offset)]`` per array."""
+    batch = _WORKER._batch(epoch, step, idx)
+    shm = shared_memory.SharedMemory(name=name)
+    try:
+        layout, offset = [], 0
+        for arr in batch:
+            arr = np.ascontiguousarray(arr)
+            if offset + arr.nbytes > shm.size:
+                raise ValueError(
+                    f"batch of {offset + arr.nbytes} bytes exceeds its slot ({shm.size})"
+                )
+            np.ndarray(arr.shape, arr.dtype, buffer=shm.buf, offset=offset)[...] = arr
+            layout.append((arr.dtype.str, arr.shape, offset))
+            offset += -(-arr.nbytes // 64) * 64
+        return layout
+    finally:
+        shm.close()
