@@ -23,7 +23,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vlrface.config.torch import HeadConfig, TorchModelConfig
+from vlrface.config.common import HeadConfig
+from vlrface.config.torch import TorchModelConfig
 from vlrface.losses.torch.pairs import feature_distillation_loss
 from vlrface.training.torch import (
     descriptor_dim,

@@ -7,8 +7,9 @@ track-specific sections live in ``vlrface.config.keras`` and ``vlrface.config.to
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -101,7 +102,8 @@ class DataConfig(Section):
 
 
 class VLRConfig(Section):
-    """The shorthand for a fixed ``VLRPolicy``; ``StageConfig.policy`` takes any policy."""
+    """The deprecated ``vlr`` shorthand for a fixed ``VLRPolicy`` (``degrade`` takes any
+    policy); read as ``degrade: {kind: fixed, ...}``."""
 
     probability: float = Field(0.0, ge=0, le=1)
     sizes: list[int] = Field(default_factory=lambda: [7, 14, 28, 56])
@@ -116,14 +118,138 @@ class VLRConfig(Section):
                 "down": self.down, "up": self.up}  # fmt: skip
 
 
-class PlateauConfig(Section):
-    """Multiply the lr by ``factor`` when the epoch's mean training loss has not improved
-    (relatively, by more than ``threshold``) for ``patience`` epochs; never below ``min_lr``."""
+class HeadConfig(Section):
+    """The loss head: ``kind``, a row of ``vlrface.losses.heads.LOSS_HEADS``, and that head's
+    parameters beside it (``{kind: arcface, scale: 16, margin: 0.5}``); a parameter left out
+    takes the head's default. The table says which parameters each kind takes."""
 
-    patience: int = Field(2, ge=1)
-    factor: float = Field(0.1, gt=0, lt=1)
-    threshold: float = Field(1e-4, ge=0)
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str = "arcface"
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        from vlrface.losses.heads import LOSS_HEADS, LOSSES
+
+        if v not in LOSS_HEADS:
+            raise ValueError(f"unknown loss {v!r}; known: {', '.join(LOSSES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _params_fit_the_kind(self):
+        from vlrface.losses.heads import check_params
+
+        self.__pydantic_extra__.update(check_params(self.kind, self.params()))
+        return self
+
+    def params(self) -> dict:
+        """The head's keyword arguments (its parameters given in the configuration)."""
+        return dict(self.__pydantic_extra__ or {})
+
+
+class ScheduleConfig(Section):
+    """The learning rate per epoch (``vlrface.training.common.LRSchedule``). ``step``: lr *
+    gamma**k after each of ``milestones`` (epochs); ``constant``; ``plateau``: when the epoch's
+    mean training loss has not improved by ``threshold`` (relative) for more than ``patience``
+    epochs, go to the next of ``levels`` (absolute learning rates), or multiply by ``factor``."""
+
+    kind: Literal["step", "plateau", "constant"] = "step"
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0, le=1)
+    factor: float = Field(0.2, gt=0, lt=1)
+    levels: list[float] | None = None
+    patience: int = Field(1, ge=0)
+    threshold: float = Field(1e-3, ge=0)
     min_lr: float = Field(0.0, ge=0)
+
+    @field_validator("levels")
+    @classmethod
+    def _decreasing(cls, v):
+        if v is not None and (not v or any(b >= a for a, b in zip(v, v[1:], strict=False))):
+            raise ValueError(f"levels must be a non-empty, strictly decreasing list, got {v}")
+        return v
+
+
+log = logging.getLogger("vlrface.config")
+_TOLD: set[str] = set()  # deprecated keys already named in this parse (one line each)
+
+
+def deprecated(old: str, new: str) -> None:
+    """One warning line per deprecated key and parse, naming the key that replaces it."""
+    if old not in _TOLD:
+        _TOLD.add(old)
+        log.warning("config key '%s' is deprecated (it still works): use '%s'", old, new)
+
+
+def policy_builds(v: dict | None) -> dict | None:
+    """``v`` if it is a valid ``vlrface.degrade`` policy mapping (or None); ``ValueError``
+    naming the bad key otherwise."""
+    if v is None:
+        return v
+    from vlrface.degrade import policy_from_config
+
+    probe = dict(v)
+    if probe.get("kind") == "curriculum":
+        probe.setdefault("total_steps", 1)  # the stage's steps, known when training starts
+    policy_from_config(probe)  # raises ValueError naming the bad key
+    return v
+
+
+class StageBase(Section):
+    """The keys every training stage of both tracks shares (``vlrface.config.keras.StageConfig``
+    and ``vlrface.config.torch.TorchStageConfig`` add their own). Keys of earlier versions are
+    read as aliases: ``ALIASES`` (old key -> new key), translated by ``translate``; each logs one
+    deprecation line."""
+
+    ALIASES: ClassVar[dict[str, str]] = {}
+
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    # decoupled (SGDW): w -= lr * weight_decay * w every step, outside the gradient
+    weight_decay: float = Field(5e-4, ge=0)
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    # a vlrface.degrade policy (policy_from_config) applied to the student's input, or None. A
+    # curriculum without total_steps spans the stage's steps.
+    degrade: dict[str, Any] | None = None
+    flip: bool = True
+    checkpoint_dir: str | None = None
+    # threads that decode (and degrade) ahead; batches are the same whatever the number
+    loader_workers: int = Field(0, ge=0)
+
+    @field_validator("degrade")
+    @classmethod
+    def _policy_builds(cls, v):
+        return policy_builds(v)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _aliases(cls, data, handler):
+        old = isinstance(data, dict) and (
+            set(data) & set(cls.ALIASES) or isinstance(data.get("schedule"), str)
+        )
+        if not old:
+            return handler(data)
+        probe = dict(data)
+        if isinstance(probe.get("schedule"), str):
+            probe.pop("schedule")
+        handler(probe)  # the old keys' values are checked as the old schema did, by name
+        return handler(cls.translate(dict(data)))
+
+    @classmethod
+    def translate(cls, raw: dict) -> dict:
+        """``raw`` with the deprecated keys replaced by the new ones (``ValueError`` where both
+        are given)."""
+        for old, new in cls.ALIASES.items():
+            if old in raw:
+                if new in raw:
+                    raise ValueError(f"give '{new}' or the deprecated '{old}', not both")
+                deprecated(old, new)
+                raw[new] = raw.pop(old)
+        return raw
 
 
 class ProtocolEntry(Section):
@@ -240,6 +366,7 @@ def check_registry_metrics(registry: RegistryConfig, logged: list[str], prefixes
 def validate(raw: dict, source: str, schema: type[Section]):
     """Validate a configuration dict against ``schema`` (a track's pipeline configuration);
     raise ``ConfigError`` naming the first bad key."""
+    _TOLD.clear()
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:

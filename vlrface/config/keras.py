@@ -4,20 +4,23 @@ before any work. The shared sections are ``vlrface.config.common``'s.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from vlrface.config.common import (
     DataConfig,
     EvalConfig,
-    PlateauConfig,
     RegistryConfig,
+    ScheduleConfig,
     Section,
+    StageBase,
     SyntheticData,
     VLRConfig,
     check_registry_metrics,
+    deprecated,
     heldout_metric_names,
+    policy_builds,
     validate,
 )
 
@@ -59,17 +62,6 @@ class ModelConfig(Section):
         return self
 
 
-#: the keyword arguments each margin head takes from ``loss_params`` (ArcFace: arcface_scale and
-#: arcface_margin); ``statistic`` is the Laplacian quality statistic
-LOSS_PARAMS = {
-    "arcface": (),
-    "cosface": ("scale", "margin"),
-    "sphereface": ("scale", "margin"),
-    "adaface": ("scale", "margin", "h", "t_alpha"),
-    "laplacian": ("scale", "quality_scale", "min_margin", "max_margin", "statistic"),
-}
-
-
 class TeacherConfig(Section):
     """A frozen teacher for cross-resolution distillation (T-C): ``path``, a saved Keras model
     (.keras or full-model .h5), or ``model`` + ``checkpoint`` (a model of that config whose
@@ -100,32 +92,36 @@ class TeacherConfig(Section):
         return self
 
 
-class StageConfig(Section):
+class _PlateauConfig(Section):
+    """The deprecated ``plateau:`` block (now ``schedule: {kind: plateau, ...}``)."""
+
+    patience: int = Field(2, ge=1)
+    factor: float = Field(0.1, gt=0, lt=1)
+    threshold: float = Field(1e-4, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+
+
+_OLD_HEAD_KEYS = ("loss", "arcface_scale", "arcface_margin", "loss_params")
+
+
+class StageConfig(StageBase):
+    """A Keras training stage: the shared keys (``vlrface.config.common.StageBase``: ``head``,
+    ``schedule``, ``degrade``, ...) and the Keras trainer's own. The keys of earlier versions
+    (``loss``, ``arcface_scale``, ``arcface_margin``, ``loss_params``, ``policy``, ``vlr``,
+    ``schedule: step|plateau`` with ``milestones``, ``gamma``, ``plateau``) still work, each
+    with one deprecation line."""
+
     epochs: int = Field(ge=1)
-    batch_size: int = Field(128, ge=2)
+    # the paper's schedule (BinaryFaceNet §3.2) when none is given
+    schedule: ScheduleConfig = Field(
+        default_factory=lambda: ScheduleConfig(kind="step", milestones=[9, 15, 18])
+    )
     # at most this many batches per epoch (a random subset of the epoch's shuffled faces);
     # null: every full batch. For a CPU-sized fine-tune of a large training set.
     steps_per_epoch: int | None = Field(None, ge=1)
-    lr: float = Field(0.01, gt=0)
-    # schedule "step": lr * gamma ** (milestones <= epoch); "plateau": see PlateauConfig
-    schedule: Literal["step", "plateau"] = "step"
-    milestones: list[int] = Field(default_factory=lambda: [9, 15, 18])
-    gamma: float = 0.1
-    plateau: PlateauConfig = Field(default_factory=PlateauConfig)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4  # decoupled (SGDW): w -= lr * weight_decay * w every step
-    loss: Literal["arcface", "cosface", "sphereface", "adaface", "laplacian"] = "arcface"
-    arcface_scale: float = 16.0
-    arcface_margin: float = 0.5
-    loss_params: dict[str, float | str] = Field(default_factory=dict)  # see LOSS_PARAMS
-    flip: bool = True
-    vlr: VLRConfig = Field(default_factory=VLRConfig)
-    # any vlrface.degrade policy (policy_from_config); a curriculum without total_steps spans
-    # the stage's steps. Replaces the 'vlr' shorthand.
-    policy: dict[str, Any] | None = None
     teacher: TeacherConfig | None = None
-    # the new margin head: random centres, or the starting backbone's class means (a fine-tune
-    # from a pre-trained backbone whose head does not fit the new classes)
+    # the new head: random centres, or the starting backbone's class means (a fine-tune from a
+    # pre-trained backbone whose head does not fit the new classes)
     head_init: Literal["random", "class_means"] = "random"
     # BatchNormalization in inference mode (moving statistics, scale and offset kept): a
     # fine-tune on degraded faces then cannot shift the statistics the HR faces are normalised by
@@ -134,52 +130,94 @@ class StageConfig(Section):
     # the weights and faces); null: computed in each run
     embedding_cache: str | None = None
     checkpoint_every: int | None = Field(None, ge=1)  # steps
-    checkpoint_dir: str | None = None
     keep_checkpoints: int = Field(2, ge=1)
     resume: bool = False  # continue from checkpoint_dir's last checkpoint
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
-    # threads that decode/degrade/batch ahead (vlrface.data.loader); batches are the same
-    # whatever the number. 0: one background thread
-    loader_workers: int = Field(0, ge=0)
     mixed_precision: bool = False  # GPU only; ignored (and logged) on a CPU
+
+    # deprecated keys, read once and translated (``translate``); never dumped
+    loss: str | None = Field(None, exclude=True)
+    arcface_scale: float | None = Field(None, exclude=True)
+    arcface_margin: float | None = Field(None, exclude=True)
+    loss_params: dict[str, float | str] | None = Field(None, exclude=True)
+    policy: dict[str, Any] | None = Field(None, exclude=True)
+    vlr: VLRConfig | None = Field(None, exclude=True)
+    milestones: list[int] | None = Field(None, exclude=True)
+    gamma: float | None = Field(None, exclude=True)
+    plateau: _PlateauConfig | None = Field(None, exclude=True)
+
+    ALIASES: ClassVar[dict[str, str]] = {
+        "loss": "head.kind",
+        "arcface_scale": "head.scale",
+        "arcface_margin": "head.margin",
+        "loss_params": "head.<param>",
+        "policy": "degrade",
+        "vlr": "degrade: {kind: fixed, ...}",
+        "milestones": "schedule.milestones",
+        "gamma": "schedule.gamma",
+        "plateau": "schedule: {kind: plateau, ...} (its patience p is schedule.patience p - 1)",
+    }
 
     @field_validator("policy")
     @classmethod
-    def _policy_builds(cls, v):
-        if v is None:
-            return v
-        from vlrface.degrade import policy_from_config
-
-        probe = dict(v)
-        if probe.get("kind") == "curriculum":
-            probe.setdefault("total_steps", 1)  # the stage's steps, known when training starts
-        policy_from_config(probe)  # raises ValueError naming the bad key
-        return v
+    def _old_policy_builds(cls, v):
+        return policy_builds(v)
 
     @model_validator(mode="after")
     def _stage_is_consistent(self):
-        if self.policy is not None and self.vlr.probability > 0:
-            raise ValueError("give either 'vlr' (the shorthand) or 'policy', not both")
-        allowed = LOSS_PARAMS[self.loss]
-        unknown = sorted(set(self.loss_params) - set(allowed))
-        if unknown:
-            hint = "use arcface_scale/arcface_margin" if self.loss == "arcface" else allowed
-            raise ValueError(f"loss_params {unknown} do not apply to loss {self.loss!r}: {hint}")
-        for key, val in self.loss_params.items():
-            if (key == "statistic") != isinstance(val, str):
-                raise ValueError(f"loss_params.{key} has the wrong type: {val!r}")
-        if "statistic" in self.loss_params:
-            from vlrface.losses.quality import STATISTICS
-
-            if self.loss_params["statistic"] not in STATISTICS:
-                raise ValueError(f"loss_params.statistic must be one of {list(STATISTICS)}")
         if (self.checkpoint_every or self.resume) and not self.checkpoint_dir:
             raise ValueError("'checkpoint_every' and 'resume' need 'checkpoint_dir'")
         return self
 
-    def policy_config(self) -> dict | None:
-        """The degradation policy as a ``policy_from_config`` dict (``None``: no degradation)."""
-        return dict(self.policy) if self.policy is not None else self.vlr.policy_dict()
+    @classmethod
+    def translate(cls, raw: dict) -> dict:
+        old_head = [
+            k for k in ("loss", "arcface_scale", "arcface_margin", "loss_params") if k in raw
+        ]
+        if old_head:
+            if "head" in raw:
+                raise ValueError(f"give 'head' or the deprecated {old_head}, not both")
+            for key in old_head:
+                deprecated(key, cls.ALIASES[key])
+            kind = raw.pop("loss", "arcface")
+            params = dict(raw.pop("loss_params", None) or {})
+            scale, margin = raw.pop("arcface_scale", None), raw.pop("arcface_margin", None)
+            if kind == "arcface":  # the arcface_* keys applied to ArcFace only
+                params |= {k: v for k, v in (("scale", scale), ("margin", margin)) if v is not None}
+            raw["head"] = {"kind": kind, **params}
+        old_degrade = [k for k in ("policy", "vlr") if k in raw]
+        if old_degrade:
+            if "degrade" in raw or len(old_degrade) == 2:
+                raise ValueError(f"give 'degrade' only, not {old_degrade} with it or each other")
+            key = old_degrade[0]
+            deprecated(key, cls.ALIASES[key])
+            value = raw.pop(key)
+            if key == "vlr":
+                value = VLRConfig.model_validate(value or {}).policy_dict()
+            raw["degrade"] = value
+        old_schedule = isinstance(raw.get("schedule"), str)
+        old_keys = [k for k in ("milestones", "gamma", "plateau") if k in raw]
+        if old_schedule or old_keys:
+            if "schedule" in raw and not old_schedule:
+                raise ValueError(f"give 'schedule: {{kind: ...}}' or the deprecated {old_keys}")
+            kind = raw.pop("schedule", "step")
+            if old_schedule:
+                deprecated("schedule: " + kind, "schedule: {kind: " + kind + "}")
+            for key in old_keys:
+                deprecated(key, cls.ALIASES[key])
+            milestones, gamma = raw.pop("milestones", [9, 15, 18]), raw.pop("gamma", 0.1)
+            plateau = _PlateauConfig.model_validate(raw.pop("plateau", None) or {})
+            if kind == "plateau":
+                raw["schedule"] = {
+                    "kind": "plateau",
+                    "patience": plateau.patience - 1,  # the old count included the last epoch
+                    "factor": plateau.factor,
+                    "threshold": plateau.threshold,
+                    "min_lr": plateau.min_lr,
+                }
+            else:
+                raw["schedule"] = {"kind": kind, "milestones": milestones, "gamma": gamma}
+        return raw
 
 
 class ExportConfig(Section):

@@ -8,23 +8,23 @@ first bad key. ``TorchStageConfig`` is also what ``vlrface.training.torch.train`
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from vlrface.config.common import (
     DataConfig,
     EvalConfig,
+    HeadConfig,
     RegistryConfig,
     Section,
+    StageBase,
     SyntheticData,
     check_registry_metrics,
     heldout_metric_names,
     validate,
 )
 from vlrface.models.torch import TORCH_ZOO
-
-HEADS = ("softmax", "arcface", "cosface", "sphereface", "adaface")
 
 
 class TorchModelConfig(Section):
@@ -37,36 +37,6 @@ class TorchModelConfig(Section):
     input_size: int | None = Field(None, ge=16)
     # a torch checkpoint (``training_torch.save_model``) to start from instead of pre-training
     pretrained: str | None = None
-
-
-class HeadConfig(Section):
-    kind: Literal["softmax", "arcface", "cosface", "sphereface", "adaface"] = "softmax"
-    scale: float | None = Field(None, gt=0)  # None: the head's own default
-    margin: float | None = None
-    # softmax only: BatchNorm + dropout 0.5 before the FC (SqueezeFacePoseNet §3's head)
-    bn_dropout: bool = False
-
-
-class ScheduleConfig(Section):
-    """``step``: lr * gamma**k after each of ``milestones`` (epochs). ``plateau``: when the
-    epoch's mean training loss has not improved by ``threshold`` (relative) for ``patience``
-    epochs, go to the next of ``levels`` (absolute learning rates), or multiply by ``factor``."""
-
-    kind: Literal["step", "plateau", "constant"] = "step"
-    milestones: list[int] = Field(default_factory=list)
-    gamma: float = Field(0.1, gt=0, le=1)
-    factor: float = Field(0.2, gt=0, lt=1)
-    levels: list[float] | None = None
-    patience: int = Field(1, ge=0)
-    threshold: float = Field(1e-3, ge=0)
-    min_lr: float = Field(0.0, ge=0)
-
-    @field_validator("levels")
-    @classmethod
-    def _decreasing(cls, v):
-        if v is not None and (not v or any(b >= a for a, b in zip(v, v[1:], strict=False))):
-            raise ValueError(f"levels must be a non-empty, strictly decreasing list, got {v}")
-        return v
 
 
 class TeacherConfig(Section):
@@ -84,50 +54,32 @@ class TeacherConfig(Section):
     distance: Literal["mse", "cosine"] = "mse"
 
 
-class TorchStageConfig(Section):
-    epochs: int = Field(1, ge=1)
+class TorchStageConfig(StageBase):
+    """A PyTorch training stage: the shared keys (``vlrface.config.common.StageBase``) and the
+    PyTorch trainer's own. ``workers`` (earlier versions) is read as ``loader_workers``."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"workers": "loader_workers"}
+
     batch_size: int = Field(32, ge=2)
+    head: HeadConfig = Field(default_factory=lambda: HeadConfig(kind="softmax"))
     # stop after this many steps (a cap for demos and tests); None: every epoch in full
     max_steps: int | None = Field(None, ge=1)
-    lr: float = Field(0.01, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    # decoupled: p <- p * (1 - lr * weight_decay) before each SGD step (training_torch docstring)
-    weight_decay: float = Field(5e-4, ge=0)
     # clip the global gradient norm to this (None: no clipping); SqueezeFacePoseNet's descriptor
     # is unnormalised (ReLU + GAP of mean-subtracted 0..255 pixels), so a distillation MSE on it
     # starts in the hundreds and explodes without a clip
     grad_clip_norm: float | None = Field(None, gt=0)
-    head: HeadConfig = Field(default_factory=HeadConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    # a vlrface.degrade.policy_from_config mapping applied to the student's input, or None. A
-    # curriculum without total_steps gets the stage's number of steps.
-    degrade: dict | None = None
     teacher: TeacherConfig | None = None
-    flip: bool = True
     # train only on identities with at least this many training images (SqueezeFacePoseNet
     # drops MS1M users with fewer than 70)
     min_images_per_identity: int = Field(1, ge=1)
     checkpoint_every: int = Field(100, ge=1)  # steps
-    # where the step keeps its resumable checkpoint; None: a folder under the system temp dir
-    # named by the stage's inputs (a crashed run resumes there, a finished one deletes it)
-    checkpoint_dir: str | None = None
-    workers: int = Field(0, ge=0)  # decoding threads; 0 decodes in the training thread
+    # checkpoint_dir None: a folder under the system temp dir named by the stage's inputs (a
+    # crashed run resumes there, a finished one deletes it)
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
     ddp: bool = False  # DistributedDataParallel when torch.distributed is initialised, else no-op
     progress: bool = True
 
-    @field_validator("degrade")
-    @classmethod
-    def _policy_builds(cls, v):
-        if v is None:
-            return v
-        from vlrface.degrade import policy_from_config
-
-        probe = dict(v)
-        if probe.get("kind") == "curriculum":
-            probe.setdefault("total_steps", 1)
-        policy_from_config(probe)  # raises ValueError naming the key
-        return v
+    workers: int | None = Field(None, ge=0, exclude=True)  # deprecated: loader_workers
 
 
 class OnnxExportConfig(Section):

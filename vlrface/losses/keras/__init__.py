@@ -1,13 +1,9 @@
-"""Margin losses for face recognition (one interface per framework).
+"""The Keras loss heads and pair losses (tf ops; importing this package registers every head's
+layer for model loading). The heads' names, parameters and classes per framework are the table
+``vlrface.losses.heads.LOSS_HEADS``; ``vlrface.losses.torch`` has the same heads in PyTorch.
 
-Keras (tf ops, imported here so the layers are registered for model loading):
-``ArcFaceHead``, ``CosFaceHead``, ``SphereFaceHead``, ``AdaFaceHead``, ``LaplacianMarginHead``
-with ``arcface_loss`` (softmax cross-entropy of any head's logits), and ``keras_pairs``'s
+``arcface_loss`` is the softmax cross-entropy of any head's logits; ``pairs`` holds
 ``octuplet_loss`` and ``feature_distillation_loss``.
-
-PyTorch (same names, parameters and math): ``vlrface.losses.torch.margins`` and
-``vlrface.losses.torch.pairs`` (imported on demand, so Keras users do not load torch).
-Framework-free: ``vlrface.losses.quality`` (Laplacian image quality, numpy).
 """
 
 from vlrface.losses.keras.arcface import ArcFaceHead, arcface_loss
@@ -15,6 +11,7 @@ from vlrface.losses.keras.margins import (
     AdaFaceHead,
     CosFaceHead,
     LaplacianMarginHead,
+    SoftmaxHead,
     SphereFaceHead,
     laplacian_quality,
 )
@@ -25,6 +22,7 @@ __all__ = [
     "ArcFaceHead",
     "CosFaceHead",
     "LaplacianMarginHead",
+    "SoftmaxHead",
     "SphereFaceHead",
     "arcface_loss",
     "feature_distillation_loss",
