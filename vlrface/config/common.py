@@ -118,6 +118,16 @@ class VLRConfig(Section):
                 "down": self.down, "up": self.up}  # fmt: skip
 
 
+def zoo_name(name: str, framework: str) -> str:
+    """``name`` if it is a ``framework`` model of the zoo (``vlrface.models.zoo``); a
+    ``ValueError`` naming the known ones otherwise."""
+    from vlrface.models.zoo import names
+
+    if name not in names(framework):
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(names(framework))}")
+    return name
+
+
 class HeadConfig(Section):
     """The loss head: ``kind``, a row of ``vlrface.losses.heads.LOSS_HEADS``, and that head's
     parameters beside it (``{kind: arcface, scale: 16, margin: 0.5}``); a parameter left out

@@ -22,20 +22,12 @@ from vlrface.config.common import (
     heldout_metric_names,
     policy_builds,
     validate,
+    zoo_name,
 )
 
 
 class ModelConfig(Section):
-    name: Literal[
-        "binaryfacenet",
-        "binaryfacenet_lce",
-        "quicknet",
-        "quicknet_small",
-        "quicknet_large",
-        "binarydensenet28",
-        "binarydensenet37",
-        "binarydensenet45",
-    ] = "binaryfacenet"
+    name: str = "binaryfacenet"  # a Keras model of the zoo (vlrface.models.zoo)
     # a checkpoint to fine-tune from, skipping pre-training: the authors' .h5 or our .keras
     pretrained: str | None = None
     # widths: binaryfacenet one int (default 64); binaryfacenet_lce one int or the widths of its
@@ -47,6 +39,11 @@ class ModelConfig(Section):
         default_factory=lambda: {"head": 1, "gfe": 1, "lfe1": 1, "lfe2": 1}
     )
 
+    @field_validator("name")
+    @classmethod
+    def _in_the_zoo(cls, v: str) -> str:
+        return zoo_name(v, "keras")
+
     @model_validator(mode="after")
     def _channels_fit_the_model(self):
         c = self.channels
@@ -57,7 +54,9 @@ class ModelConfig(Section):
             raise ValueError(f"channels must be >= 4, got {c}")
         if self.name == "binaryfacenet" and isinstance(c, list):
             raise ValueError("binaryfacenet takes one channel width")
-        if self.name not in ("binaryfacenet", "binaryfacenet_lce"):
+        from vlrface.models.zoo import entry
+
+        if "channels" not in entry(self.name).options:
             raise ValueError(f"{self.name} has its paper's widths; remove 'channels'")
         return self
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from vlrface.config.common import (
     DataConfig,
@@ -23,12 +23,12 @@ from vlrface.config.common import (
     check_registry_metrics,
     heldout_metric_names,
     validate,
+    zoo_name,
 )
-from vlrface.models.torch import TORCH_ZOO
 
 
 class TorchModelConfig(Section):
-    name: Literal[TORCH_ZOO] = "squeezefaceposenet"  # type: ignore[valid-type]
+    name: str = "squeezefaceposenet"  # a PyTorch model of the zoo (vlrface.models.zoo)
     # SE-ResNet-50: a projection to this width (None: the 2048-d pool output); SqueezeFacePoseNet:
     # the conv10 width (None: the paper's 1000)
     embedding: int | None = Field(None, ge=2)
@@ -37,6 +37,11 @@ class TorchModelConfig(Section):
     input_size: int | None = Field(None, ge=16)
     # a torch checkpoint (``training_torch.save_model``) to start from instead of pre-training
     pretrained: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _in_the_zoo(cls, v: str) -> str:
+        return zoo_name(v, "torch")
 
 
 class TeacherConfig(Section):
