@@ -16,7 +16,7 @@ import yaml
 from vlrface.config.keras import parse
 from vlrface.data import casia
 from vlrface.embedders import KerasEmbedder
-from vlrface.materializers import load_keras
+from vlrface.keras_materializer import load_keras
 from vlrface.models.keras import build_model
 from vlrface.preprocess import load_face
 from vlrface.protocols.verification import evaluate_pairs, make_pairs

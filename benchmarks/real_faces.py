@@ -113,7 +113,7 @@ def load(path: Path):
         from vlrface.models.keras.checkpoint import load_h5
 
         return KerasEmbedder(load_h5(path))
-    from vlrface.materializers import load_keras
+    from vlrface.keras_materializer import load_keras
 
     return KerasEmbedder(load_keras(str(path)))
 

@@ -28,7 +28,7 @@ def training_code() -> str:
         "losses",
         "degrade.py",
         "data",
-        "materializers.py",
+        "keras_materializer.py",
     )
 
 

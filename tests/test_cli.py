@@ -86,7 +86,7 @@ def test_mismatching_checkpoint_names_the_layer_and_shapes(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_keras(tmp_path_factory):
-    from vlrface.materializers import save_keras
+    from vlrface.keras_materializer import save_keras
     from vlrface.models.keras.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
 
     path = tmp_path_factory.mktemp("m") / "tiny.keras"

@@ -154,3 +154,32 @@ def test_compare_metric_may_name_a_protocol_metric():
         raw = _config(protocols=[lfw])
         raw["data"] = {"name": "lfw"}
         parse(raw)
+
+
+def test_the_protocol_table_declares_each_protocols_files_once(monkeypatch):
+    """Each row's files are keyword arguments of its runner; the configuration's ``files`` keys
+    and the CLI's ``--<file>`` options are read from the same row."""
+    import inspect
+
+    from click.testing import CliRunner
+
+    from vlrface.cli import main
+
+    for name, row in runners.TABLE.items():
+        takes = inspect.signature(row.runner).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in takes.values()):
+            continue  # ijbb/ijbc pass theirs on to the shared IJB runner
+        assert set(row.files) <= set(takes), name
+        assert ("align" in takes) == row.alignable, name
+    options = runners.file_options()
+    assert options["gallery_mat"] == (
+        "tinyface: the gallery .mat list. survface: the gallery .mat list."
+    )
+    help_text = CliRunner().invoke(main, ["evaluate", "--help"]).output
+    assert all(f"--{k.replace('_', '-')}" in help_text for k in options)
+    # a new row: its files are what the configuration accepts
+    row = runners.Protocol(runners.run_lfw, {"pairs": "pairs.txt"})
+    monkeypatch.setitem(runners.TABLE, "lfw_pairs_only", row)
+    entry = {"name": "lfw_pairs_only", "root": "x", "files": {"bin": "lfw.bin"}}
+    with pytest.raises(ConfigError, match=r"\['bin'\] do not apply to lfw_pairs_only"):
+        parse(_config(protocols=[entry]))

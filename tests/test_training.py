@@ -337,7 +337,7 @@ def test_train_acc_is_measured_without_the_margin(faces):
     emb, y = np.concatenate([e for e, _ in pairs]), np.concatenate([y for _, y in pairs])
     stage_ = Stage(epochs=1, batch_size=8, loss="cosface", head_params={"margin": 2.0},
                    schedule=LRSchedule("constant", 1e-6))  # fmt: skip
-    head = make_head(len(labels), EMB, stage_, class_mean_centres(emb, y, len(labels)))
+    head = make_head(len(labels), EMB, stage_, class_mean_centres(emb[:, None], y, len(labels)))
     history = train(backbone, head, batches, stage_, progress=False)
     assert history[0]["train_acc"] >= 0.5
 

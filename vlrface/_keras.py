@@ -28,7 +28,7 @@ def custom_objects() -> dict:
     Loads pass them explicitly with ``safe_mode=True`` (no lambdas, no arbitrary code)."""
     import larq as lq
 
-    from vlrface.export.int8 import FakeQuant
+    from vlrface.export.lce_int8 import FakeQuant
     from vlrface.losses.heads import LOSSES, head_class
     from vlrface.models.keras.binaryfacenet import GroupedQuantConv2D
     from vlrface.models.keras.quicknet import BinomialBlur

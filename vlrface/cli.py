@@ -298,7 +298,7 @@ def import_checkpoint_cmd(h5, out, faces_dir, count, tolerance, as_json) -> None
         import tempfile
         from pathlib import Path
 
-        from vlrface.materializers import save_keras
+        from vlrface.keras_materializer import save_keras
 
         target = Path(out)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -323,7 +323,7 @@ def _load_model(spec: str):
 
         return load_h5(path)
     if path.suffix == ".keras" and path.is_file():
-        from vlrface.materializers import load_keras
+        from vlrface.keras_materializer import load_keras
 
         return load_keras(str(path))
     raise click.BadParameter(
@@ -332,22 +332,12 @@ def _load_model(spec: str):
     )
 
 
-_EVAL_FILES = {  # --option: (runner keyword, help)
-    "pairs": ("pairs", "lfw: pairs.txt (default <data>/pairs.txt)."),
-    "bin": ("bin", "lfw: an aligned insightface lfw.bin instead of the raw release."),
-    "features": ("features", "scface: features.txt."),
-    "annotations": ("annotations", "scface: scface_annotations.txt (4 landmarks)."),
-    "probe-mat": ("probe_mat", "tinyface: probe_img_ID_pairs.mat."),
-    "gallery-mat": ("gallery_mat", "tinyface/survface: the gallery .mat list."),
-    "positive-mat": ("positive_mat", "survface: positive_pairs_names.mat."),
-    "negative-mat": ("negative_mat", "survface: negative_pairs_names.mat."),
-    "mated-probe-mat": ("mated_probe_mat", "survface: mated_probe_img_ID_pairs.mat."),
-}
-
-
 def _eval_file_options(f):
-    for option, (_, helps) in reversed(_EVAL_FILES.items()):
-        f = click.option(f"--{option}", option.replace("-", "_"), help=helps)(f)
+    """The ``--<file>`` options of every protocol file (``vlrface.protocols.runners.TABLE``)."""
+    from vlrface.protocols.runners import file_options
+
+    for keyword, helps in reversed(file_options().items()):
+        f = click.option(f"--{keyword.replace('_', '-')}", keyword, help=helps)(f)
     return f
 
 
@@ -455,7 +445,7 @@ def evaluate_cmd(
     for option, value in files.items():
         if value is None:
             continue
-        keyword = _EVAL_FILES[option.replace("_", "-")][0]
+        keyword = option
         if keyword not in PROTOCOL_FILES[protocol]:
             raise click.ClickException(f"--{option.replace('_', '-')} does not apply to {protocol}")
         if not Path(value).is_file():

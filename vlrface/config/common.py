@@ -181,6 +181,18 @@ class ScheduleConfig(Section):
         return v
 
 
+class TeacherBase(Section):
+    """The distillation term both tracks' teachers add: ``lam`` x the distance between the
+    frozen teacher's features of the HR face and the student's of its degraded copy
+    (cross-resolution T-C, Eq. 1). ``reduction``: ``mean`` (MSE, the authors' code) or ``sum``
+    (Eq. 1 as printed); ``distance``: ``mse`` on the features as they are, ``cosine`` on the
+    unit-normalised ones (2 - 2 cos per sample, immune to the student shrinking its scale)."""
+
+    lam: float = Field(0.1, ge=0)
+    reduction: Literal["mean", "sum"] = "mean"
+    distance: Literal["mse", "cosine"] = "mse"
+
+
 log = logging.getLogger("vlrface.config")
 _TOLD: set[str] = set()  # deprecated keys already named in this parse (one line each)
 
@@ -265,9 +277,9 @@ class StageBase(Section):
 class ProtocolEntry(Section):
     """One benchmark protocol the evaluate step runs (``vlrface.protocols.suite``).
 
-    ``name``: a protocol of ``vlrface.protocols.runners.PROTOCOLS``; ``root``: its release
+    ``name``: a protocol of ``vlrface.protocols.runners.TABLE``; ``root``: its release
     folder (checked when the step runs); ``resolutions``: probe sizes (default: the
-    protocol's); ``files``: its protocol files (``runners.PROTOCOL_FILES``, e.g. lfw ``pairs``),
+    protocol's); ``files``: its protocol files (the row's ``files``, e.g. lfw ``pairs``),
     relative to ``root`` unless absolute; ``model``: ``keras`` (the fine-tuned Keras model) or
     ``lce`` (that model converted to an LCE flatbuffer in the step and run by LCE's interpreter,
     one thread). Metric names do not depend on ``model``. ``align``: how raw faces are aligned
@@ -284,10 +296,10 @@ class ProtocolEntry(Section):
     @field_validator("name")
     @classmethod
     def _known_protocol(cls, v: str) -> str:
-        from vlrface.protocols.runners import PROTOCOLS
+        from vlrface.protocols.runners import TABLE
 
-        if v not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {v!r}; known: {', '.join(PROTOCOLS)}")
+        if v not in TABLE:
+            raise ValueError(f"unknown protocol {v!r}; known: {', '.join(TABLE)}")
         return v
 
     @field_validator("resolutions")
@@ -299,9 +311,9 @@ class ProtocolEntry(Section):
 
     @model_validator(mode="after")
     def _known_files(self):
-        from vlrface.protocols.runners import PROTOCOL_FILES
+        from vlrface.protocols.runners import TABLE
 
-        allowed = PROTOCOL_FILES[self.name]
+        allowed = tuple(TABLE[self.name].files)
         unknown = sorted(set(self.files) - set(allowed))
         if unknown:
             raise ValueError(

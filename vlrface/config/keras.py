@@ -16,6 +16,7 @@ from vlrface.config.common import (
     Section,
     StageBase,
     SyntheticData,
+    TeacherBase,
     VLRConfig,
     check_registry_metrics,
     deprecated,
@@ -61,7 +62,7 @@ class ModelConfig(Section):
         return self
 
 
-class TeacherConfig(Section):
+class TeacherConfig(TeacherBase):
     """A frozen teacher for cross-resolution distillation (T-C): ``path``, a saved Keras model
     (.keras or full-model .h5), or ``model`` + ``checkpoint`` (a model of that config whose
     weights are copied layer by layer from the checkpoint). The loss adds
@@ -71,11 +72,6 @@ class TeacherConfig(Section):
     path: str | None = None
     model: ModelConfig | None = None
     checkpoint: str | None = None
-    lam: float = Field(0.1, ge=0)
-    reduction: Literal["mean", "sum"] = "mean"
-    # mse: the features as they are; cosine: unit-normalised (2 - 2 cos per sample), immune to
-    # the student shrinking its embedding's scale (vlrface.losses.feature_distillation_loss)
-    distance: Literal["mse", "cosine"] = "mse"
     # embed the training faces (as is and mirrored) with the teacher once, before the stage,
     # instead of running it every step (vlrface.training.keras.embedding_table)
     cache: bool = False

@@ -20,6 +20,7 @@ from vlrface.config.common import (
     Section,
     StageBase,
     SyntheticData,
+    TeacherBase,
     check_registry_metrics,
     heldout_metric_names,
     validate,
@@ -44,19 +45,11 @@ class TorchModelConfig(Section):
         return zoo_name(v, "torch")
 
 
-class TeacherConfig(Section):
-    """Teacher-student (papers/cross-resolution-learning.md §3.2, Eq. 1): a frozen teacher sees
-    the HR face, the student its degraded copy; loss = margin + ``lam`` * MSE(features)."""
+class TeacherConfig(TeacherBase):
+    """Teacher-student (``vlrface.config.common.TeacherBase``); ``checkpoint``: a torch
+    checkpoint; None in a pipeline: the pre-trained (or model.pretrained) network."""
 
-    # a torch checkpoint; None in a pipeline: the pre-trained (or model.pretrained) network
     checkpoint: str | None = None
-    lam: float = Field(0.1, ge=0)
-    # "mean": lam * mean squared difference (MSE); "sum": lam * sum over batch and features,
-    # Eq. 1 as printed
-    reduction: Literal["mean", "sum"] = "mean"
-    # mse: the features as they are; cosine: unit-normalised (2 - 2 cos per sample), immune to
-    # the student shrinking its embedding (vlrface.losses.torch.pairs.feature_distillation_loss)
-    distance: Literal["mse", "cosine"] = "mse"
 
 
 class TorchStageConfig(StageBase):

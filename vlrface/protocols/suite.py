@@ -39,7 +39,7 @@ from vlrface.protocols import runners
 from vlrface.protocols.common import exp_suffix
 from vlrface.protocols.identification import CLOSED_SET_RANKS
 
-KNOWN_AHEAD = ("lfw", "tinyface", "identities")
+KNOWN_AHEAD = runners.KNOWN_AHEAD  # the protocols whose metric names the config fixes
 
 
 def _field(entry, key: str, default=None):
