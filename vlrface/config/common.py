@@ -354,6 +354,37 @@ class RegistryConfig(Section):
     policy: str | None = None
 
 
+class PipelineBase(Section):
+    """What both tracks' pipeline configurations share: the seed, the data, the synthetic demo
+    set and the evaluation, a pre-training stage unless ``model.pretrained`` is given, and a
+    promotion metric that the run logs. Each track adds ``model``, ``pretrain``, ``finetune``,
+    ``export``, ``latency`` and ``registry`` of its own types, and its ``metric_names``."""
+
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    synthetic: SyntheticData = Field(default_factory=SyntheticData)
+    evaluation: EvalConfig = Field(default_factory=EvalConfig)
+
+    def metric_names(self) -> list[str]:
+        """The names of the metrics the pipeline's evaluation logs for this configuration."""
+        return heldout_metric_names(self.data, self.evaluation)
+
+    def metric_prefixes(self) -> list[str]:
+        """Prefixes under which any metric name may be logged (names that depend on data)."""
+        return []
+
+    @model_validator(mode="after")
+    def _pretrain_or_pretrained(self):
+        if self.pretrain is None and not self.model.pretrained:
+            raise ValueError("missing required key 'pretrain' (or set model.pretrained)")
+        return self
+
+    @model_validator(mode="after")
+    def _compare_metric_exists(self):
+        check_registry_metrics(self.registry, self.metric_names(), self.metric_prefixes())
+        return self
+
+
 def heldout_metric_names(data: DataConfig, evaluation: EvalConfig) -> list[str]:
     """The names the in-run verification on held-out identities logs (both pipelines)."""
     from vlrface.protocols.verification import metric_suffix

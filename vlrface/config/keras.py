@@ -9,16 +9,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from vlrface.config.common import (
-    DataConfig,
-    EvalConfig,
+    PipelineBase,
     RegistryConfig,
     ScheduleConfig,
     Section,
     StageBase,
-    SyntheticData,
     TeacherBase,
     VLRConfig,
-    check_registry_metrics,
     deprecated,
     heldout_metric_names,
     policy_builds,
@@ -259,14 +256,10 @@ class LatencyConfig(Section):
         return self
 
 
-class PipelineConfig(Section):
-    seed: int = 0
-    data: DataConfig = Field(default_factory=DataConfig)
-    synthetic: SyntheticData = Field(default_factory=SyntheticData)
+class PipelineConfig(PipelineBase):
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: StageConfig | None = None  # required unless model.pretrained is given
     finetune: StageConfig
-    evaluation: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
@@ -292,17 +285,6 @@ class PipelineConfig(Section):
         from vlrface.protocols.suite import KNOWN_AHEAD
 
         return [f"eval.{e.name}." for e in self.evaluation.protocols if e.name not in KNOWN_AHEAD]
-
-    @model_validator(mode="after")
-    def _pretrain_or_pretrained(self):
-        if self.pretrain is None and not self.model.pretrained:
-            raise ValueError("missing required key 'pretrain' (or set model.pretrained)")
-        return self
-
-    @model_validator(mode="after")
-    def _compare_metric_exists(self):
-        check_registry_metrics(self.registry, self.metric_names(), self.metric_prefixes())
-        return self
 
 
 def parse(raw: dict, source: str = "config") -> PipelineConfig:

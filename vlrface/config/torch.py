@@ -14,15 +14,12 @@ from pydantic import Field, field_validator, model_validator
 
 from vlrface.config.common import (
     DataConfig,
-    EvalConfig,
     HeadConfig,
+    PipelineBase,
     RegistryConfig,
     Section,
     StageBase,
-    SyntheticData,
     TeacherBase,
-    check_registry_metrics,
-    heldout_metric_names,
     validate,
     zoo_name,
 )
@@ -116,35 +113,21 @@ class TorchRegistryConfig(RegistryConfig):
     model_name: str = "squeezefaceposenet"
 
 
-class TorchPipelineConfig(Section):
-    seed: int = 0
-    data: DataConfig = Field(default_factory=DataConfig)
+class TorchPipelineConfig(PipelineBase):
     # the pre-training set when it differs from ``data`` (SqueezeFacePoseNet: MS1M, then
     # VGGFace2); None pre-trains on ``data``
     pretrain_data: DataConfig | None = None
-    synthetic: SyntheticData = Field(default_factory=SyntheticData)
     model: TorchModelConfig = Field(default_factory=TorchModelConfig)
     pretrain: TorchStageConfig | None = None  # required unless model.pretrained is given
     finetune: TorchStageConfig
-    evaluation: EvalConfig = Field(default_factory=EvalConfig)
     export: OnnxExportConfig = Field(default_factory=OnnxExportConfig)
     latency: OnnxLatencyConfig = Field(default_factory=OnnxLatencyConfig)
     registry: TorchRegistryConfig = Field(default_factory=TorchRegistryConfig)
 
-    def metric_names(self) -> list[str]:
-        return heldout_metric_names(self.data, self.evaluation)
-
     @model_validator(mode="after")
-    def _pretrain_or_pretrained(self):
-        if self.pretrain is None and not self.model.pretrained:
-            raise ValueError("missing required key 'pretrain' (or set model.pretrained)")
+    def _pretrain_has_no_teacher(self):
         if self.pretrain is not None and self.pretrain.teacher is not None:
             raise ValueError("pretrain.teacher: only the fine-tune stage has a teacher")
-        return self
-
-    @model_validator(mode="after")
-    def _compare_metric_exists(self):
-        check_registry_metrics(self.registry, self.metric_names())
         return self
 
 
