@@ -58,8 +58,8 @@ def _flat(model) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def torch_runs(data, tmp_path_factory):
-    from vlrface import training_torch as tt
     from vlrface.config.torch import TorchModelConfig, TorchStageConfig
+    from vlrface.training import torch as tt
 
     root, manifest = data
     tt.seed_everything(0)

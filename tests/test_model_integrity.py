@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from vlrface import provenance, registry, serving
-from vlrface import training_torch as tt
 from vlrface._keras import tf
 from vlrface.config.torch import TorchModelConfig
 from vlrface.errors import ConfigError, IntegrityError
 from vlrface.export import lce
 from vlrface.keras_materializer import save_keras
 from vlrface.models.keras.binaryfacenet_lce import build_binaryfacenet_lce
+from vlrface.training import torch as tt
 
 
 @pytest.fixture(scope="module")

@@ -190,8 +190,8 @@ def _keras_worker(job_dir: Path, job: dict, manifest: pd.DataFrame) -> None:
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * logical
         )
-    from vlrface import training
     from vlrface.config.keras import ModelConfig, StageConfig
+    from vlrface.training import keras as training
 
     stage_cfg = StageConfig(**job["stage"])
     strategy = training.make_strategy(stage_cfg.strategy)  # before any other op (TF's rule)
@@ -260,8 +260,8 @@ def train_torch_ddp(
 ):
     """``vlrface.training.torch.train`` with ``ddp: true`` on ``processes`` local processes
     (``torchrun``, gloo); returns rank 0's ``(model, history, steps, resumed_from)``."""
-    from vlrface import training_torch as tt
     from vlrface.config.torch import TorchModelConfig, TorchStageConfig
+    from vlrface.training import torch as tt
 
     job_dir = Path(job_dir)
     TorchStageConfig(**{**stage_cfg, "ddp": True}), TorchModelConfig(**model_cfg)  # fail here
@@ -291,8 +291,8 @@ def train_torch_ddp(
 def _torch_worker(job_dir: Path, job: dict, manifest: pd.DataFrame) -> None:
     import torch.distributed as dist
 
-    from vlrface import training_torch as tt
     from vlrface.config.torch import TorchModelConfig, TorchStageConfig
+    from vlrface.training import torch as tt
 
     dist.init_process_group("gloo")
     rank = dist.get_rank()

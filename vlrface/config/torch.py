@@ -33,7 +33,7 @@ class TorchModelConfig(Section):
     # the network's input side; None keeps the model's own preprocessing (224 / 113 px) with its
     # resize-shorter-side and centre crop; a value resizes the face straight to it (demo sizes)
     input_size: int | None = Field(None, ge=16)
-    # a torch checkpoint (``training_torch.save_model``) to start from instead of pre-training
+    # a torch checkpoint (``training.torch.save_model``) to start from instead of pre-training
     pretrained: str | None = None
 
     @field_validator("name")

@@ -382,7 +382,7 @@ def data_hash(manifest: pd.DataFrame) -> str:
 
 
 def _fingerprint(stage: TorchStageConfig, seed: int, manifest: pd.DataFrame) -> dict:
-    skip = {"progress", "workers", "checkpoint_every", "checkpoint_dir"}
+    skip = {"progress", "loader_workers", "checkpoint_every", "checkpoint_dir"}
     return {
         "stage": stage.model_dump(mode="json", exclude=skip),
         "seed": seed,
