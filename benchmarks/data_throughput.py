@@ -19,8 +19,9 @@ same without alignment (``degrade only``: insightface packs are stored aligned):
 
 Part 2 writes a real ``.rec`` with ``--records`` small records and its ``.idx`` (``key\\toffset``
 lines), loads it with ``recordio.IndexedRecordReader`` (two int64 arrays) and with the
-``{key: offset}`` dict of the notes' reader (notes/datasets.md §1.5), and measures load time,
-resident memory, and RSS growth over many random reads (O(1) memory per read: none).
+``{key: offset}`` dict of a plain-Python reader (docs/datasets.md, insightface packs), and
+measures load time, resident memory, and RSS growth over many random reads (O(1) memory per
+read: none).
 """
 
 from __future__ import annotations
@@ -219,10 +220,10 @@ def index_access(work: Path, n: int, reads: int) -> list[tuple[str, float, str]]
     gc.collect()
     before = rss_mb()
     t = time.perf_counter()
-    with open(rec.with_suffix(".idx")) as f:  # notes §1.5's read_idx
+    with open(rec.with_suffix(".idx")) as f:  # the plain {key: offset} reading
         table = {int(k): int(v) for k, v in (line.split("\t") for line in f if line.strip())}
-    rows.append(("index load (python dict, §1.5)", time.perf_counter() - t, "s"))
-    rows.append(("index RSS (python dict, §1.5)", rss_mb() - before, f"MB for {len(table):,}"))
+    rows.append(("index load (python dict)", time.perf_counter() - t, "s"))
+    rows.append(("index RSS (python dict)", rss_mb() - before, f"MB for {len(table):,}"))
     return rows
 
 

@@ -5,7 +5,7 @@
 MACs/params/size are ``larq.models.summary`` figures of the backbone (the paper's convention);
 the census and latency are of the converted full model (with its 128-d head). Latency is LCE's
 interpreter on THIS x86 machine, one thread, median of ``--runs``: x86 has only portable binary
-kernels, so it does not rank models as an ARM core would (notes/lce_arm.md §0); the ARM columns
+kernels, so it does not rank models as an ARM core would (docs/arm-latency.md); the ARM columns
 are the calibrated cost model's prediction (``vlrface.latency.costmodel``).
 """
 

@@ -1,8 +1,8 @@
 """Fit the ARM cost model (``vlrface.latency.costmodel``) on per-op counts of LCE's real aarch64
 kernels, check it per graph and leave-one-graph-out, and on graphs of its own held out of the fit.
 
-Data: ``lce_arm_ops.csv`` of notes/lce_arm.md Addendum 3 (one row per op of 11 of the project's
-exports, counted with the shared/tools/lce-aarch64 bundle under qemu-user). Graphs of our
+Data: ``lce_arm_ops.csv`` (docs/arm-latency.md, the cost model; one row per op of 11 of the
+project's exports, counted with the shared/tools/lce-aarch64 bundle under qemu-user). Graphs of our
 own (``anchors``, random init, seed 0), converted with LCE: ``FIT_EXTRA`` ones are profiled op by
 op under the same bundle and join the fit; ``HELD_OUT`` ones are counted (``emulate_lce``) and
 compared with the fitted model.
@@ -140,7 +140,7 @@ def main() -> None:
     issue_loo = np.array([table[n]["leave_one_out_error"] for n in ISSUE_TABLE])
     doc = {
         "source": (
-            "notes/lce_arm.md Addendum 3, lce_arm_ops.csv: per-op counts of LCE e6860fc aarch64 "
+            "lce_arm_ops.csv (docs/arm-latency.md): per-op counts of LCE e6860fc aarch64 "
             "kernels + TF-Lite 2.14.1 builtins under qemu-aarch64 -cpu cortex-a57 (bundle "
             "shared/tools/lce-aarch64); held-out graphs counted with the same bundle"
         ),

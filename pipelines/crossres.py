@@ -1,5 +1,5 @@
 """``train_crossres``: cross-resolution training of SE-ResNet-50 on VGGFace2
-(papers/cross-resolution-learning.md §3.2).
+(Massoli et al., "Cross-Resolution Learning for Face Recognition"; docs/papers.md).
 
 T-C (configs/crossres_vggface2.yaml): a frozen teacher (the HR model the student starts from)
 sees each HR face, the student its down-sampled copy, the down-sampling probability rising

@@ -1,5 +1,5 @@
 """``train_squeezefaceposenet``: MS1M pre-training, then VGGFace2 fine-tuning of
-SqueezeFacePoseNet (papers/squeezefaceposenet.md §3-4), exported to ONNX and registered.
+SqueezeFacePoseNet (its paper, Sec. 3-4; docs/papers.md), exported to ONNX and registered.
 
 data (fine-tune + evaluation set) and pretrain_data (the pre-training set, when it differs) ->
 validate both -> pretrain_torch -> finetune_torch -> export_onnx (parity floor) -> evaluate_onnx

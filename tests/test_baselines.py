@@ -1,6 +1,6 @@
 """QuickNet and BinaryDenseNet baselines against BinaryFaceNet's Table 2 (112x112 input).
 
-Table 2 (papers/binaryfacenet.md §4.1) measures the backbones without an output head, as it does
+Table 2 (BinaryFaceNet paper, Sec. 4.1) measures the backbones without an output head, as it does
 for BinaryFaceNet itself (tests/test_models.py): those figures are checked on the backbone (the
 network below the head, the same as ``output_head=False``), and the 128-d head on top of it is
 checked to cost exactly a ``C x 128`` Dense and a 128-channel BN. Each model is built once (the

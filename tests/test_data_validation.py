@@ -27,7 +27,7 @@ from vlrface.data.validation import (
     validate_manifest,
 )
 
-# ArcFace 5-point template (notes/datasets.md §0.1), x1, y1, ..., x5, y5
+# ArcFace 5-point template (docs/datasets.md), x1, y1, ..., x5, y5
 TEMPLATE = [38.3, 51.7, 73.5, 51.5, 56.0, 71.7, 41.5, 92.4, 70.7, 92.2]
 
 

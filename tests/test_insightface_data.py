@@ -1,5 +1,5 @@
 """RecordIO reader/writer, insightface packs and .bin packs on tiny fixtures in the official
-layout: writer bytes equal hand-computed bytes (notes/datasets.md §1.2-1.4), readers return the
+layout: writer bytes equal hand-computed bytes (docs/datasets.md), readers return the
 fixture's ground truth, and each kind of damage is named (file, byte offset or line)."""
 
 import hashlib
@@ -50,7 +50,7 @@ def pack(tmp_path):
 
 
 def test_header_bytes_match_the_notes_example(tmp_path):
-    """§1.4: an mxnet-written face2rec2 image record (key 1, label [0, 1], 17-byte payload)."""
+    """An mxnet-written face2rec2 image record (key 1, label [0, 1], 17-byte payload)."""
     payload = b"\xff\xd8" + bytes(range(15))
     record = recordio.pack(recordio.IRHeader(0, [0.0, 1.0], 1, 0), payload)
     # magic, lrec 49 (cflag 0), flag 2, header label 0.0, id 1, id2 0, label array [0.0, 1.0]

@@ -1,7 +1,7 @@
 """The LCE latency gate's sources: recorded outputs of LCE's benchmark tool, one-line failures,
 the emulated count of real LCE aarch64 kernels under qemu-user (the shared bundle
 ../shared/tools/lce-aarch64, never copied), source choice and fallback, and the refitted cost
-model against the per-op data of ../shared/notes."""
+model against the per-op data (lce_arm_ops.csv, docs/arm-latency.md)."""
 
 from __future__ import annotations
 
@@ -247,8 +247,8 @@ def test_quicknet_112_export_counts_as_measured(shared_dir, tmp_path):
 
 
 def test_refitted_cost_model_on_the_measured_exports(shared_dir):
-    """Refitting on ../shared/notes/lce_arm_ops.csv gives the stored coefficients, and the
-    model is within +-10 % of the real count of every export of the issue's table, also when
+    """Refitting on the shared per-op counts (lce_arm_ops.csv) gives the stored coefficients, and
+    the model is within +-10 % of the real count of every export of the issue's table, also when
     that graph is left out of the fit."""
     path = shared_dir / "notes" / "lce_arm_ops.csv"
     if not path.is_file():

@@ -2,7 +2,7 @@
 
 Counting convention (``vlrface.models.torch.count_params``): learnable weights and biases, BN
 running statistics excluded; for SqueezeFacePoseNet also the training head (BN + FC, whose size
-depends on the number of classes), as papers/squeezefaceposenet.md Table 1 counts.
+depends on the number of classes), as the SqueezeFacePoseNet paper's Table 1 counts.
 """
 
 import zlib
@@ -95,7 +95,7 @@ def test_squeezefaceposenet_shapes(name):
     model = build_torch(name, num_classes=7).eval()
     x = torch.randn(2, 3, 113, 113)
     with torch.no_grad():
-        assert model(x).shape == (2, 1000)  # §4: the GAP descriptor has 1000 elements
+        assert model(x).shape == (2, 1000)  # the paper: the GAP descriptor has 1000 elements
         assert model.logits(x).shape == (2, 7)
         assert model.features(x).shape == (2, 1000, 13, 13)  # Table 2: conv10 13^2 x 1000
     assert feature_side(113) == 13
@@ -140,7 +140,7 @@ def test_registry_and_preprocessing():
         256,
         224,
     )
-    assert se.mean[::-1] == (91.4953, 103.8827, 131.0912)  # the BGR mean of datasets.md §0.2
+    assert se.mean[::-1] == (91.4953, 103.8827, 131.0912)  # the BGR mean (docs/datasets.md)
     sq = preprocessing_of("squeezefaceposenet_dwc")
     assert (sq.input_size, sq.channel_order) == (113, "RGB")
     faces = np.full((2, 112, 112, 3), 200, np.uint8)

@@ -401,3 +401,30 @@ def test_freeze_bn_keeps_batch_norm_and_trains_the_rest(faces, tmp_path):
 
     assert train_once(True) == (False, True)
     assert train_once(False) == (True, True)
+
+
+def test_weight_ensemble_blends_trained_and_starting_weights(faces, tmp_path):
+    """``weight_ensemble: a``: the stage ends at a x trained + (1 - a) x starting weights (the
+    same training as without it); it needs a starting backbone."""
+    from vlrface.errors import ConfigError
+
+    root, manifest = faces
+    start = [w.copy() for w in tiny_backbone(4).get_weights()]
+
+    def run(**kw):
+        cfg = StageConfig(epochs=1, batch_size=4, lr=0.05, **kw)
+        trained, _, _ = run_stage(
+            manifest, str(root), None, cfg, seed=7, backbone=tiny_backbone(4), desc="t",
+            progress=False,
+        )  # fmt: skip
+        return trained.get_weights()
+
+    plain, blended = run(), run(weight_ensemble=0.25)
+    assert not same(plain, start)
+    for p, b, s in zip(plain, blended, start, strict=True):
+        np.testing.assert_allclose(b, 0.25 * p + 0.75 * s, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="weight_ensemble needs a starting backbone"):
+        run_stage(
+            manifest, str(root), None, StageConfig(epochs=1, batch_size=4, weight_ensemble=0.5),
+            seed=7, desc="t", progress=False,
+        )  # fmt: skip

@@ -1,12 +1,12 @@
 """Face alignment to the ArcFace template, and a swappable face detector for raw releases.
 
-Alignment (notes/datasets.md §0.1): a least-squares similarity (Umeyama: rotation, isotropic
+Alignment (docs/datasets.md): a least-squares similarity (Umeyama: rotation, isotropic
 scale, translation; no reflection) maps the 5 landmarks (eye on the image left, eye on the image
 right, nose tip, mouth corner image left, mouth corner image right) onto the ArcFace 112x112
 template; ``estimate_norm`` scales the template to sizes that are multiples of 112 or 128 as
 insightface does; the warp is ``cv2.warpAffine`` (bilinear, border 0). SCface annotates 4 points
 (eye centres, nose, mouth centre): their template has the mouth centre as the mean of the two
-template mouth corners. ``landmarks_68_to_5`` turns iBUG-68 points into the 5 (§0.1).
+template mouth corners. ``landmarks_68_to_5`` turns iBUG-68 points into the 5.
 
 Landmarks are ``(5, 2)`` / ``(4, 2)`` arrays of ``x, y`` or flat ``x1, y1, ..., x5, y5`` (the
 manifest's ``landmarks`` column), in the image's pixels.

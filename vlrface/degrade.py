@@ -3,7 +3,7 @@
 ``degrade(img, r)`` down-samples an ``HxWxC`` uint8 image to ``r x r`` and (by default) back to
 its original size, with the interpolation chosen by name. BinaryFaceNet simulates VLR faces
 with inter-area down-sampling to 7/14/21/28/56 px and inter-area up-sampling back to 112x112
-(papers/binaryfacenet.md §3.2.1). Results differ across cv2/PIL/TF resamplers, so every name maps
+(BinaryFaceNet paper, Sec. 3.2.1). Results differ across cv2/PIL/TF resamplers, so every name maps
 to one library and the policy is logged with every run (``policy_dict``, key ``library``):
 
 * OpenCV (``cv2.resize``, no antialiasing): ``area``, ``bicubic`` (Keys a = -0.75), ``bilinear``,
@@ -11,7 +11,7 @@ to one library and the policy is logged with every run (``policy_dict``, key ``l
 * Pillow (``Image.resize``, whose filter support widens with the scale factor, i.e. antialiased
   when down-sampling, as ``tf.image.resize(antialias=True)``; Keys a = -0.5 as TF):
   ``bicubic_aa`` (Knoche et al.'s octuplet/CRBT recipe: antialiased bicubic down, bicubic up;
-  notes/datasets.md §10) and ``bilinear_aa`` (Massoli et al.'s PIL ``BILINEAR``).
+  docs/datasets.md) and ``bilinear_aa`` (Massoli et al.'s PIL ``BILINEAR``).
 
 Policies are plain-numpy functions of ``(uint8 image, numpy Generator)``, so the same object serves
 the tf.data and PyTorch adapters (``vlrface.data.streaming``), which call ``policy.apply(img, rng)``
@@ -19,9 +19,9 @@ and get ``(image, r)`` back, ``r = 0`` where the image was left at full resoluti
 
 * ``VLRPolicy``: with probability p, a size drawn from a fixed set (BinaryFaceNet);
 * ``MassoliPolicy``: with probability p, the shortest side to ``2**k``, aspect kept
-  (papers/multiscale-fr-vggface2.md §3.2);
+  ("Improving Multi-Scale Face Recognition using VGGFace2", Sec. 3.2);
 * ``CurriculumPolicy``: p rising linearly from 0 to 1 over training
-  (papers/cross-resolution-learning.md §3.2);
+  ("Cross-Resolution Learning for Face Recognition", Sec. 5);
 * ``CrossResolutionPolicy``: a fixed share of LR images in every batch (Knoche et al., CRBT).
 
 ``policy_from_config`` builds any of them from a config dict.
@@ -46,7 +46,7 @@ PIL_INTERPOLATIONS = {
     "bicubic_aa": Image.Resampling.BICUBIC,
     "bilinear_aa": Image.Resampling.BILINEAR,
 }
-#: the sizes BinaryFaceNet degrades to (papers/binaryfacenet.md §4: 7, 14, 21, 28 and 56 px)
+#: the sizes BinaryFaceNet degrades to (the authors' LFW packs: 7, 14, 21, 28 and 56 px)
 BINARYFACENET_SIZES = (7, 14, 21, 28, 56)
 
 
@@ -153,7 +153,7 @@ class VLRPolicy:
 
 @dataclass(frozen=True)
 class MassoliPolicy:
-    """Massoli et al.'s random down-sampling (papers/multiscale-fr-vggface2.md §3.2).
+    """Massoli et al.'s random down-sampling (multi-scale VGGFace2 paper, Sec. 3.2).
 
     With ``probability`` p, the shortest side goes to ``res = 2**int(lo + (hi - lo) * U[0,1))``
     (aspect kept, PIL bilinear down and up) and the image back to its size; skipped (``r = 0``)
@@ -201,7 +201,7 @@ def curriculum_probability(
     """Down-sampling probability at ``step``: linear from ``start`` to ``end`` over training.
 
     Pure; clamped to ``end`` past ``total_steps``. Massoli et al. raise p linearly from 0 to 1
-    (papers/cross-resolution-learning.md §3.2); their code instead adds 0.1 every
+    ("Cross-Resolution Learning for Face Recognition", Sec. 5); their code instead adds 0.1 every
     ``curr_step_iterations`` images from 0.1 (a staircase), not reproduced here.
     """
     if total_steps < 1:
@@ -262,7 +262,7 @@ def _knoche_base() -> VLRPolicy:
 
 @dataclass(frozen=True)
 class CrossResolutionPolicy:
-    """Cross-resolution batch training (Knoche et al., notes/datasets.md §10): a fixed share of
+    """Cross-resolution batch training (Knoche et al., docs/datasets.md): a fixed share of
     every batch is degraded by ``base`` (applied with probability 1), the rest stays HR.
 
     ``lr_mask(batch, seed, epoch, step)`` marks exactly ``round(share * batch)`` samples (Python

@@ -2,7 +2,7 @@
 
 An ``Embedder`` maps a normalised float32 ``(N, H, W, 3)`` batch to ``(N, D)`` descriptors.
 ``embed_images`` adds the flip test-time augmentation (``f(x) + f(flip(x))``, then L2
-normalisation; notes/datasets.md §0.3) and batching, so every protocol treats a Keras model and
+normalisation; docs/datasets.md) and batching, so every protocol treats a Keras model and
 its LCE flatbuffer the same way.
 """
 

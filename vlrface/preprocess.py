@@ -1,7 +1,7 @@
 """Image decoding and the network's input normalisation, in one place.
 
-BinaryFaceNet (and the insightface Keras models) take RGB ``(x - 127.5) / 128`` (notes/datasets.md
-§0.2); every embedder, trainer and exporter in vlrface goes through ``normalize``.
+BinaryFaceNet (and the insightface Keras models) take RGB ``(x - 127.5) / 128`` (docs/datasets.md);
+every embedder, trainer and exporter in vlrface goes through ``normalize``.
 """
 
 from __future__ import annotations

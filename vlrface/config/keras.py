@@ -118,6 +118,11 @@ class StageConfig(StageBase):
     # BatchNormalization in inference mode (moving statistics, scale and offset kept): a
     # fine-tune on degraded faces then cannot shift the statistics the HR faces are normalised by
     freeze_bn: bool = False
+    # weight-space ensemble with the stage's starting backbone (WiSE-FT: Wortsman et al., "Robust
+    # fine-tuning of zero-shot models", CVPR 2022): the stage ends with alpha x trained + (1 -
+    # alpha) x starting weights (moving BN statistics included); null: the trained weights.
+    # Meant for a fine-tune of a pre-trained backbone, which it pulls back towards what it knew.
+    weight_ensemble: float | None = Field(None, gt=0, le=1)
     # a folder keeping the teacher's / head init's embedding tables between runs (keyed by
     # the weights and faces); null: computed in each run
     embedding_cache: str | None = None

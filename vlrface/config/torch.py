@@ -43,8 +43,9 @@ class TorchModelConfig(Section):
 
 
 class TeacherConfig(TeacherBase):
-    """Teacher-student (``vlrface.config.common.TeacherBase``); ``checkpoint``: a torch
-    checkpoint; None in a pipeline: the pre-trained (or model.pretrained) network."""
+    """Teacher-student (``vlrface.config.common.TeacherBase``; Massoli et al., docs/papers.md,
+    Eq. 1); ``checkpoint``: a torch checkpoint; None in a pipeline: the pre-trained (or
+    model.pretrained) network."""
 
     checkpoint: str | None = None
 

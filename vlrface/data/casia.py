@@ -1,7 +1,7 @@
 """CASIA-WebFace in its original release layout.
 
 ``<root>/<7-digit id>/<3-digit n>.jpg`` (e.g. ``0000045/001.jpg``) and an optional ``names.txt``
-with ``"<id> <Name>"`` per line (notes/datasets.md §3.1). The embedded synthetic demo set is
+with ``"<id> <Name>"`` per line (docs/datasets.md, CASIA-WebFace). The embedded synthetic demo set is
 written in this layout, so this reader is what the demo pipeline runs.
 """
 

@@ -1,7 +1,7 @@
 """Training manifests of several datasets as one training set.
 
 BinaryFaceNet fine-tunes on QMUL-TinyFace and QMUL-SurvFace "combined into a single one by
-matching the identities" (papers/binaryfacenet.md §3.2.1). The rule used here:
+matching the identities" (BinaryFaceNet paper, Sec. 3.2.1). The rule used here:
 
 * Every identity is namespaced by its dataset: ``<source>:<id>`` (``tinyface:17``,
   ``survface:17``), so equal raw ids of different datasets stay two classes. Nothing merges

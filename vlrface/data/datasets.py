@@ -2,7 +2,7 @@
 
 One ``Dataset`` per name. Readers are named by module path and imported only when used, so one
 reader that fails to import (or is not written yet) never breaks the others, the CLI or the
-pipeline. Official sizes come from notes/datasets.md; validation (``vlrface.data.validation``)
+pipeline. Official sizes are those of docs/datasets.md; validation (``vlrface.data.validation``)
 checks a manifest against them: fewer images or identities than the release (a subset, e.g. a
 fixture or a partial download) warns, more fails.
 

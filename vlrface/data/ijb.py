@@ -1,6 +1,6 @@
-"""IJB-B and IJB-C: the insightface pack and the raw NIST protocol CSVs (notes/datasets.md §8).
+"""IJB-B and IJB-C: the insightface pack and the raw NIST protocol CSVs (docs/datasets.md, IJB).
 
-(a) insightface pack (§8.1; ``p`` = ``ijbb`` or ``ijbc``)::
+(a) insightface pack (``p`` = ``ijbb`` or ``ijbc``)::
 
     <root>/loose_crop/<k>.jpg
     <root>/meta/<p>_face_tid_mid.txt         "<img> <template_id> <media_id>"
@@ -9,7 +9,7 @@
     <root>/meta/ijbc_1N_gallery_G1.csv, ..._G2.csv, ijbc_1N_probe_mixed.csv
     <root>/meta/ijbb_1N_gallery_S1.csv, ..._S2.csv, ijbb_1N_probe_mixed.csv
 
-(b) NIST release (§8.2): IJB-B ``<root>/protocol/ijbb_1N_gallery_S{1,2}.csv``,
+(b) NIST release: IJB-B ``<root>/protocol/ijbb_1N_gallery_S{1,2}.csv``,
 ``ijbb_1N_probe_mixed.csv``, ``ijbb_11_S1_S2_matches.csv``; IJB-C ``<root>/protocols/``
 ``ijbc_1N_gallery_G{1,2}.csv``, ``ijbc_1N_probe_mixed.csv``, ``ijbc_11_G1_G2_matches.csv`` and
 ``ijbc_metadata.csv``. Template CSVs have ``TEMPLATE_ID, SUBJECT_ID``, the image as ``FILE``

@@ -1,15 +1,15 @@
-"""insightface RecordIO packs and ``.bin`` verification packs (notes/datasets.md §1, §3.1).
+"""insightface RecordIO packs and ``.bin`` verification packs (docs/datasets.md, insightface packs).
 
 ::
 
-    <root>/train.rec, train.idx   dmlc RecordIO (vlrface.data.recordio), §1.2-1.4
+    <root>/train.rec, train.idx   dmlc RecordIO (vlrface.data.recordio)
     <root>/property               "num_classes,H,W" (a second line, the image count, is ignored)
-    <root>/lfw.bin cfp_fp.bin agedb_30.bin ...   verification packs, §1.7
+    <root>/lfw.bin cfp_fp.bin agedb_30.bin ...   verification packs
 
 Roots: ``ms1m-retinaface-t1/`` (MS1MV3), ``faces_emore/`` (MS1MV2), ``faces_webface_112x112/``
 (CASIA-WebFace); the folder name gives the ``source`` unless one is passed.
 
-Records (§1.4): record 0 is the header when it has an array label and no payload, label
+Records: record 0 is the header when it has an array label and no payload, label
 ``[N + 1, N + 1 + C]``: images are keys ``1..N`` and identity records keys ``N + 1..N + C``, each
 with label ``[start, end)``, the image keys of class ``key - N - 1``. Without that header (a
 plain im2rec file) every indexed record is an image. An image's class is its scalar label, or

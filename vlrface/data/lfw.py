@@ -1,4 +1,4 @@
-"""LFW in its raw release layout (notes/datasets.md §2.1).
+"""LFW in its raw release layout (docs/datasets.md, LFW).
 
 ::
 
@@ -13,7 +13,7 @@
 ``identity`` is the person's folder name (``George_W_Bush``), ``split`` is ``test``; image
 numbers are 1-based and written with 4 digits. ``read_pairs`` gives the pairs in file order with
 ``fold`` the View 2 set (0-9; 0 for View 1): the contiguous 10-fold split of insightface's LFW
-routine (§2.2).
+routine.
 
 Bad input: an image whose name does not fit its folder or that does not decode, and a pair
 naming an image that is not on disk, are bad records for ``ErrorPolicy``; a missing or malformed

@@ -1,6 +1,6 @@
 """dmlc RecordIO (mxnet ``.rec`` + ``.idx``) without mxnet: reader, writer and ``IRHeader``.
 
-Byte layout (notes/datasets.md §1.2, little-endian)::
+Byte layout (docs/datasets.md, insightface packs; little-endian)::
 
     record := chunk+
     chunk  := magic u32 (0xCED7230A, on disk 0a 23 d7 ce) | lrec u32 | data[len] | 0-pad to 4
@@ -12,7 +12,7 @@ back between chunks. Only the last chunk is padded. The ``.idx`` is text, one
 ``"<key>\\t<byte offset of the record's first chunk>\\n"`` line per record in write order
 (``MXIndexedRecordIO.write_idx``). ``RecordWriter`` output is byte-identical to mxnet's.
 
-An image record starts with an ``IRHeader`` (§1.3): ``<IfQQ`` = flag u32, label f32, id u64,
+An image record starts with an ``IRHeader``: ``<IfQQ`` = flag u32, label f32, id u64,
 id2 u64 (24 bytes); ``flag > 0`` means a float32 label array of ``flag`` values follows the header
 (and the header's label is 0), then the payload.
 

@@ -1,4 +1,4 @@
-"""SCface in its release layout (notes/datasets.md §7).
+"""SCface in its release layout (docs/datasets.md, SCface).
 
 ::
 
@@ -20,13 +20,13 @@ Columns beyond the manifest's: ``camera`` (``mugshot``, ``cam1``..``cam8``), ``d
 (as written), ``gender`` (``m``/``f``), ``beard``, ``moustache``, ``glasses`` (where that file
 exists), and ``landmarks4`` where the annotation file exists: 8 floats ``x, y`` of the right eye
 (image left), left eye, nose tip and mouth centre. These are 4 points, not the 5-point
-``landmarks`` of other readers: align them with a 4-point similarity (§7.1).
+``landmarks`` of other readers: align them with a 4-point similarity.
 
 Bad input: an image whose name does not fit its folder or that does not decode is a bad record
 for ``ErrorPolicy`` (``on_error``); a malformed ``features.txt`` or annotation line raises
 ``DataError`` naming the file and line.
 
-Protocols (§7.2): ``protocol_50_80`` (subjects 1-50 fine-tune, 51-130 test) and ``protocol_all``
+Protocols: ``protocol_50_80`` (subjects 1-50 fine-tune, 51-130 test) and ``protocol_all``
 (all 130 subjects, no fine-tuning) give a gallery of frontal mugshots and probes per distance from
 the visible cams 1-5.
 """
@@ -205,12 +205,12 @@ class Identification:
 
 
 def protocol_50_80(manifest: pd.DataFrame, n_train: int = 50) -> Identification:
-    """Subjects ``1..n_train`` fine-tune, the rest are the test subjects (§7.2, DCR split)."""
+    """Subjects ``1..n_train`` fine-tune, the rest are the test subjects (the DCR 50/80 split)."""
     return _identification(manifest, manifest["identity"].astype(int) <= n_train)
 
 
 def protocol_all(manifest: pd.DataFrame) -> Identification:
-    """All subjects are test subjects; no fine-tuning (§7.2, all-130)."""
+    """All subjects are test subjects; no fine-tuning (all-130)."""
     return _identification(manifest, pd.Series(False, index=manifest.index))
 
 

@@ -1,4 +1,4 @@
-"""QMUL-SurvFace in its release layout (notes/datasets.md §6).
+"""QMUL-SurvFace in its release layout (docs/datasets.md, QMUL-SurvFace).
 
 ::
 
@@ -13,14 +13,14 @@
         mated_probe_img_ID_pairs.mat   mated_probe_set, mated_probe_ids
 
 The ``.mat`` files are looked up in the test-set folder, then in the matching
-``Face_*_Evaluation/`` folder (§6.1), or passed explicitly. ``camera`` (``cam<k>``) is parsed from
+``Face_*_Evaluation/`` folder, or passed explicitly. ``camera`` (``cam<k>``) is parsed from
 file names of the ``<pid>_cam<k>_<n>.jpg`` form ("" otherwise). Identities are the training
 folder names, the ``.mat`` ids (gallery, mated probes; they must equal the integer filename
 prefix), or for verification images the integer filename prefix; unmated probes have none
-(§6.1: no ``.mat``, the folder is listed). ``protocol_index`` is the ``.mat`` list order, the
+(no ``.mat``: the folder is listed). ``protocol_index`` is the ``.mat`` list order, the
 sorted name order for unmated probes, first appearance in the pair lists (positives first) for
 verification images, and -1 for training images. ``read_pairs`` returns the verification pairs
-with the official 10 folds: ``fold = index // 532`` within each polarity (§6.2).
+with the official 10 folds: ``fold = index // 532`` within each polarity.
 
 Bad input is handled as in ``vlrface.data.tinyface``; for pairs, a pair listed twice or a
 positive (negative) pair whose filename prefixes differ (agree) is a bad record too.

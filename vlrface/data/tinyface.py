@@ -1,4 +1,4 @@
-"""QMUL-TinyFace in its release layout (notes/datasets.md §5).
+"""QMUL-TinyFace in its release layout (docs/datasets.md, QMUL-TinyFace).
 
 ::
 
@@ -10,9 +10,9 @@
     <root>/Testing_Set/gallery_match_img_ID_pairs.mat      gallery_set, gallery_ids
 
 The ``.mat`` files are looked up in ``Testing_Set/``, then in ``Face_Identification_Evaluation/``
-(where some distributions keep them, §5.1), or passed explicitly. Probe and gallery rows come
+(where some distributions keep them), or passed explicitly. Probe and gallery rows come
 from the ``.mat`` lists, not from the folders, and ``protocol_index`` keeps the list order: the
-official devkit ranks features in that order (§5.2). Distractors have no list; their
+official devkit ranks features in that order. Distractors have no list; their
 ``protocol_index`` is the sorted file-name order (MATLAB ``dir``). Training rows have
 ``protocol_index`` -1 and their folder name as identity; test identities are the ``.mat`` ids,
 which must equal the integer filename prefix. Only ``*.jpg`` files are read.

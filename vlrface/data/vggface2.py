@@ -1,4 +1,4 @@
-"""VGGFace2 in its release layout (notes/datasets.md §4.1).
+"""VGGFace2 in its release layout (docs/datasets.md, VGGFace2).
 
 ::
 

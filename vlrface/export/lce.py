@@ -4,7 +4,7 @@
 TFLite's own schema and counts each op type and the MACs of the ops that carry them: binary MACs
 in ``LceBconv2d``, float MACs in ``CONV_2D``, ``DEPTHWISE_CONV_2D`` and ``FULLY_CONNECTED``.
 ``binary_mac_share`` tells whether LCE really runs a network as binary: the published
-BinaryFaceNet's DoReFa convolutions come out as float ``CONV_2D`` (notes/lce_arm.md, Addendum 2).
+BinaryFaceNet's DoReFa convolutions come out as float ``CONV_2D`` (docs/arm-latency.md).
 ``parity`` compares the Keras model with LCE's interpreter on the same inputs.
 """
 

@@ -1,7 +1,7 @@
 """Export a PyTorch model (``vlrface.models.torch``) to ONNX: export, check, census, parity.
 
 ``to_onnx`` runs the TorchScript exporter (``dynamo=False``: the dynamo exporter needs
-onnxscript, which cannot be installed beside TF 2.16; notes/mlops.md §0) at opset 17 with a
+onnxscript, which cannot be installed beside TF 2.16; docs/mlops.md) at opset 17 with a
 dynamic batch axis, and records the model's ``Preprocessing`` in the ``vlrface.preprocessing``
 metadata so that ``ONNXEmbedder`` feeds the graph in the right channel order. ``census`` counts
 each op type, the initializer elements and the file size; ``parity`` compares ``TorchEmbedder``

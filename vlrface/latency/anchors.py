@@ -1,7 +1,7 @@
 """Graphs of our own for the ARM cost model, and how to build each.
 
-The cost model is fitted on per-op counts of the project's own exports (notes/lce_arm.md
-Addendum 3). ``FIT_EXTRA`` graphs join the fit: ``benchmarks/latency_calibration.py`` counts
+The cost model is fitted on per-op counts of the project's own exports (docs/arm-latency.md,
+the cost model). ``FIT_EXTRA`` graphs join the fit: ``benchmarks/latency_calibration.py`` counts
 each of their ops for real (``emulate_lce.profile_ops``) because the exports have no DoReFa
 layer narrower than 64 channels. ``HELD_OUT`` graphs stay out of the fit: each is built (random
 init), converted with LCE, counted with LCE's aarch64 kernels under qemu-user

@@ -26,7 +26,7 @@ free            ``op`` (views: reshape, squeeze ...)
 
 Coefficients are fitted (``fit``) per group by non-negative least squares on per-op
 instruction counts of real LCE aarch64 kernels under qemu-user (``-cpu cortex-a57``): the
-project's exports in notes/lce_arm.md Addendum 3 / lce_arm_ops.csv (``opdata``). A group without
+project's exports, lce_arm_ops.csv (``opdata``; docs/arm-latency.md). A group without
 measurements uses its op type's coefficients, else its kind's fallback (the median of the
 measured groups of that kind). ``benchmarks/latency_calibration.py`` refits, checks every graph
 and a leave-one-graph-out fit, and writes ``calibration.yaml``; devices.yaml turns instructions

@@ -6,7 +6,7 @@ The model runs under onnxruntime's real aarch64 build (its PyPI wheel) in an aar
 plugin (``plugin/icount.c``) that counts executed guest instructions per guest thread.
 Instructions, not emulated wall-clock, are the measure: they are deterministic, and
 ``devices.yaml`` turns them into ms with the same per-device constants as the estimated backend
-(notes/lce_arm.md §2c, §2e, §6). Only the thread that runs the inference is counted (the
+(docs/arm-latency.md, sources). Only the thread that runs the inference is counted (the
 session has one intra-op thread): onnxruntime also starts a background thread whose occasional
 wake-ups (~0.45 M instructions each, timing-dependent) would otherwise add noise.
 
@@ -19,7 +19,7 @@ this (x86) host on the same input: the ARM-vs-x86 parity figures.
 
 Everything is cached under ``~/.cache/vlrface/arm64`` (``VLRFACE_ARM64_CACHE`` overrides):
 the plugin, the arm64 sysroot (with fake ``/proc/cpuinfo`` and ``/sys/devices/system/cpu``
-files: onnxruntime's cpuinfo crashes on the host's x86 ones, §2b) and the aarch64 wheels.
+files: onnxruntime's cpuinfo crashes on the host's x86 ones) and the aarch64 wheels.
 ``setup`` is idempotent; each step is redone only if its stamp is missing or stale.
 """
 

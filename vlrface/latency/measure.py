@@ -1,7 +1,7 @@
 """Measured ARM latency (``latency.source = measured``): the model run on a real arm64 host.
 
 LCE flatbuffers run under LCE's ``lce_benchmark_model`` (the aarch64 build LCE publishes with
-each release, or one built from source: notes/lce_arm.md §1), single-threaded; its output is
+each release, or one built from source: docs/arm-latency.md), single-threaded; its output is
 TFLite's benchmark tool's, from which the average inference time is read. ONNX models run under
 onnxruntime's aarch64 build, one intra- and one inter-op thread. Both run only where the host
 is arm64 (``uname -m`` = ``aarch64``/``arm64``), the case of a user's board or a pipeline step

@@ -3,7 +3,7 @@
 The cost model (``costmodel``) is fitted on per-op counts of real LCE aarch64 kernels: one row
 per op instance, with its inputs and outputs as ``dtype[shape]`` (``const:`` marks a constant
 buffer, ``-`` an absent optional input), its attributes (``key=value`` words), binary or float
-MACs and the instructions of one steady-state inference (the format of notes/lce_arm_ops.csv,
+MACs and the instructions of one steady-state inference (the format of lce_arm_ops.csv,
 written by the bundle's ``profile.sh``; each model's ``total`` row holds its ``count.sh`` figure).
 ``read`` turns such a file into ``{model: {"rows": [...], "total": ..., "sum_of_ops": ...}}``
 where every row has the keys ``op_table`` gives for a flatbuffer, plus ``insns``.

@@ -1,7 +1,7 @@
 """Laplacian image quality and the quality-adaptive margin (numpy; no framework).
 
-Lozhkina's "Identity-Preserving LRFR" proposal 2 (papers/identity-preserving-lrfr-slides.md,
-"Proposed method 2"; anchor code ``arinaLozhkina/LowResolutionFaceRecognition``,
+Lozhkina's "Identity-Preserving Low-Resolution Face Recognition" proposal 2 (slides, EPFL 2023,
+"Proposed method 2"; docs/papers.md; anchor code ``arinaLozhkina/LowResolutionFaceRecognition``,
 ``data/training_dataset.py:get_sharpness`` and ``head/adaptiveface.py``) gives every image its own
 ArcFace margin ``m_i = 1 / q_i``, ``q_i`` the mean absolute response of the 3x3 Laplacian
 ``[[0,1,0],[1,-4,1],[0,1,0]]`` (``cv2.Laplacian`` with ``ksize=1``, border reflect-101) over all

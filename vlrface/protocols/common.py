@@ -194,7 +194,7 @@ def embed_at(
     batch_size: int = 64,
 ) -> dict:
     """``{res: (n, D) descriptors}`` of the ``n`` faces at each resolution: ``f(x) + f(flip x)``
-    (flip TTA), L2-normalised if ``normalise`` (IJB templates want them raw, §8.3)."""
+    (flip TTA), L2-normalised if ``normalise`` (IJB templates want them raw)."""
     parts: dict = {r: [] for r in resolutions}
     bar = tqdm(total=n * len(resolutions), desc=desc, unit="img", disable=not progress)
     for s in range(0, n, chunk):

@@ -4,8 +4,8 @@ Features are L2-normalised here and compared by cosine similarity in float32 (on
 the same ranking as the Euclidean distance of the reference code). Similarities are computed
 ``chunk`` probes at a time, so a probes x gallery matrix never exists whole.
 
-Closed set, **TinyFace devkit** (notes/datasets.md §5.2; also SCface rank-1, §7.2, and IJB's
-legacy closed set over G1 u G2, §8.4): gallery = mates + distractors (any id no probe has, e.g.
+Closed set, **TinyFace devkit** (docs/datasets.md; also SCface rank-1 and IJB's
+legacy closed set over G1 u G2): gallery = mates + distractors (any id no probe has, e.g.
 -100); each probe ranks the whole gallery, ties kept in gallery order (MATLAB's stable sort).
 CMC rank-k = share of probes with a mate in the first k; AP is Market-1501's ``compute_AP``,
 trapezoids over the ranked list, which depends only on the positions of the mates:
@@ -14,7 +14,7 @@ hit ``i`` of ``m`` at position ``n`` (0-based) adds ``((i-1)/n + i/(n+1)) / (2m)
 (ties: before it in gallery order): one vectorised count per mate, no sort of the gallery.
 SCface rank-1 per distance is ``closed_set_identification(p, g, pid, gid, ranks=(1,))["rank1"]``.
 
-Open set, **SurvFace TPIR20@FPIR** (§6.3, ``open_set_identification.ipynb``): gallery
+Open set, **SurvFace TPIR20@FPIR** (``open_set_identification.ipynb``): gallery
 prototype = mean of an identity's gallery features, L2-normalised; a mated probe is detected
 at threshold ``t`` if its mate is within the top ``rank`` prototypes and scores ``> t``; an
 unmated probe is a false alarm if its best score is ``> t``. 1,000 thresholds from the lowest
@@ -26,7 +26,7 @@ ties arbitrarily). The notebook remaps gallery and probe labels to 0..C-1 separa
 first-seen order, which agrees with matching by identity only when both lists meet the
 identities in the same order; here probes are matched to prototypes by identity.
 
-Open set, **IJB per gallery** (§8.4, ``ijb_evals.py:evaluation_1N``): probes whose subject is in
+Open set, **IJB per gallery** (``ijb_evals.py:evaluation_1N``): probes whose subject is in
 the gallery are mated; ``correct = mate score > best other-subject score``; non-mated probes'
 best scores sorted descending give ``thresh(f) = s[max(floor(n f) - 1, 0)]``; TPIR(f) = share
 of mated probes that are correct with a mate score ``> thresh(f)``; rank-k counts the
@@ -195,7 +195,7 @@ def ijb_open_set(probe, probe_ids, gallery, gallery_ids, fpirs=IJB_FPIRS, chunk:
 
 
 def ijb_identification(probe, probe_ids, galleries: dict, fpirs=IJB_FPIRS) -> dict:
-    """IJB 1:N over ``galleries`` (``{"G1": (feats, subject_ids), "G2": ...}``), §8.4.
+    """IJB 1:N over ``galleries`` (``{"G1": (feats, subject_ids), "G2": ...}``).
 
     ``{"<G>.tpir@fpir=<f>", "tpir@fpir=<f>" (mean over galleries), "top<k>"}``.
     """

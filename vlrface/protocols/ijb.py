@@ -1,8 +1,10 @@
-"""IJB-B / IJB-C 1:1 and 1:N at several resolutions, and the cross-resolution matrix (§8.3-8.5).
+"""IJB-B / IJB-C 1:1 and 1:N at several resolutions, and the cross-resolution matrix.
 
-Faces: a pack's loose crops aligned with their 5 points (§0.1); a NIST release's faces cropped to
-their box (no landmarks there) and resized. Each face is degraded to ``r x r`` and back (§8.5,
-inter-area by default) and embedded with flip (``f(x) + f(flip x)``, no per-image
+Protocol facts: docs/datasets.md, IJB.
+
+Faces: a pack's loose crops aligned with their 5 points; a NIST release's faces cropped to
+their box (no landmarks there) and resized. Each face is degraded to ``r x r`` and back
+(inter-area by default) and embedded with flip (``f(x) + f(flip x)``, no per-image
 normalisation); template features weigh faces by faceness (pack) and average media, then sum
 and normalise (``templates.template_features``).
 
@@ -11,7 +13,7 @@ side; in 1:N the galleries (G1/G2, S1/S2) are the gallery side, ``probe_mixed`` 
 Variants: ``hr_lr`` (gallery at full resolution, probe at ``r``) and ``lr_lr`` (both at ``r``);
 ``full`` is the undegraded crop (``r >= size`` is the same). Metrics, per variant and resolution:
 ``tar_far_1e-6 .. tar_far_1e-1`` (nearest rule), ``auc``, ``eer``; ``rank1/5/10``, the closed
-set over the union of the two galleries (§8.4 legacy ``ijb_1n.py``: one mate per probe; probes
+set over the union of the two galleries (legacy ``ijb_1n.py``: one mate per probe; probes
 whose subject is in neither gallery are left out) and ``fnir_fpir_<f>`` (``1 - TPIR`` of the
 open set, per gallery then averaged over the two, ``ijb_evals.py:evaluation_1N``).
 The cross-resolution matrix (artifact ``cross_resolution``: ``resolutions``, and 2-D arrays

@@ -1,4 +1,4 @@
-"""LFW 1:1 verification at very low resolution (notes/datasets.md §2.2-2.3).
+"""LFW 1:1 verification at very low resolution (docs/datasets.md, LFW).
 
 Pairs and folds are the official View 2 ones (``pairs.txt``, 10 sets; ``lfw.read_pairs``), or
 those of an aligned insightface ``lfw.bin`` (``bin=``; 10 contiguous folds). Accuracy is

@@ -11,17 +11,17 @@ reproduces insightface's numbers point for point.
 
 TAR@FAR, three rules that differ by at most one ROC step; name the rule with the figure:
 
-* **nearest** (IJB, notes/datasets.md §8.3; ``eval_ijbc.py``/``ijb_evals.py``): on the
+* **nearest** (IJB, docs/datasets.md; ``eval_ijbc.py``/``ijb_evals.py``): on the
   sklearn ROC, the TPR of the point whose FPR is nearest the target; on a tie the larger TPR.
-* **interpolated** (SurvFace 1:1, §6.2): FAR/TAR on a fixed grid of L2-distance thresholds,
+* **interpolated** (SurvFace 1:1): FAR/TAR on a fixed grid of L2-distance thresholds,
   linear interpolation of TAR at the target FAR.
-* **floor** (LFW-style, §2.2; ``verification.tar_at_far``): the largest TAR whose FAR <= target.
+* **floor** (LFW-style; ``verification.tar_at_far``): the largest TAR whose FAR <= target.
   ``frr_at_far`` (VGGFace2 cross-pose, SqueezeFacePoseNet: EER and FRR@FAR 1 % / 0.1 %) is
   ``1 - floor`` TAR.
 
 EER: FAR = FRR, linearly interpolated between the two ROC points that bracket the crossing.
 
-SurvFace 1:1 (§6.2): L2 distance of L2-normalised features (``d = sqrt(2 - 2 cos)``); thresholds
+SurvFace 1:1: L2 distance of L2-normalised features (``d = sqrt(2 - 2 cos)``); thresholds
 ``0.2:0.001:2.0``, ``FAR(t) = mean(neg < t)``, ``TAR(t) = mean(pos < t)``; TAR@FAR 30/10/1/0.1 %
 interpolated, ``AUC = trapz(TAR, FAR)``; mean accuracy over 10 folds, each made of 532
 consecutive genuine and 532 consecutive impostor pairs (``class_block_folds``), the threshold
@@ -127,7 +127,7 @@ def frr_at_far(scores, same, far: float) -> float:
 
 
 def verification_1to1(scores, same, fars=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)) -> dict:
-    """IJB 1:1 report: ``{"auc", "eer", "tar@far=<f>"}``, TAR by the nearest rule (§8.3)."""
+    """IJB 1:1 report: ``{"auc", "eer", "tar@far=<f>"}``, TAR by the nearest rule."""
     roc = roc_curve(scores, same)
     out = {"auc": auc(roc.fpr, roc.tpr), "eer": eer(roc)}
     out.update({f"tar@far={f:g}": tar_at_far_nearest(roc, f) for f in fars})
@@ -161,7 +161,7 @@ def class_block_folds(same, fold_size: int) -> np.ndarray:
 
 
 def survface_verification(scores, same, fold_size: int = 532, fars=SURVFACE_FARS) -> dict:
-    """SurvFace 1:1 report from cosine ``scores`` of L2-normalised features (§6.2).
+    """SurvFace 1:1 report from cosine ``scores`` of L2-normalised features.
 
     ``{"tar@far=<f>", "auc", "mean_acc"}``: TAR by the interpolated rule on the L2-distance grid.
     """

@@ -1,4 +1,4 @@
-"""SCface closed-set identification, frontal mugshot gallery (notes/datasets.md §7.2).
+"""SCface closed-set identification, frontal mugshot gallery (docs/datasets.md, SCface).
 
 Variants: ``50_80`` (subjects 1-50 are for fine-tuning, the other 80 are gallery and probes; the
 DCR split) and ``all130`` (all subjects, no fine-tuning). Faces are aligned with their 4 annotated

@@ -1,4 +1,4 @@
-"""QMUL-SurvFace 1:1 verification and 1:N open-set identification (§6.2, §6.3).
+"""QMUL-SurvFace 1:1 verification and 1:N open-set identification (docs/datasets.md).
 
 1:1 (variant ``verification``): the official positive/negative pair lists, L2 distance of
 L2-normalised flip-summed features, TAR@FAR 30/10/1/0.1 % interpolated on the 0.2:0.001:2.0 grid,

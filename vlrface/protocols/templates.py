@@ -1,4 +1,4 @@
-"""IJB template features and chunked template-pair scoring (notes/datasets.md §8.3).
+"""IJB template features and chunked template-pair scoring (docs/datasets.md, IJB).
 
 Template feature, as insightface's ``eval_ijbc.py``/``ijb_evals.py`` build it:
 

@@ -1,4 +1,4 @@
-"""QMUL-TinyFace closed-set identification with distractors, devkit rules (§5.2).
+"""QMUL-TinyFace closed-set identification with distractors, devkit rules (docs/datasets.md).
 
 Gallery = ``Gallery_Match`` (in ``.mat`` order) + ``Gallery_Distractor`` (sorted name order, an
 identity no probe has); every probe ranks the whole gallery; rank-1/5/10/20/50 and mAP

@@ -1,6 +1,6 @@
 """1:1 verification: pairs, 10-fold accuracy and TAR@FAR, at full and at very low resolution.
 
-Accuracy follows insightface's LFW routine (notes/datasets.md §2.2): pairs are split into 10
+Accuracy follows insightface's LFW routine (docs/datasets.md, LFW): pairs are split into 10
 contiguous folds; on each fold the threshold that maximises accuracy on the other 9 folds is
 applied to it; the figure is the mean (and std) of the 10 held-out accuracies. Scores are cosine
 similarities of L2-normalised, flip-summed descriptors (equivalent to insightface's squared L2

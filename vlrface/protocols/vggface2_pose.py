@@ -1,4 +1,4 @@
-"""VGGFace2 cross-pose verification (papers/squeezefaceposenet.md §5; VGGFace2-Pose, 368 ids).
+"""VGGFace2 cross-pose verification (SqueezeFacePoseNet paper, Sec. 4-5; VGGFace2-Pose, 368 ids).
 
 Template construction (stated, partly assumed):
 

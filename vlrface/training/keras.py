@@ -1,6 +1,6 @@
 """Training a Keras face backbone with a margin head: SGDW, schedules, checkpoints, T-C.
 
-BinaryFaceNet (papers/binaryfacenet.md §3.2): SGD with momentum 0.9 and decoupled weight decay
+BinaryFaceNet (paper Sec. 3.2; docs/papers.md): SGD with momentum 0.9 and decoupled weight decay
 5e-4 (SGDW), lr 0.01 multiplied by 0.1 at epochs 9, 15 and 18, ArcFace with s = 16. The loop is a
 plain ``tf.GradientTape`` step so that seeds, progress and per-epoch logging are explicit; with
 ``tf.config.experimental.enable_op_determinism`` two runs with the same seed give the same
@@ -11,7 +11,8 @@ weights bit for bit on a CPU.
   Hutter's SGDW), not an L2 term (the decay never enters the momentum buffer), and scaled by the
   current lr, so it follows the schedule. ``tests/test_training.py`` checks this.
 * Schedules: ``vlrface.training.common.LRSchedule`` (the paper's steps, or reduce when the
-  epoch's mean training loss stops improving, as the cross-resolution papers do).
+  epoch's mean training loss stops improving, as the cross-resolution papers do: Massoli et
+  al. Sec. 5).
 * Losses: any head of ``vlrface.losses.heads.LOSS_HEADS`` (its Keras class); the softmax
   cross-entropy of its logits, plus ``lam * MSE(teacher(HR), student(LR))`` with a frozen
   teacher (T-C). ``train_acc`` is measured on the logits without the margin.
@@ -669,6 +670,9 @@ def run_stage(
     from vlrface.data.records import label_map
     from vlrface.models.keras import build_model
 
+    alpha = stage_cfg.weight_ensemble
+    if alpha is not None and backbone is None:
+        raise ConfigError(f"{desc}.weight_ensemble needs a starting backbone (a fine-tune)")
     seed_everything(seed)
     train_df = manifest[manifest["split"] == "train"]
     labels = label_map(train_df)
@@ -711,6 +715,7 @@ def run_stage(
             backbone = clone
     if stage.freeze_bn:
         log.info("%s: %d BatchNormalization layers frozen", desc, freeze_batch_norm(backbone))
+    start_weights = [w.copy() for w in backbone.get_weights()] if alpha is not None else None
     if teacher is None and stage_cfg.teacher is not None:
         teacher = load_teacher(stage_cfg.teacher)
     size = int(backbone.input_shape[1])
@@ -771,6 +776,7 @@ def run_stage(
         ),
         "head_init": stage_cfg.head_init,
         "freeze_bn": stage.freeze_bn,
+        "weight_ensemble": stage_cfg.weight_ensemble,
         "steps_per_epoch": len(batches),
         "total_steps": stage.epochs * len(batches),
     }
@@ -793,4 +799,23 @@ def run_stage(
         )
     finally:
         batches.close()
+    if start_weights is not None:
+        blend_weights(backbone, start_weights, alpha)
+        log.info("%s: weights = %.2f x trained + %.2f x starting (weight_ensemble)", desc, alpha,
+                 1 - alpha)  # fmt: skip
     return backbone, head.centres.numpy(), history
+
+
+def blend_weights(model: tf.keras.Model, start: list[np.ndarray], alpha: float) -> None:
+    """Set ``model``'s weights to ``alpha * current + (1 - alpha) * start`` (a weight-space
+    ensemble of a fine-tune with its starting point); integer weights keep their current value."""
+    current = model.get_weights()
+    if len(current) != len(start):
+        raise ValueError(f"{len(start)} starting weights for {len(current)} model weights")
+    model.set_weights(
+        [
+            (alpha * c + (1 - alpha) * s).astype(c.dtype) if np.issubdtype(c.dtype, np.floating)
+            else c
+            for c, s in zip(current, start, strict=True)
+        ]
+    )  # fmt: skip

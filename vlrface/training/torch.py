@@ -11,7 +11,7 @@ One step of ``train``:
    ``np.random.default_rng([seed, epoch, index])`` as ``vlrface.data.streaming`` does, a
    ``CrossResolutionPolicy`` marks its fixed share with ``apply_batch(..., seed, epoch,
    batch)``, and a ``CurriculumPolicy`` is asked for ``policy.at(global_step)``, so p rises
-   0 -> 1 over the stage (papers/cross-resolution-learning.md §3.2);
+   0 -> 1 over the stage (Massoli et al.'s curriculum; docs/papers.md);
 3. one horizontal flip draw (``default_rng([seed, epoch, index, 0xF1])``) applies to both
    copies; both go through the model's ``Preprocessing`` (geometry, normalisation, channel
    order) to NCHW;

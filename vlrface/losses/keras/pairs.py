@@ -16,8 +16,8 @@ terms over the distance blocks HR:HR, HR:LR, LR:HR and LR:LR. In each block, for
   terms (``terms``: HR:HR, HR:LR, LR:HR, LR:LR). Defaults as the code: margin 0.5, Euclidean
   distance of the embeddings as given (normalise them first if the model does not).
 
-Feature distillation (Massoli et al., papers/cross-resolution-learning.md §3.2, eq. 1): teacher
-features of HR images vs student features of their LR versions, ``lam = 0.1``. ``reduction``
+Feature distillation (Massoli et al., "Cross-Resolution Learning for Face Recognition", eq. 1):
+teacher features of HR images vs student features of their LR versions, ``lam = 0.1``. ``reduction``
 ``"mean"`` is the anchor code's ``lam * F.mse_loss`` (mean over all elements); ``"sum"`` is eq. 1
 as printed (sum over images of the squared L2 distance). The teacher side carries no gradient.
 """

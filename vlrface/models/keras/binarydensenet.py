@@ -2,7 +2,7 @@
 
 A re-implementation of the networks published in larq-zoo (``larq_zoo/literature/densenet.py``),
 for a normalised 112x112x3 face crop and a 128-d descriptor, as BinaryFaceNet's authors compare
-against them (papers/binaryfacenet.md, Table 2). The layer order, widths and strides are the zoo's:
+against them (BinaryFaceNet paper, Table 2). The layer order, widths and strides are the zoo's:
 
 * stem (input of 50 px or more): full-precision 7x7/2 conv to 64 channels -> BN -> ReLU ->
   3x3/2 max-pool (112 -> 28); below 50 px a single 3x3/1 conv, as in the zoo;

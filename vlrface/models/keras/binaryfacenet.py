@@ -1,4 +1,4 @@
-"""BinaryFaceNet (Luevano et al., papers/binaryfacenet.md §3): the faithful network.
+"""BinaryFaceNet (Luevano et al., BinaryFaceNet paper Sec. 3; docs/papers.md): the faithful network.
 
 The layer graph follows the authors' published checkpoint (its ``model_config`` is the ground
 truth): a full-precision 1x1 stem; an SE block whose squeeze is a "reduction" of grouped, strided,

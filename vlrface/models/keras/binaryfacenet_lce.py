@@ -1,9 +1,9 @@
-"""BinaryFaceNet-LCE: BinaryFaceNet (papers/binaryfacenet.md §3) redesigned so that Larq Compute
+"""BinaryFaceNet-LCE: BinaryFaceNet (its paper's Sec. 3) redesigned so that Larq Compute
 Engine runs it as a binary network on ARM.
 
 The faithful model (``binaryfacenet.py``) is binary only on paper: LCE has no kernel for its DoReFa
 quantizers and converts every one of its "binary" convolutions to float CONV_2D plus fake-quant
-math (binary_mac_share 0; notes/lce_arm.md, Addendum 2). This model keeps the paper's block ideas
+math (binary_mac_share 0; docs/arm-latency.md). This model keeps the paper's block ideas
 and the faithful model's output head, and changes what LCE needs changed.
 
 Layout at a 112x112x3 input, default ``channels=(64, 96, 192)``, ``stem_channels=32``:
@@ -34,8 +34,9 @@ Design decisions, and how they differ from the faithful model:
   conv's output is used twice (residual), so it is written in float and re-quantized.
 * Every stage runs one octave lower than the paper's: the blocks at 28, 14 and 7 px where the
   paper has 56, 28 and 14. On ARM the cost of a binary conv is dominated by per-element work
-  (quantize, output transform, residual add) rather than MACs at high resolution (notes/lce_arm.md
-  §2f: the same 115.6 M binary MACs cost 5.09 M instructions at 56x56x64 but 3.27 M at 14x14x256;
+  (quantize, output transform, residual add) rather than MACs at high resolution
+  (docs/arm-latency.md: the same 115.6 M binary MACs cost 5.09 M instructions at 56x56x64
+  but 3.27 M at 14x14x256;
   the cost model gives 9 instructions per binary-conv output element against 0.024 per binary
   MAC). A VLR face (7-32 px, up-sampled to 112) holds no detail that a 28x28 map cannot carry.
   Each stage is at least as wide as the paper's 64 channels.
@@ -62,8 +63,8 @@ Design decisions, and how they differ from the faithful model:
 * Widths are multiples of 32 (LCE's bitpacked words). ``input_size`` other than 112 works
   (>= 48): the last SE reduction and the last embedding conv cover whatever map is left.
 
-Measured (TF 2.16.2, larq 0.14.0, LCE 0.16.0; default arguments, 112x112 input; commands in the
-issue notes):
+Measured (TF 2.16.2, larq 0.14.0, LCE 0.16.0; default arguments, 112x112 input; reproduce with
+``vlrface efficiency``, ``vlrface export lce`` and ``vlrface latency`` or benchmarks/efficiency.py):
 
 * larq ``ModelProfile`` of the backbone (without the E head): 128,063,488 binary MACs, 2,857,344
   float MACs, 1,589,064 parameters, 0.76 MiB. The faithful model: 184,992,256 / 3,850,752 MACs,

@@ -2,7 +2,7 @@
 
 A re-implementation of the network family published in larq-zoo (``larq_zoo/sota/quicknet.py``,
 v1.0 weights), for a normalised 112x112x3 face crop and a 128-d descriptor, as BinaryFaceNet's
-authors compare against it (papers/binaryfacenet.md, Table 2). The layer order, widths and strides
+authors compare against it (BinaryFaceNet paper, Table 2). The layer order, widths and strides
 are the zoo's:
 
 * stem, all full precision: 3x3/2 conv to ``F/4`` channels -> BN -> ReLU -> 3x3/2 depthwise conv

@@ -8,7 +8,7 @@ attached as ``model.preprocessing``. Images in vlrface are RGB; ``Preprocessing.
 
 Parameter counts (``count_params``) are the learnable weights and biases, BN running statistics
 excluded; ``include_head=False`` also leaves out the training classifier, the convention of
-papers/squeezefaceposenet.md Table 1 (``vlrface.models.torch.squeezefaceposenet``).
+the SqueezeFacePoseNet paper's Table 1 (``vlrface.models.torch.squeezefaceposenet``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from vlrface.models import zoo
 
 TORCH_ZOO = zoo.names("torch")
 
-# papers/squeezefaceposenet.md Table 1 (bottom): parameters (M) and model size (MB) as printed.
+# SqueezeFacePoseNet paper, Table 1 (bottom): parameters (M) and model size (MB) as printed.
 # The sizes are not float32 params * 4 (1,235,496 -> 4.71 MiB / 4.94 MB); all four SqueezeFacePose-
 # Net rows are 4.41 MB * params / 1,235,496 (3.57 bytes per parameter), about what zlib makes of
 # float32 weights (MATLAB .mat files are zlib-compressed). SENet50ft's 155 MB is a MatConvNet file.
@@ -88,14 +88,14 @@ class Preprocessing:
 
 
 # Massoli's SE-ResNet-50 (VGGFace2 Caffe port): BGR, Resize(256), Crop(224), BGR mean
-# [91.4953, 103.8827, 131.0912] subtracted, no scaling (notes/datasets.md §0.2 [V]).
+# [91.4953, 103.8827, 131.0912] subtracted, no scaling (docs/datasets.md).
 SE_RESNET50_PREPROCESSING = Preprocessing(
     input_size=224,
     channel_order="BGR",
     mean=(131.0912, 103.8827, 91.4953),
     resize_shorter=256,
     center_crop=224,
-    source="VGGFace2 SENet-50 (notes/datasets.md §0.2)",
+    source="VGGFace2 SENet-50 (docs/datasets.md)",
 )
 # SqueezeFacePoseNet §4: shorter side 256, centre 224x224 crop, resize to 113x113. The paper
 # trains in MATLAB from the ImageNet SqueezeNet, whose input layer zero-centres RGB 0..255 pixels;

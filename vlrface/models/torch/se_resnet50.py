@@ -1,9 +1,9 @@
 """SE-ResNet-50: the VGGFace2 model [Cao et al.] that the cross-resolution papers fine-tune.
 
-papers/cross-resolution-learning.md §3 starts from "the SeNet-50 architecture from [8]"
-(VGGFace2), a ResNet-50 [He et al.] with Squeeze-and-Excitation blocks [Hu et al.]; the
-descriptor is the 2048-d output of the global average pool before the classifier
-(papers/squeezefaceposenet.md §4: "the output of the layer adjacent to the classification layer,
+"Cross-Resolution Learning for Face Recognition" (Massoli et al., Sec. 5) starts from "the SeNet-50
+architecture from [8]" (VGGFace2), a ResNet-50 [He et al.] with Squeeze-and-Excitation blocks
+[Hu et al.]; the descriptor is the 2048-d output of the global average pool before the classifier
+(SqueezeFacePoseNet paper, Sec. 4: "the output of the layer adjacent to the classification layer,
 with dimensionality 2048"), for 224x224 inputs.
 
 Layout, as in the VGGFace2 Caffe model: a 7x7/2 ``conv1`` with BN and ReLU, a 3x3/2 max-pool
@@ -12,7 +12,7 @@ of a stage on its first 1x1 convolution, a 1x1 projection + BN shortcut where th
 and in every block an SE gate (GAP, 1x1 conv to C/16 with bias, ReLU, 1x1 conv back with bias,
 sigmoid) scaling the residual branch before the addition. Convolutions have no bias (BN follows).
 With a 1000-class head this is 28,088,024 parameters, the standard SE-ResNet-50 (Hu et al.,
-Table 2: 28.1 M; papers/squeezefaceposenet.md Table 1: SENet50ft 28.1 M).
+Table 2: 28.1 M; SqueezeFacePoseNet paper, Table 1: SENet50ft 28.1 M).
 
 ``embedding`` adds a bias-free linear projection of the 2048-d pool output plus batch
 normalisation (the low-dimensional descriptor of VGGFace2's 256-D models); ``num_classes`` a

@@ -1,4 +1,4 @@
-"""SqueezeFacePoseNet (Alonso-Fernandez et al., papers/squeezefaceposenet.md) and its variants.
+"""SqueezeFacePoseNet (Alonso-Fernandez et al.; docs/papers.md) and its variants.
 
 SqueezeNet [Iandola et al.] adapted to 113x113 faces (§3, Table 2): a 3x3/64 stride-1 ``conv1``,
 eight fire modules with max-pools (3x3, stride 2, floor) after ``conv1``, ``fire4`` and
