@@ -2,7 +2,7 @@
 teacher), ONNX export with a parity floor, verification on the ONNX embeddings, the ONNX latency
 gate, and registration + promotion through ``vlrface.registry`` / ``vlrface.promotion``.
 
-Models travel between steps as ``training_torch.save_model`` bytes (config, preprocessing and
+Models travel between steps as ``training.torch.save_model`` bytes (config, preprocessing and
 weights in one ``torch.save`` payload), so no pickled ``nn.Module`` is stored.
 """
 
@@ -28,8 +28,8 @@ from steps.registry import (
     synthetic_note,
 )
 from vlrface import provenance, serving
-from vlrface.config import DataConfig, EvalConfig
-from vlrface.config_torch import (
+from vlrface.config.common import DataConfig, EvalConfig
+from vlrface.config.torch import (
     OnnxExportConfig,
     OnnxLatencyConfig,
     TorchModelConfig,
@@ -52,7 +52,7 @@ def _checkpoint_dir(stage: TorchStageConfig, key: dict) -> Path:
 
 
 def _train(prefix, manifest, data, model, stage, seed, init: bytes | None, teacher: bytes | None):
-    from vlrface import training_torch as tt
+    from vlrface.training import torch as tt
 
     data_cfg, model_cfg = DataConfig(**data), TorchModelConfig(**model)
     stage_cfg = TorchStageConfig(**stage)
@@ -171,10 +171,10 @@ def _variant(stage: TorchStageConfig) -> str:
 def load_torch_pretrained(
     model: dict, checkpoint_sha256: str
 ) -> Annotated[bytes, "pretrained_torch"]:
-    """Start from ``model.pretrained`` (a ``training_torch.save_model`` file) instead of
+    """Start from ``model.pretrained`` (a ``training.torch.save_model`` file) instead of
     pre-training; ``checkpoint_sha256`` keys the cache."""
-    from vlrface import training_torch as tt
     from vlrface.errors import ConfigError
+    from vlrface.training import torch as tt
 
     cfg = TorchModelConfig(**model)
     net = tt.load_model(cfg.pretrained)
@@ -198,8 +198,8 @@ def export_onnx(
 ) -> tuple[Annotated[bytes, "onnx"], Annotated[dict, "export_report"]]:
     """ONNX (opset 17, dynamic batch, TorchScript exporter); fail below the parity floor on
     real held-out test faces in the model's preprocessing."""
-    from vlrface import training_torch as tt
     from vlrface.export import onnx as onnx_export
+    from vlrface.training import torch as tt
 
     data_cfg, cfg = DataConfig(**data), OnnxExportConfig(**export)
     net = tt.load_model(model)
@@ -238,7 +238,7 @@ def evaluate_onnx(
 ) -> Annotated[dict, "metrics"]:
     """The demo verification protocol (as ``evaluate_model``) on the exported ONNX model's
     embeddings: 10-fold accuracy and TAR@FAR, HR gallery vs probes at each resolution."""
-    from vlrface.training_torch import SpecEmbedder
+    from vlrface.training.torch import SpecEmbedder
 
     data_cfg, cfg = DataConfig(**data), EvalConfig(**evaluation)
     inner = ONNXEmbedder(onnx, num_threads=0)  # evaluation: every core (latency is elsewhere)
@@ -384,7 +384,7 @@ def register_torch(
         write_atomic(path, onnx)
         folder = serving.save(Path(tmp) / "model", path, **served)
         # the checkpoint without pickle: weights as .npz, config and preprocessing as JSON
-        from vlrface import training_torch as tt
+        from vlrface.training import torch as tt
 
         weights, meta = tt.to_portable(model)
         write_atomic(folder / "backbone.npz", weights)

@@ -58,8 +58,8 @@ def _flat(model) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def torch_runs(data, tmp_path_factory):
-    from vlrface import training_torch as tt
-    from vlrface.config_torch import TorchModelConfig, TorchStageConfig
+    from vlrface.config.torch import TorchModelConfig, TorchStageConfig
+    from vlrface.training import torch as tt
 
     root, manifest = data
     tt.seed_everything(0)
@@ -118,7 +118,13 @@ def test_torch_worker_death_stops_the_run_and_resume_continues(data, torch_runs,
 
 KERAS_MODEL = {"name": "binaryfacenet", "channels": 8, "embedding": 16}
 KERAS_STAGE = dict(
-    epochs=2, batch_size=8, lr=0.01, milestones=[], flip=True, checkpoint_every=1, resume=True
+    epochs=2,
+    batch_size=8,
+    lr=0.01,
+    schedule={"kind": "constant"},
+    flip=True,
+    checkpoint_every=1,
+    resume=True,
 )
 
 

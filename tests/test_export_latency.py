@@ -130,7 +130,7 @@ def test_int8_export_quantizes_the_float_parts(tiny_bnn):
     assert census["ops"]["LceBconv2d"] == 1  # the binary conv stays binary
     # ranges go only where LCE can use them: not in front of the binary conv (it reads signs),
     # not after its zero-padded output (LCE writes that in float only)
-    from vlrface.export.int8 import quantization_points
+    from vlrface.export.lce_int8 import quantization_points
 
     points = [type(tiny_bnn.get_layer(n)).__name__ for n in quantization_points(tiny_bnn)]
     assert points == ["GlobalAveragePooling2D"]

@@ -14,20 +14,21 @@ import pytest
 import torch
 
 from vlrface._keras import tf
-from vlrface.losses import (
+from vlrface.losses import quality as q_np
+from vlrface.losses.keras import (
     AdaFaceHead,
     ArcFaceHead,
     CosFaceHead,
     LaplacianMarginHead,
+    SoftmaxHead,
     SphereFaceHead,
     arcface_loss,
     feature_distillation_loss,
     laplacian_quality,
     octuplet_loss,
 )
-from vlrface.losses import quality as q_np
-from vlrface.losses import torch_margins as tm
-from vlrface.losses import torch_pairs as tp
+from vlrface.losses.torch import margins as tm
+from vlrface.losses.torch import pairs as tp
 
 E = np.array(
     [[0.5, math.sqrt(3) / 2, 0, 0], [0, 0, 3 / math.sqrt(2), 3 / math.sqrt(2)], [-1, 0.2, 0, 0]],
@@ -279,6 +280,67 @@ def test_heads_serialise():
         head = cls(5, scale=8.0)
         clone = cls.from_config(head.get_config())
         assert clone.get_config() == head.get_config()
+    clone = LaplacianMarginHead.from_config(LaplacianMarginHead(5, statistic="var").get_config())
+    assert clone.statistic == "var"
+    assert SoftmaxHead.from_config(SoftmaxHead(5, True).get_config()).bn_dropout
+
+
+@pytest.mark.parametrize("bn_dropout", [False, True])
+def test_softmax_head_keras_equals_torch(bn_dropout):
+    """The plain softmax head: logits ``e W + b`` (with BN in inference mode and dropout off
+    when ``bn_dropout``), the same in both frameworks once the weights are copied over."""
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    kh = SoftmaxHead(3, bn_dropout)
+    kh.build((None, 4))
+    kh.centres.assign(w)
+    kh.bias.assign(b)
+    th = tm.SoftmaxHead(4, 3, bn_dropout).eval()
+    th.net[-1].weight.data = torch.from_numpy(w.T.copy())
+    th.net[-1].bias.data = torch.from_numpy(b)
+    expected = E.astype(np.float64) @ w + b
+    if bn_dropout:  # fresh moving statistics (0, 1): x / sqrt(1 + eps), each framework's eps
+        keras_eps, torch_eps = kh.bn.epsilon, th.net[0].eps
+        np.testing.assert_allclose(kh(E, Y, training=False).numpy(),
+                                   E / np.sqrt(1 + keras_eps) @ w + b, atol=1e-5)  # fmt: skip
+        with torch.no_grad():
+            out = th(torch.from_numpy(E), torch.from_numpy(Y)).numpy()
+        np.testing.assert_allclose(out, E / np.sqrt(1 + torch_eps) @ w + b, atol=1e-5)
+        return
+    keras, torch_ = run_keras_plain(kh), run_torch_plain(th)
+    check(keras, torch_, expected)
+
+
+def run_keras_plain(head):
+    logits = head(tf.constant(E), tf.constant(Y))
+    return logits.numpy(), float(arcface_loss(logits, tf.constant(Y)))
+
+
+def run_torch_plain(head):
+    logits = head(torch.from_numpy(E.copy()), torch.from_numpy(Y))
+    loss = tm.margin_softmax_loss(logits, torch.from_numpy(Y))
+    return logits.detach().numpy(), float(loss.detach())
+
+
+def test_the_loss_table_names_real_heads_with_their_parameters():
+    """Each row of ``LOSS_HEADS`` names a Keras and a torch class (registered for loading, the
+    same class name) whose constructors take exactly the row's parameters, margin heads with a
+    ``cosine`` (the plain logits ``train_acc`` is measured on)."""
+    import inspect
+
+    from vlrface._keras import custom_objects
+    from vlrface.losses.heads import LOSS_HEADS, head_class
+
+    objects = custom_objects()
+    for kind, row in LOSS_HEADS.items():
+        k, t = head_class(kind, "keras"), head_class(kind, "torch")
+        assert k.__name__ == t.__name__ and objects[f"vlrface>{k.__name__}"] is k
+        for cls in (k, t):
+            takes = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+            assert set(row.params) <= takes, (kind, cls)
+        assert hasattr(k(3), "cosine") == hasattr(t(4, 3), "cosine") == (kind != "softmax")
+    with pytest.raises(ValueError, match="unknown loss 'focal'"):
+        head_class("focal", "keras")
 
 
 def test_feature_distillation_cosine_ignores_the_students_scale():

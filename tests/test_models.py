@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vlrface._keras import tf
-from vlrface.models.binaryfacenet import (
+from vlrface.models.keras.binaryfacenet import (
     BinaryFaceNetConfig,
     GroupedQuantConv2D,
     build_binaryfacenet,
@@ -63,12 +63,28 @@ def test_takes_the_authors_checkpoint(shared_dir):
     assert np.abs(ref(x, training=False).numpy() - ours(x, training=False).numpy()).max() < 1e-4
 
 
-def test_every_zoo_model_is_selectable_in_the_config():
-    import typing
+def test_every_zoo_model_is_selectable_in_the_config(monkeypatch):
+    """The configurations' model names are the zoo table's rows of each framework."""
+    from vlrface.config.keras import ModelConfig
+    from vlrface.config.torch import TorchModelConfig
+    from vlrface.models import zoo
+    from vlrface.models.keras import ZOO, build_model
+    from vlrface.models.torch import TORCH_ZOO
 
-    from vlrface.config import ModelConfig
-    from vlrface.models import ZOO, build_model
-
-    assert set(typing.get_args(ModelConfig.model_fields["name"].annotation)) == set(ZOO)
+    assert set(ZOO) | set(TORCH_ZOO) == set(zoo.ZOO) and not set(ZOO) & set(TORCH_ZOO)
+    for name in ZOO:
+        assert ModelConfig(name=name).name == name
+        with pytest.raises(ValueError, match="unknown model"):
+            TorchModelConfig(name=name)
+    for name in TORCH_ZOO:
+        assert TorchModelConfig(name=name).name == name
+    with pytest.raises(ValueError, match="known: " + ", ".join(ZOO)):
+        ModelConfig(name="resnet18")
+    # a new row is a new allowed name, its options (channels) included
+    row = zoo.Backbone("keras", zoo.ZOO["binaryfacenet_lce"].builder, 112, options=("channels",))
+    monkeypatch.setitem(zoo.ZOO, "tiny_lce", row)
+    assert ModelConfig(name="tiny_lce", channels=32).channels == 32
+    with pytest.raises(ValueError, match="paper's widths"):
+        ModelConfig(name="quicknet", channels=32)
     model = build_model(ModelConfig(name="quicknet_small", embedding=16))
     assert model.output_shape == (None, 16)

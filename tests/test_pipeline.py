@@ -31,14 +31,14 @@ TINY = {
             "epochs": 2,
             "batch_size": 8,
             "lr": 0.01,
-            "milestones": [1],
+            "schedule": {"kind": "step", "milestones": [1]},
         },  # 0.1 diverges (NaN) on 15 ids
         "finetune": {
             "epochs": 1,
             "batch_size": 8,
             "lr": 0.01,
-            "milestones": [],
-            "vlr": {"probability": 0.5},
+            "schedule": {"kind": "constant"},
+            "degrade": {"kind": "fixed", "probability": 0.5},
         },
         "evaluation": {"resolutions": [7, 14], "pairs": 40, "folds": 5},
         "export": {"parity_min_cosine": 0.9, "parity_samples": 4},

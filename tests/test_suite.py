@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.test_protocols import Oracle, Projection
-from vlrface.config import parse
+from vlrface.config.keras import parse
 from vlrface.data.fixtures.lfw import write_lfw
 from vlrface.data.fixtures.tinyface import write_tinyface
 from vlrface.errors import ConfigError, DataError
@@ -96,7 +96,7 @@ def test_missing_root_or_file_is_a_data_error_naming_the_path(roots, tmp_path):
 def test_keras_and_lce_backends_agree_through_the_same_runner(roots, tmp_path):
     from vlrface.embedders import KerasEmbedder, LCEEmbedder
     from vlrface.export.lce import convert
-    from vlrface.models.binaryfacenet_lce import build_binaryfacenet_lce
+    from vlrface.models.keras.binaryfacenet_lce import build_binaryfacenet_lce
 
     model = build_binaryfacenet_lce(channels=8, embedding=16)
     backends = {"keras": KerasEmbedder(model), "lce": LCEEmbedder(convert(model))}
@@ -154,3 +154,32 @@ def test_compare_metric_may_name_a_protocol_metric():
         raw = _config(protocols=[lfw])
         raw["data"] = {"name": "lfw"}
         parse(raw)
+
+
+def test_the_protocol_table_declares_each_protocols_files_once(monkeypatch):
+    """Each row's files are keyword arguments of its runner; the configuration's ``files`` keys
+    and the CLI's ``--<file>`` options are read from the same row."""
+    import inspect
+
+    from click.testing import CliRunner
+
+    from vlrface.cli import main
+
+    for name, row in runners.TABLE.items():
+        takes = inspect.signature(row.runner).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in takes.values()):
+            continue  # ijbb/ijbc pass theirs on to the shared IJB runner
+        assert set(row.files) <= set(takes), name
+        assert ("align" in takes) == row.alignable, name
+    options = runners.file_options()
+    assert options["gallery_mat"] == (
+        "tinyface: the gallery .mat list. survface: the gallery .mat list."
+    )
+    help_text = CliRunner().invoke(main, ["evaluate", "--help"]).output
+    assert all(f"--{k.replace('_', '-')}" in help_text for k in options)
+    # a new row: its files are what the configuration accepts
+    row = runners.Protocol(runners.run_lfw, {"pairs": "pairs.txt"})
+    monkeypatch.setitem(runners.TABLE, "lfw_pairs_only", row)
+    entry = {"name": "lfw_pairs_only", "root": "x", "files": {"bin": "lfw.bin"}}
+    with pytest.raises(ConfigError, match=r"\['bin'\] do not apply to lfw_pairs_only"):
+        parse(_config(protocols=[entry]))

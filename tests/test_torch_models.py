@@ -13,13 +13,14 @@ import torch
 
 from vlrface.embedders import TorchEmbedder, embed_images
 from vlrface.errors import ConfigError
+from vlrface.models import zoo
 from vlrface.models.torch import (
     PAPER_TABLE1,
-    PREPROCESSING,
     TORCH_ZOO,
     build_torch,
     count_params,
     float32_size_mb,
+    preprocessing_of,
 )
 from vlrface.models.torch.squeezefaceposenet import feature_side
 
@@ -128,9 +129,11 @@ def test_table2_feature_map_sizes():
 
 
 def test_registry_and_preprocessing():
-    with pytest.raises(ConfigError, match="unknown torch model"):
+    with pytest.raises(ConfigError, match="unknown model 'resnet18'; known: se_resnet50"):
         build_torch("resnet18")
-    se = PREPROCESSING["se_resnet50"]
+    for name in TORCH_ZOO:  # the zoo's input side is the preprocessing's
+        assert zoo.entry(name).input_size == preprocessing_of(name).input_size
+    se = preprocessing_of("se_resnet50")
     assert (se.input_size, se.channel_order, se.resize_shorter, se.center_crop) == (
         224,
         "BGR",
@@ -138,7 +141,7 @@ def test_registry_and_preprocessing():
         224,
     )
     assert se.mean[::-1] == (91.4953, 103.8827, 131.0912)  # the BGR mean (docs/datasets.md)
-    sq = PREPROCESSING["squeezefaceposenet_dwc"]
+    sq = preprocessing_of("squeezefaceposenet_dwc")
     assert (sq.input_size, sq.channel_order) == (113, "RGB")
     faces = np.full((2, 112, 112, 3), 200, np.uint8)
     assert sq.geometry(faces).shape == (2, 113, 113, 3)

@@ -1,6 +1,7 @@
-"""``vlrface.training_torch``: exact resume, the NaN guard, the frozen teacher and the
+"""``vlrface.training.torch``: exact resume, the NaN guard, the frozen teacher and the
 distillation loss, decoupled weight decay. Tiny models and 16 px inputs: each test is seconds."""
 
+import json
 import math
 
 import numpy as np
@@ -8,16 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from vlrface.config_torch import TorchStageConfig
+from vlrface.config.torch import TorchStageConfig
 from vlrface.models.torch import Preprocessing
-from vlrface.training_torch import (
-    CHECKPOINT,
-    NonFiniteError,
-    decay_parameters,
-    seed_everything,
-    sgd_step,
-    train,
-)
+from vlrface.training.common import NonFiniteLossError
+from vlrface.training.torch import CHECKPOINT, decay_parameters, seed_everything, sgd_step, train
 
 SPEC = Preprocessing(input_size=16, channel_order="RGB", mean=(127.5,) * 3, std=(128.0,) * 3)
 
@@ -157,7 +152,7 @@ def test_nan_guard_names_the_step_and_keeps_the_last_good_checkpoint(data, tmp_p
     stage = TorchStageConfig(**STAGE)
     seed_everything(0)
     model = NaNAfter(bad=6)
-    with pytest.raises(NonFiniteError, match=r"loss is nan at step 6 \(epoch 2\).*last good"):
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 6 \(epoch 2\).*last good"):
         train(model, manifest, root, stage, 1, image_size=32, checkpoint_dir=tmp_path)
     kept = torch.load(tmp_path / CHECKPOINT, weights_only=False)
     assert kept["step"] == 4
@@ -197,7 +192,7 @@ def test_teacher_is_frozen_and_distillation_loss_is_lambda_mse(data):
     from vlrface.data import records as rec
     from vlrface.degrade import degrade
     from vlrface.preprocess import load_face
-    from vlrface.training_torch import epoch_order
+    from vlrface.training.torch import epoch_order
 
     order = epoch_order(len(manifest), 1, 0)[:6]
     hr, lr = [], []
@@ -217,7 +212,7 @@ def test_teacher_is_frozen_and_distillation_loss_is_lambda_mse(data):
     start = tiny(seed=6)
     start.train()
     seed_everything(1)  # train() seeds before its first step: the same dropout draws
-    from vlrface.training_torch import descriptor_dim, make_head
+    from vlrface.training.torch import descriptor_dim, make_head
 
     descriptor_dim(start)
     make_head(stage.head, 8, len(rec.label_map(manifest)))
@@ -265,28 +260,33 @@ def test_decoupled_weight_decay_on_one_parameter():
 
 
 def test_step_and_plateau_schedules():
-    from vlrface.config_torch import ScheduleConfig
-    from vlrface.training_torch import LRSchedule
+    from vlrface.config.common import ScheduleConfig
+    from vlrface.training.common import LRSchedule
 
-    step = LRSchedule(ScheduleConfig(kind="step", milestones=[1, 3], gamma=0.1), 1.0)
-    assert [step.epoch_end(0.0) for _ in range(4)] == pytest.approx([0.1, 0.1, 0.01, 0.01])
+    def run(cfg, lr, losses):
+        sched = LRSchedule.from_config(cfg, lr)
+        state, lrs = sched.initial_state(), []
+        for epoch, loss in enumerate(losses):
+            state = sched.update(state, loss)
+            lrs.append(sched.lr_for(epoch + 1, state))  # the next epoch's
+        return lrs, state
+
+    step = ScheduleConfig(kind="step", milestones=[1, 3], gamma=0.1)
+    assert run(step, 1.0, [0.0] * 4)[0] == pytest.approx([0.1, 0.1, 0.01, 0.01])
     # SqueezeFacePoseNet: 0.01 -> 0.005 -> 0.001 -> 0.0001 on plateaus (patience 0), then stays
     levels = ScheduleConfig(kind="plateau", levels=[0.005, 0.001, 0.0001], patience=0)
-    sched = LRSchedule(levels, 0.01)
-    lrs = [sched.epoch_end(loss) for loss in (5.0, 4.0, 4.0, 3.0, 3.0, 3.0, 3.0)]
+    lrs, _ = run(levels, 0.01, (5.0, 4.0, 4.0, 3.0, 3.0, 3.0, 3.0))
     assert lrs == [0.01, 0.01, 0.005, 0.005, 0.001, 0.0001, 0.0001]
-    # Massoli: divide by 5 on a plateau; the state round-trips through a checkpoint
-    factor = LRSchedule(ScheduleConfig(kind="plateau", factor=0.2, patience=1), 1e-3)
-    for loss in (2.0, 2.0, 2.0):
-        factor.epoch_end(loss)
-    assert factor.lr == pytest.approx(2e-4)
-    again = LRSchedule(factor.cfg, 1e-3)
-    again.load_state_dict(factor.state_dict())
-    assert again.epoch_end(2.0) == factor.epoch_end(2.0)
+    # Massoli: divide by 5 on a plateau; the state is plain JSON (it travels in checkpoints)
+    factor = ScheduleConfig(kind="plateau", factor=0.2, patience=1)
+    lrs, state = run(factor, 1e-3, (2.0, 2.0, 2.0))
+    assert lrs[-1] == pytest.approx(2e-4)
+    assert json.loads(json.dumps(state)) == state
+    assert run(ScheduleConfig(kind="constant"), 0.5, [1.0, 2.0])[0] == [0.5, 0.5]
 
 
 def test_bad_stage_config_names_the_key():
-    from vlrface.config_torch import parse_torch
+    from vlrface.config.torch import parse_torch
     from vlrface.errors import ConfigError
 
     base = {"pretrain": {"epochs": 1}, "registry": {"compare_metric": "eval.demo.hr_lr.14.acc"}}
@@ -294,16 +294,17 @@ def test_bad_stage_config_names_the_key():
         ConfigError, match=r"'finetune\.degrade'.*unknown key\(s\) \['probabilty'\]"
     ):
         parse_torch({**base, "finetune": {"degrade": {"kind": "fixed", "probabilty": 1}}}, "x")
-    with pytest.raises(ConfigError, match=r"unknown key 'finetune\.head\.margn'"):
+    margn = r"'finetune\.head'.*\['margn'\] do not apply to loss 'arcface'"
+    with pytest.raises(ConfigError, match=margn):
         parse_torch({**base, "finetune": {"head": {"kind": "arcface", "margn": 0.5}}}, "x")
     with pytest.raises(ConfigError, match=r"'finetune\.schedule\.levels'.*strictly decreasing"):
         parse_torch({**base, "finetune": {"schedule": {"kind": "plateau", "levels": [1, 2]}}}, "x")
 
 
 def test_checkpoint_bytes_rebuild_the_model_and_ddp_is_a_no_op_in_one_process(tmp_path):
-    from vlrface.config_torch import TorchModelConfig
+    from vlrface.config.torch import TorchModelConfig
     from vlrface.errors import ConfigError
-    from vlrface.training_torch import _rank_world, load_model, make_model, save_model
+    from vlrface.training.torch import _rank_world, load_model, make_model, save_model
 
     cfg = TorchModelConfig(name="squeezefaceposenet_gdc", embedding=16, input_size=32)
     seed_everything(0)
@@ -322,3 +323,30 @@ def test_checkpoint_bytes_rebuild_the_model_and_ddp_is_a_no_op_in_one_process(tm
     with pytest.raises(ConfigError, match="missing.pt: torch checkpoint not found"):
         load_model(tmp_path / "missing.pt")
     assert _rank_world(True) == (0, 1)  # no process group: DDP changes nothing
+
+
+@pytest.mark.parametrize("kind", ["softmax", "arcface", "cosface", "sphereface", "adaface",
+                                  "laplacian"])  # fmt: skip
+def test_each_loss_head_trains(data, kind):
+    """Every row of the loss table trains on the torch track (Laplacian with the batch's image
+    quality)."""
+    from vlrface.losses.heads import LOSSES
+
+    assert kind in LOSSES
+    root, manifest = data
+    stage = TorchStageConfig(epochs=1, batch_size=6, head={"kind": kind}, progress=False)
+    before = params(tiny())
+    result = train(tiny(), manifest, root, stage, seed=1, image_size=32)
+    assert math.isfinite(result.history[0]["loss"])
+    assert not same_bits(params(result.model), before)
+    assert type(result.head).__name__.lower().startswith(kind[:4])
+
+
+def test_train_acc_is_measured_without_the_margin(data):
+    """A CosFace margin of 2 puts every true class's margin logit below the others: accuracy on
+    the margin logits is exactly 0. The recorded accuracy is the plain cosines'."""
+    root, manifest = data
+    stage = TorchStageConfig(epochs=3, batch_size=6, lr=0.1, progress=False,
+                             head={"kind": "cosface", "margin": 2.0})  # fmt: skip
+    result = train(tiny(), manifest, root, stage, seed=1, image_size=32)
+    assert max(r["acc"] for r in result.history) > 0

@@ -17,16 +17,16 @@ import pandas as pd
 import pytest
 
 from vlrface._keras import tf
-from vlrface.config import StageConfig, TeacherConfig
+from vlrface.config.keras import StageConfig, TeacherConfig
 from vlrface.data.loader import FaceBatches
 from vlrface.data.records import label_map
 from vlrface.degrade import CrossResolutionPolicy, CurriculumPolicy, VLRPolicy
-from vlrface.losses import ArcFaceHead, arcface_loss
-from vlrface.training import (
+from vlrface.losses.keras import ArcFaceHead, arcface_loss
+from vlrface.training.common import LRSchedule, NonFiniteLossError
+from vlrface.training.keras import (
     LOSSES,
-    NonFiniteLossError,
-    Plateau,
     Stage,
+    class_mean_centres,
     make_head,
     run_stage,
     seed_everything,
@@ -75,9 +75,9 @@ BASE = dict(
     epochs=2,
     batch_size=4,
     lr=0.05,
-    milestones=[1],
+    schedule={"kind": "step", "milestones": [1]},
     # a curriculum over the stage's 8 steps: the data position matters to the degradation too
-    policy={"kind": "curriculum", "base": {"kind": "fixed", "sizes": [8, 16]}},
+    degrade={"kind": "curriculum", "base": {"kind": "fixed", "sizes": [8, 16]}},
 )
 
 
@@ -174,7 +174,7 @@ def test_fresh_run_refuses_a_used_checkpoint_dir(faces, interrupted):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(faces, tmp_path):
-    cfg = stage(tmp_path, lr=1e30, checkpoint_every=1, policy=None)
+    cfg = stage(tmp_path, lr=1e30, checkpoint_every=1, degrade=None)
     with pytest.raises(NonFiniteLossError, match=r"at epoch 1, step \d/4") as err:
         fit(faces, cfg)
     kept = tmp_path / (tmp_path / "latest").read_text()
@@ -196,8 +196,8 @@ def test_teacher_student_loss_by_hand_and_frozen_teacher(faces, tmp_path, distan
         epochs=1,
         batch_size=8,
         lr=0.05,
-        milestones=[],
-        policy={"kind": "fixed", "probability": 1.0, "sizes": [8]},
+        schedule={"kind": "constant"},
+        degrade={"kind": "fixed", "probability": 1.0, "sizes": [8]},
         teacher=TeacherConfig(path=str(tmp_path / "teacher.keras"), lam=0.1, distance=distance),
     )
     labels = label_map(manifest)
@@ -246,7 +246,7 @@ def test_resume_refuses_another_distillation(faces, tmp_path):
     def stage(distance, epochs):
         teacher = TeacherConfig(path=str(tmp_path / "teacher.keras"), distance=distance)
         cfg = StageConfig(
-            epochs=epochs, batch_size=8, lr=0.05, milestones=[], teacher=teacher,
+            epochs=epochs, batch_size=8, lr=0.05, schedule={"kind": "constant"}, teacher=teacher,
             checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=1, resume=True,
         )  # fmt: skip
         return run_stage(
@@ -271,14 +271,14 @@ def test_weight_decay_is_decoupled():
 
 
 def test_plateau_schedule():
-    p = Plateau(lr=0.01, factor=0.1, patience=2, threshold=0.0)
+    p = LRSchedule("plateau", lr=0.01, factor=0.1, patience=1, threshold=0.0)
     s = p.initial_state()
     lrs = []
     for loss in [5.0, 4.0, 4.0, 4.5, 3.0, 3.0, 3.0]:
         lrs.append(p.lr_for(0, s))
         s = p.update(s, loss)
     assert lrs == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.001, 0.001, 0.001])
-    assert p.lr_for(0, s) == pytest.approx(1e-4)  # two epochs at 3.0 without improvement
+    assert p.lr_for(0, s) == pytest.approx(1e-4)  # a second epoch without improvement
 
 
 def test_loader_policies(faces):
@@ -323,13 +323,32 @@ def test_each_margin_loss_trains_a_step(faces, loss):
     assert type(head).__name__.lower().startswith(loss[:4])
 
 
+def test_train_acc_is_measured_without_the_margin(faces):
+    """With a CosFace margin of 2 the true class's margin logit ``s (cos - 2)`` is below every
+    other class's ``s cos``: accuracy on the margin logits is 0 whatever the model. The recorded
+    ``train_acc`` is that of the plain cosines: the head starts at the class means of the
+    backbone's embeddings, so most faces are already nearest their own class."""
+    root, manifest = faces
+    labels = label_map(manifest)
+    backbone = tiny_backbone(3)
+    batches = FaceBatches(root, manifest, labels, 8, 1, SIZE, False, None)
+    # the embeddings the training step sees: the same batches, BN on the batch's statistics
+    pairs = [(backbone(x, training=True).numpy(), y) for x, y in batches.epoch(0)]
+    emb, y = np.concatenate([e for e, _ in pairs]), np.concatenate([y for _, y in pairs])
+    stage_ = Stage(epochs=1, batch_size=8, loss="cosface", head_params={"margin": 2.0},
+                   schedule=LRSchedule("constant", 1e-6))  # fmt: skip
+    head = make_head(len(labels), EMB, stage_, class_mean_centres(emb[:, None], y, len(labels)))
+    history = train(backbone, head, batches, stage_, progress=False)
+    assert history[0]["train_acc"] >= 0.5
+
+
 @pytest.mark.parametrize("strategy", ["mirrored", "multi_worker"])
 def test_strategy_and_mixed_precision_on_one_cpu(faces, uninterrupted, caplog, strategy):
     """On one CPU a strategy runs the strategy.run path with one replica: the same weights;
     ``mixed_precision`` is ignored (and says so)."""
     cfg = StageConfig(**BASE, strategy=strategy, mixed_precision=True)
     infos = []
-    with caplog.at_level(logging.WARNING, logger="vlrface.training"):
+    with caplog.at_level(logging.WARNING, logger="vlrface.training.keras"):
         weights, history = fit(faces, cfg, on_start=infos.append)
     assert infos[0]["replicas"] == 1 and infos[0]["mixed_precision"] is False
     assert "mixed_precision" in caplog.text
@@ -337,9 +356,9 @@ def test_strategy_and_mixed_precision_on_one_cpu(faces, uninterrupted, caplog, s
 
 
 def test_teacher_from_a_model_config_and_checkpoint(tmp_path):
-    from vlrface.config import ModelConfig
-    from vlrface.models import build_model
-    from vlrface.training import load_teacher
+    from vlrface.config.keras import ModelConfig
+    from vlrface.models.keras import build_model
+    from vlrface.training.keras import load_teacher
 
     model_cfg = ModelConfig(name="binaryfacenet", channels=8, embedding=16)
     seed_everything(4)

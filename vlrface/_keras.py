@@ -28,30 +28,16 @@ def custom_objects() -> dict:
     Loads pass them explicitly with ``safe_mode=True`` (no lambdas, no arbitrary code)."""
     import larq as lq
 
-    from vlrface.export.int8 import FakeQuant
-    from vlrface.losses.arcface import ArcFaceHead
-    from vlrface.losses.keras_margins import (
-        AdaFaceHead,
-        CosFaceHead,
-        LaplacianMarginHead,
-        SphereFaceHead,
-    )
-    from vlrface.models.binaryfacenet import GroupedQuantConv2D
-    from vlrface.models.quicknet import BinomialBlur
+    from vlrface.export.lce_int8 import FakeQuant
+    from vlrface.losses.heads import LOSSES, head_class
+    from vlrface.models.keras.binaryfacenet import GroupedQuantConv2D
+    from vlrface.models.keras.quicknet import BinomialBlur
 
     objects = {}
     for module in (lq.layers, lq.quantizers, lq.constraints):
         for name in getattr(module, "__all__", []):
             objects[name] = getattr(module, name)
-    for cls in (
-        FakeQuant,
-        ArcFaceHead,
-        AdaFaceHead,
-        CosFaceHead,
-        LaplacianMarginHead,
-        SphereFaceHead,
-        GroupedQuantConv2D,
-        BinomialBlur,
-    ):
+    heads = [head_class(kind, "keras") for kind in LOSSES]  # every loss head of the table
+    for cls in (FakeQuant, *heads, GroupedQuantConv2D, BinomialBlur):
         objects[f"vlrface>{cls.__name__}"] = cls
     return objects

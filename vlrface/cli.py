@@ -47,7 +47,7 @@ def data_synth(out, identities, images_per_identity, seed, config_path) -> None:
     if config_path:
         import yaml
 
-        from vlrface.config import SyntheticData
+        from vlrface.config.common import SyntheticData
 
         section = (
             (yaml.safe_load(open(config_path)) or {}).get("parameters", {}).get("synthetic", {})
@@ -266,8 +266,8 @@ def _face_batch(faces_dir: str | None, count: int):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def efficiency_cmd(model_name, as_json) -> None:
     """Binary/float MACs, parameters and size of a zoo model's backbone (larq summary)."""
-    from vlrface.models import build_named
-    from vlrface.models.efficiency import efficiency
+    from vlrface.models.keras import build_named
+    from vlrface.models.keras.efficiency import efficiency
 
     try:
         model = build_named(model_name, output_head=False)
@@ -290,7 +290,7 @@ def efficiency_cmd(model_name, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def import_checkpoint_cmd(h5, out, faces_dir, count, tolerance, as_json) -> None:
     """Load the BinaryFaceNet authors' .h5 into our definition and verify the embeddings."""
-    from vlrface.models.checkpoint import import_checkpoint
+    from vlrface.models.keras.checkpoint import import_checkpoint
 
     faces, source = _face_batch(faces_dir, count)
     model, report = import_checkpoint(h5, faces, tolerance)
@@ -299,7 +299,7 @@ def import_checkpoint_cmd(h5, out, faces_dir, count, tolerance, as_json) -> None
         import tempfile
         from pathlib import Path
 
-        from vlrface.materializers import save_keras
+        from vlrface.keras_materializer import save_keras
 
         target = Path(out)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -314,17 +314,17 @@ def _load_model(spec: str):
     """A saved model (.keras / .h5) or a freshly initialised zoo model by name."""
     from pathlib import Path
 
-    from vlrface.models import ZOO, build_named
+    from vlrface.models.keras import ZOO, build_named
 
     if spec in ZOO:
         return build_named(spec)
     path = Path(spec)
     if path.suffix == ".h5":
-        from vlrface.models.checkpoint import load_h5
+        from vlrface.models.keras.checkpoint import load_h5
 
         return load_h5(path)
     if path.suffix == ".keras" and path.is_file():
-        from vlrface.materializers import load_keras
+        from vlrface.keras_materializer import load_keras
 
         return load_keras(str(path))
     raise click.BadParameter(
@@ -333,22 +333,12 @@ def _load_model(spec: str):
     )
 
 
-_EVAL_FILES = {  # --option: (runner keyword, help)
-    "pairs": ("pairs", "lfw: pairs.txt (default <data>/pairs.txt)."),
-    "bin": ("bin", "lfw: an aligned insightface lfw.bin instead of the raw release."),
-    "features": ("features", "scface: features.txt."),
-    "annotations": ("annotations", "scface: scface_annotations.txt (4 landmarks)."),
-    "probe-mat": ("probe_mat", "tinyface: probe_img_ID_pairs.mat."),
-    "gallery-mat": ("gallery_mat", "tinyface/survface: the gallery .mat list."),
-    "positive-mat": ("positive_mat", "survface: positive_pairs_names.mat."),
-    "negative-mat": ("negative_mat", "survface: negative_pairs_names.mat."),
-    "mated-probe-mat": ("mated_probe_mat", "survface: mated_probe_img_ID_pairs.mat."),
-}
-
-
 def _eval_file_options(f):
-    for option, (_, helps) in reversed(_EVAL_FILES.items()):
-        f = click.option(f"--{option}", option.replace("-", "_"), help=helps)(f)
+    """The ``--<file>`` options of every protocol file (``vlrface.protocols.runners.TABLE``)."""
+    from vlrface.protocols.runners import file_options
+
+    for keyword, helps in reversed(file_options().items()):
+        f = click.option(f"--{keyword.replace('_', '-')}", keyword, help=helps)(f)
     return f
 
 
@@ -456,7 +446,7 @@ def evaluate_cmd(
     for option, value in files.items():
         if value is None:
             continue
-        keyword = _EVAL_FILES[option.replace("_", "-")][0]
+        keyword = option
         if keyword not in PROTOCOL_FILES[protocol]:
             raise click.ClickException(f"--{option.replace('_', '-')} does not apply to {protocol}")
         if not Path(value).is_file():

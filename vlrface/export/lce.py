@@ -173,7 +173,7 @@ def export(
     if int8_representative is None:
         flatbuffer = convert(model)
     else:
-        from vlrface.export.int8 import convert_int8
+        from vlrface.export.lce_int8 import convert_int8
 
         flatbuffer = convert_int8(model, int8_representative)
     par = parity(model, flatbuffer, inputs)

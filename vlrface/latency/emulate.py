@@ -10,7 +10,7 @@ Instructions, not emulated wall-clock, are the measure: they are deterministic, 
 session has one intra-op thread): onnxruntime also starts a background thread whose occasional
 wake-ups (~0.45 M instructions each, timing-dependent) would otherwise add noise.
 
-Per inference: the guest (``plugin/guest_runner.py``) builds the session, loads one fixed
+Per inference: the guest (``plugin/onnx_guest_runner.py``) builds the session, loads one fixed
 seeded input and runs it three times, with a marker before the first run and after each run;
 ``count(N)`` is the instructions from the first marker to the one after run ``N``, and one
 inference is ``(count(3) - count(1)) / 2``: start-up, imports, session building and the first
@@ -44,7 +44,7 @@ from vlrface.errors import VlrfaceError
 
 PLUGIN_DIR = Path(__file__).with_name("plugin")
 PLUGIN_SOURCE = PLUGIN_DIR / "icount.c"
-GUEST_RUNNER = PLUGIN_DIR / "guest_runner.py"
+GUEST_RUNNER = PLUGIN_DIR / "onnx_guest_runner.py"
 
 QEMU = "qemu-aarch64"
 QEMU_CPU = "cortex-a57"

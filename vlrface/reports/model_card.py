@@ -22,7 +22,7 @@ KEY_SETTINGS = (
     "finetune.epochs",
     "finetune.batch_size",
     "finetune.lr",
-    "finetune.vlr.probability",
+    "finetune.degrade.probability",
     "evaluation.resolutions",
     "evaluation.pairs",
     "evaluation.folds",

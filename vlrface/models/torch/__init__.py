@@ -17,15 +17,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from vlrface.errors import ConfigError
+from vlrface.models import zoo
 
-TORCH_ZOO = (
-    "se_resnet50",
-    "squeezefaceposenet",
-    "squeezefaceposenet_dwc",
-    "squeezefaceposenet_gdc",
-    "squeezefaceposenet_dwc_gdc",
-)
+TORCH_ZOO = zoo.names("torch")
 
 # SqueezeFacePoseNet paper, Table 1 (bottom): parameters (M) and model size (MB) as printed.
 # The sizes are not float32 params * 4 (1,235,496 -> 4.71 MiB / 4.94 MB); all four SqueezeFacePose-
@@ -114,38 +108,25 @@ SQUEEZEFACEPOSENET_PREPROCESSING = Preprocessing(
     center_crop=224,
     source="SqueezeFacePoseNet §4 (mean: assumed ImageNet zero-centring)",
 )
-PREPROCESSING = {
-    "se_resnet50": SE_RESNET50_PREPROCESSING,
-    "squeezefaceposenet": SQUEEZEFACEPOSENET_PREPROCESSING,
-    "squeezefaceposenet_dwc": SQUEEZEFACEPOSENET_PREPROCESSING,
-    "squeezefaceposenet_gdc": SQUEEZEFACEPOSENET_PREPROCESSING,
-    "squeezefaceposenet_dwc_gdc": SQUEEZEFACEPOSENET_PREPROCESSING,
-}
+
+
+def preprocessing_of(name: str) -> Preprocessing:
+    """The preprocessing of zoo model ``name`` (its row's ``preprocessing``)."""
+    return zoo.resolve(zoo.entry(name, "torch").preprocessing)
 
 
 def build_torch(name: str, embedding: int | None = None, num_classes: int | None = None):
-    """A freshly initialised torch model by name, ``model.preprocessing`` attached.
+    """A freshly initialised torch model by name (a row of ``vlrface.models.zoo``),
+    ``model.preprocessing`` attached.
 
     ``embedding``: SE-ResNet-50 adds a projection of its 2048-d pool output to this size;
     SqueezeFacePoseNet sets the ``conv10`` width (its descriptor, 1000 in the paper).
     ``num_classes``: the training classifier (``model.logits``); ``None`` builds none.
     """
-    if name == "se_resnet50":
-        from vlrface.models.torch.se_resnet50 import SEResNet50
-
-        model = SEResNet50(embedding=embedding, num_classes=num_classes)
-    elif name in TORCH_ZOO and name.startswith("squeezefaceposenet"):
-        from vlrface.models.torch.squeezefaceposenet import DESCRIPTOR, SqueezeFacePoseNet
-
-        model = SqueezeFacePoseNet(
-            dwc="_dwc" in name,
-            gdc=name.endswith("_gdc"),
-            embedding=embedding or DESCRIPTOR,
-            num_classes=num_classes,
-        )
-    else:
-        raise ConfigError(f"unknown torch model {name!r}; known: {', '.join(TORCH_ZOO)}")
-    model.preprocessing = PREPROCESSING[name]
+    row = zoo.entry(name, "torch")
+    extra = {"embedding": embedding} if embedding is not None else {}
+    model = zoo.resolve(row.builder)(**row.args, **extra, num_classes=num_classes)
+    model.preprocessing = preprocessing_of(name)
     model.name = name
     return model
 

@@ -1,8 +1,8 @@
-"""Margin-based softmax heads for Keras: CosFace, SphereFace, AdaFace, Laplacian-quality ArcFace.
+"""Softmax heads for Keras: plain softmax, CosFace, SphereFace, AdaFace, Laplacian-quality ArcFace.
 
 Every head holds class centres ``(dim, n_classes)`` on the unit sphere, as ``ArcFaceHead``
-(``vlrface.losses.arcface``), and returns logits for ``arcface_loss`` (softmax cross-entropy).
-``scale`` is the paper's s and ``margin`` its m. ``vlrface.losses.torch_margins`` holds the same
+(``vlrface.losses.keras.arcface``), and returns logits for ``arcface_loss`` (softmax cross-entropy).
+``scale`` is the paper's s and ``margin`` its m. ``vlrface.losses.torch.margins`` holds the same
 heads with the same parameter names and math in PyTorch (weights copy over unchanged).
 """
 
@@ -12,6 +12,47 @@ import math
 
 from vlrface._keras import tf
 from vlrface.losses.quality import STATISTICS
+
+
+@tf.keras.utils.register_keras_serializable(package="vlrface")
+class SoftmaxHead(tf.keras.layers.Layer):
+    """A plain softmax classifier, ``logits = e W + b`` (no margin; the labels are not used).
+    ``bn_dropout``: BatchNormalization and dropout 0.5 before it (SqueezeFacePoseNet §3's head).
+    ``centres`` ``(dim, n_classes)`` is ``W``, so a class-mean warm start fits as for the margin
+    heads. As ``vlrface.losses.torch.margins.SoftmaxHead``."""
+
+    def __init__(self, n_classes: int, bn_dropout: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if n_classes < 2:
+            raise ValueError(f"SoftmaxHead needs >= 2 classes, got {n_classes}")
+        self.n_classes, self.bn_dropout = int(n_classes), bool(bn_dropout)
+        if self.bn_dropout:
+            self.bn = tf.keras.layers.BatchNormalization(name="bn")
+            self.dropout = tf.keras.layers.Dropout(0.5, name="dropout")
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        if self.bn_dropout:
+            self.bn.build((None, dim))
+        self.centres = self.add_weight(
+            name="centres",
+            shape=(dim, self.n_classes),
+            initializer=tf.keras.initializers.GlorotUniform(),
+            trainable=True,
+        )
+        self.bias = self.add_weight(
+            name="bias", shape=(self.n_classes,), initializer="zeros", trainable=True
+        )
+        super().build(input_shape)
+
+    def call(self, embeddings, labels=None, training=None):
+        e = tf.cast(embeddings, tf.float32)
+        if self.bn_dropout:
+            e = self.dropout(self.bn(e, training=training), training=training)
+        return tf.matmul(e, self.centres) + self.bias
+
+    def get_config(self):
+        return {**super().get_config(), "n_classes": self.n_classes, "bn_dropout": self.bn_dropout}
 
 
 class _MarginHead(tf.keras.layers.Layer):
@@ -156,9 +197,11 @@ class LaplacianMarginHead(_MarginHead):
     max_margin)`` and target logit ``s * cos(clip(theta_y + m_i, eps, pi - eps))`` (anchor
     ``AdaptiveArcFace``, s = 64). ``margin`` is unused (kept for a uniform constructor). The
     anchor detaches the margin term from the gradient; here it is differentiated as ArcFace.
+    ``statistic``: how the trainer measures ``quality`` (``laplacian_quality``).
     """
 
     eps = 1e-5  # the anchor's clip
+    needs_quality = True
 
     def __init__(
         self,
@@ -168,11 +211,15 @@ class LaplacianMarginHead(_MarginHead):
         quality_scale: float = 1.0,
         min_margin: float = 0.0,
         max_margin: float = math.pi,
+        statistic: str = "mean_abs",
         **kwargs,
     ):
         super().__init__(n_classes, scale, margin, **kwargs)
+        if statistic not in STATISTICS:
+            raise ValueError(f"unknown quality statistic {statistic!r}; choose one of {STATISTICS}")
         self.quality_scale = float(quality_scale)
         self.min_margin, self.max_margin = float(min_margin), float(max_margin)
+        self.statistic = statistic
 
     def margins(self, quality):
         q = tf.maximum(tf.stop_gradient(tf.cast(quality, tf.float32)), 1e-6)
@@ -189,6 +236,7 @@ class LaplacianMarginHead(_MarginHead):
             "quality_scale": self.quality_scale,
             "min_margin": self.min_margin,
             "max_margin": self.max_margin,
+            "statistic": self.statistic,
         }
 
 

@@ -28,7 +28,7 @@ One step of ``train``:
    applies to every trainable tensor (weights, biases, BN affine, head centres);
 6. with ``grad_clip_norm`` the global gradient norm is clipped before the update;
 7. the loss is checked before the backward pass and the parameters after the update; a NaN or
-   Inf raises ``NonFiniteError`` naming the step, and the last good checkpoint is left as it is.
+   Inf raises ``NonFiniteLossError`` naming the step, and the last good checkpoint is left as it is.
 
 Checkpoints (``<checkpoint_dir>/last.pt``, written atomically every ``checkpoint_every`` steps
 and at the end of every epoch) hold the model, head, optimiser (momentum buffers), schedule,
@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import random
 from collections.abc import Callable
@@ -68,26 +67,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlrface.config_torch import HeadConfig, ScheduleConfig, TorchModelConfig, TorchStageConfig
+from vlrface.config.common import HeadConfig
+from vlrface.config.torch import TorchModelConfig, TorchStageConfig
 from vlrface.data import records
-from vlrface.degrade import CrossResolutionPolicy, CurriculumPolicy, policy_from_config
-from vlrface.errors import ConfigError, VlrfaceError
-from vlrface.losses.torch_margins import (
-    AdaFaceHead,
-    ArcFaceHead,
-    CosFaceHead,
-    SphereFaceHead,
-)
-from vlrface.losses.torch_pairs import feature_distillation_loss
+from vlrface.degrade import CrossResolutionPolicy, CurriculumPolicy
+from vlrface.errors import ConfigError
+from vlrface.losses.heads import head_class
+from vlrface.losses.torch.margins import laplacian_quality
+from vlrface.losses.torch.pairs import feature_distillation_loss
 from vlrface.models.torch import Preprocessing, build_torch
 from vlrface.preprocess import load_face
+from vlrface.training.common import (
+    LRSchedule,
+    NonFiniteLossError,
+    build_policy,
+    seed_python_numpy,
+)
 
 CHECKPOINT = "last.pt"
 FORMAT = "vlrface.torch.v1"
-
-
-class NonFiniteError(VlrfaceError):
-    """A loss or parameter became NaN/Inf; the message names the step and the checkpoint kept."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,8 +95,7 @@ class NonFiniteError(VlrfaceError):
 def seed_everything(seed: int) -> None:
     """Seed torch, numpy's global generator and ``random``."""
     torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
+    seed_python_numpy(seed)
 
 
 def make_model(cfg: TorchModelConfig) -> nn.Module:
@@ -203,29 +200,9 @@ def descriptor_dim(model: nn.Module) -> int:
     return dim
 
 
-class SoftmaxHead(nn.Module):
-    """Plain softmax classifier (optionally SqueezeFacePoseNet §3's BN + dropout 0.5 + FC)."""
-
-    def __init__(self, dim: int, n_classes: int, bn_dropout: bool = False):
-        super().__init__()
-        pre = [nn.BatchNorm1d(dim), nn.Dropout(0.5)] if bn_dropout else []
-        self.net = nn.Sequential(*pre, nn.Linear(dim, n_classes))
-
-    def forward(self, embeddings, labels):
-        return self.net(embeddings)
-
-
 def make_head(cfg: HeadConfig, dim: int, n_classes: int) -> nn.Module:
-    if cfg.kind == "softmax":
-        return SoftmaxHead(dim, n_classes, cfg.bn_dropout)
-    kwargs = {k: v for k, v in (("scale", cfg.scale), ("margin", cfg.margin)) if v is not None}
-    cls = {
-        "arcface": ArcFaceHead,
-        "cosface": CosFaceHead,
-        "sphereface": SphereFaceHead,
-        "adaface": AdaFaceHead,
-    }[cfg.kind]
-    return cls(dim, n_classes, **kwargs)
+    """The loss head of ``cfg`` (a row of ``vlrface.losses.heads.LOSS_HEADS``, its torch class)."""
+    return head_class(cfg.kind, "torch")(dim, n_classes, **cfg.params())
 
 
 def freeze(teacher: nn.Module) -> nn.Module:
@@ -257,46 +234,6 @@ def sgd_step(optimizer: torch.optim.SGD, lr: float, weight_decay: float) -> None
         group["lr"] = lr
         decay_parameters(group["params"], lr, weight_decay)
     optimizer.step()
-
-
-class LRSchedule:
-    """Epoch-wise learning rate: ``step`` (milestones x gamma), ``plateau`` or ``constant``."""
-
-    def __init__(self, cfg: ScheduleConfig, base_lr: float):
-        self.cfg, self.base_lr = cfg, base_lr
-        self.lr = base_lr
-        self.epochs = 0
-        self.best = math.inf
-        self.bad = 0
-        self.level = -1  # index into cfg.levels of the current lr (-1: base_lr)
-
-    def epoch_end(self, loss: float) -> float:
-        c = self.cfg
-        self.epochs += 1
-        if c.kind == "step":
-            self.lr = self.base_lr * c.gamma ** sum(1 for m in c.milestones if m <= self.epochs)
-        elif c.kind == "plateau":
-            if loss < self.best * (1.0 - c.threshold):
-                self.best, self.bad = loss, 0
-            else:
-                self.bad += 1
-                if self.bad > c.patience:
-                    self.bad = 0
-                    if c.levels is not None:
-                        lower = [i for i, v in enumerate(c.levels) if v < self.lr]
-                        if lower:
-                            self.level = lower[0]
-                            self.lr = c.levels[self.level]
-                    else:
-                        self.lr = max(self.lr * c.factor, c.min_lr)
-        return self.lr
-
-    def state_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("lr", "epochs", "best", "bad", "level")}
-
-    def load_state_dict(self, state: dict) -> None:
-        for k, v in state.items():
-            setattr(self, k, v)
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,18 +311,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_policy(cfg: dict | None, total_steps: int):
-    if cfg is None:
-        return None
-    cfg = dict(cfg)
-    if cfg.get("kind") == "curriculum":
-        cfg.setdefault("total_steps", total_steps)
-    try:
-        return policy_from_config(cfg)
-    except ValueError as exc:
-        raise ConfigError(f"degrade: {exc}") from None
-
-
 # --------------------------------------------------------------------------------------------
 # the loop
 
@@ -414,9 +339,21 @@ class _Joint(nn.Module):
     def __init__(self, model: nn.Module, head: nn.Module):
         super().__init__()
         self.model, self.head = model, head
+        spec = model.preprocessing
+        std = spec.std if spec.channel_order.upper() == "RGB" else spec.std[::-1]
+        device = next(model.parameters()).device
+        std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.register_buffer("std", std, persistent=False)
+
+    def quality(self, x):
+        """The Laplacian quality of the normalised batch (``x * std`` are the pixels less the
+        mean, which the Laplacian ignores) for a head that ``needs_quality``."""
+        return laplacian_quality(x * self.std, self.head.statistic, pixel_scale=1.0)
 
     def forward(self, x, y):
         emb = self.model(x)
+        if getattr(self.head, "needs_quality", False):
+            return emb, self.head(emb, y, self.quality(x))
         return emb, self.head(emb, y)
 
 
@@ -445,7 +382,7 @@ def data_hash(manifest: pd.DataFrame) -> str:
 
 
 def _fingerprint(stage: TorchStageConfig, seed: int, manifest: pd.DataFrame) -> dict:
-    skip = {"progress", "workers", "checkpoint_every", "checkpoint_dir"}
+    skip = {"progress", "loader_workers", "checkpoint_every", "checkpoint_dir"}
     return {
         "stage": stage.model_dump(mode="json", exclude=skip),
         "seed": seed,
@@ -518,7 +455,7 @@ def train(
     policy = build_policy(stage.degrade, total)
     spec = model.preprocessing
     batches = Batches(
-        root, manifest, labels, spec, image_size, stage.flip, seed, workers=stage.workers
+        root, manifest, labels, spec, image_size, stage.flip, seed, workers=stage.loader_workers
     )
 
     device = resolve_device(stage.device)
@@ -550,7 +487,8 @@ def train(
                 raise ConfigError("teacher: its input size differs from the student's")
         params = [p for p in (*model.parameters(), *head.parameters()) if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum)
-        schedule = LRSchedule(stage.schedule, stage.lr)
+        schedule = LRSchedule.from_config(stage.schedule, stage.lr)
+        sched_state = schedule.initial_state()
         fingerprint = _fingerprint(stage, seed, manifest)
         step, epoch, start_batch, history = 0, 0, 0, []
         loss_sum, correct, seen, parts = 0.0, 0, 0, {}
@@ -564,7 +502,7 @@ def train(
             model.load_state_dict(state["model"])
             head.load_state_dict(state["head"])
             optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
+            sched_state = state["schedule"]
             torch.set_rng_state(state["rng"]["torch"])
             if device.type == "cuda" and state["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(state["rng"]["cuda"], device)
@@ -591,7 +529,7 @@ def train(
                     "model": model.state_dict(),
                     "head": head.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
+                    "schedule": sched_state,
                     "rng": {
                         "torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
@@ -628,7 +566,7 @@ def train(
                 x, x_hr, y = batches.get(idx, epoch, b, now, teacher is not None)
                 x, y = x.to(device), y.to(device)
                 x_hr = x_hr.to(device) if x_hr is not None else None
-                lr = schedule.lr
+                lr = schedule.lr_for(epoch, sched_state)
                 emb, logits = forward(x, y)
                 cls_loss = F.cross_entropy(logits, y)
                 loss = cls_loss
@@ -645,7 +583,7 @@ def train(
                     )
                     loss = cls_loss + distill
                 if not torch.isfinite(loss):
-                    raise NonFiniteError(
+                    raise NonFiniteLossError(
                         f"{desc}: loss is {loss.item()} at step {step + 1} (epoch {epoch + 1}); "
                         f"training stopped, {kept()}"
                     )
@@ -655,12 +593,15 @@ def train(
                     nn.utils.clip_grad_norm_(params, stage.grad_clip_norm)
                 sgd_step(optimizer, lr, stage.weight_decay)
                 if not all(torch.isfinite(p).all() for p in params):
-                    raise NonFiniteError(
+                    raise NonFiniteLossError(
                         f"{desc}: a parameter became NaN/Inf at step {step + 1} "
                         f"(epoch {epoch + 1}); training stopped, {kept()}"
                     )
                 step += 1
-                figures = [loss.detach(), cls_loss.detach(), (logits.detach().argmax(1) == y).sum()]
+                with torch.no_grad():  # the accuracy of the logits without the margin
+                    plain = head.cosine(emb) if hasattr(head, "cosine") else logits
+                    hits = (plain.argmax(1) == y).sum()
+                figures = [loss.detach(), cls_loss.detach(), hits]
                 if distill is not None:
                     figures.append(distill.detach())
                 figures = _global(figures, len(y), world)  # the global batch's figures
@@ -685,9 +626,10 @@ def train(
                     on_step(step, record)
             mean = loss_sum / max(seen, 1)
             acc = correct / max(seen, 1)
-            record = {"epoch": epoch + 1, "loss": mean, "acc": acc, "lr": schedule.lr}
+            lr = schedule.lr_for(epoch, sched_state)
+            record = {"epoch": epoch + 1, "loss": mean, "acc": acc, "lr": lr}
             record.update({k: v / max(seen, 1) for k, v in parts.items()})
-            schedule.epoch_end(mean)
+            sched_state = schedule.update(sched_state, mean)
             history.append(record)
             epoch, start_batch = epoch + 1, 0
             loss_sum, correct, seen, parts = 0.0, 0, 0, {}

@@ -10,11 +10,12 @@ weights bit for bit on a CPU.
   trainable variable before the momentum update, outside the gradient: decoupled (Loshchilov &
   Hutter's SGDW), not an L2 term (the decay never enters the momentum buffer), and scaled by the
   current lr, so it follows the schedule. ``tests/test_training.py`` checks this.
-* Schedules: ``Schedule`` (the paper's steps) and ``Plateau`` (the cross-resolution papers:
-  reduce when the epoch's mean training loss stops improving, Massoli et al.
-  Sec. 5; the paper's factor is 1/5, the default here 0.1).
-* Losses: any margin head of ``vlrface.losses`` (``LOSSES``); the softmax cross-entropy of its
-  logits, plus ``lam * MSE(teacher(HR), student(LR))`` with a frozen teacher (T-C).
+* Schedules: ``vlrface.training.common.LRSchedule`` (the paper's steps, or reduce when the
+  epoch's mean training loss stops improving, as the cross-resolution papers do: Massoli et
+  al. Sec. 5).
+* Losses: any head of ``vlrface.losses.heads.LOSS_HEADS`` (its Keras class); the softmax
+  cross-entropy of its logits, plus ``lam * MSE(teacher(HR), student(LR))`` with a frozen
+  teacher (T-C). ``train_acc`` is measured on the logits without the margin.
 * Embeddings of the training faces computed once per stage (``embedding_table``, optionally
   kept on disk under ``embedding_cache``, keyed by the model's weights and the faces): the frozen
   teacher's (``teacher.cache``: as is and mirrored, so the step reads the teacher's output
@@ -45,90 +46,22 @@ from tqdm import tqdm
 from vlrface._keras import tf
 from vlrface.data.loader import FaceBatches
 from vlrface.errors import ConfigError
-from vlrface.losses import (
-    AdaFaceHead,
-    ArcFaceHead,
-    CosFaceHead,
-    LaplacianMarginHead,
-    SphereFaceHead,
-    arcface_loss,
-    feature_distillation_loss,
-    laplacian_quality,
+from vlrface.losses.heads import LOSS_HEADS, LOSSES, head_class
+from vlrface.losses.keras import arcface_loss, feature_distillation_loss, laplacian_quality
+from vlrface.training.common import (
+    LRSchedule,
+    NonFiniteLossError,
+    build_policy,
+    seed_python_numpy,
 )
 
 log = logging.getLogger(__name__)
 
-HEADS = {
-    "arcface": ArcFaceHead,
-    "cosface": CosFaceHead,
-    "sphereface": SphereFaceHead,
-    "adaface": AdaFaceHead,
-    "laplacian": LaplacianMarginHead,
-}
-LOSSES = tuple(HEADS)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss or the gradients became NaN/Inf; names the stage, epoch and step."""
+__all__ = ["LOSSES", "NonFiniteLossError", "Stage", "run_stage", "train"]
 
 
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint that does not belong to this stage (other data, batch size or model)."""
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Step schedule: ``lr * gamma ** (number of milestones <= epoch)`` (0-based epochs)."""
-
-    lr: float = 0.01
-    milestones: tuple[int, ...] = (9, 15, 18)
-    gamma: float = 0.1
-
-    def at(self, epoch: int) -> float:
-        return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
-
-    def initial_state(self) -> dict:
-        return {}
-
-    def lr_for(self, epoch: int, state: dict) -> float:
-        return self.at(epoch)
-
-    def update(self, state: dict, loss: float) -> dict:
-        return state
-
-    def describe(self) -> dict:
-        return {"kind": "step", **asdict(self), "milestones": list(self.milestones)}
-
-
-@dataclass(frozen=True)
-class Plateau:
-    """Reduce-on-plateau: ``lr *= factor`` after ``patience`` epochs whose mean training loss did
-    not fall below ``best * (1 - threshold)``; never below ``min_lr``. The state (current lr,
-    best loss, epochs without improvement) is a JSON dict, saved with every checkpoint."""
-
-    lr: float = 0.01
-    factor: float = 0.1
-    patience: int = 2
-    threshold: float = 1e-4
-    min_lr: float = 0.0
-
-    def initial_state(self) -> dict:
-        return {"lr": self.lr, "best": None, "bad_epochs": 0}
-
-    def lr_for(self, epoch: int, state: dict) -> float:
-        return state["lr"]
-
-    def update(self, state: dict, loss: float) -> dict:
-        best = state["best"]
-        if best is None or loss < best * (1.0 - self.threshold):
-            return {**state, "best": loss, "bad_epochs": 0}
-        bad = state["bad_epochs"] + 1
-        if bad >= self.patience:
-            return {**state, "lr": max(state["lr"] * self.factor, self.min_lr), "bad_epochs": 0}
-        return {**state, "bad_epochs": bad}
-
-    def describe(self) -> dict:
-        return {"kind": "plateau", **asdict(self)}
 
 
 @dataclass(frozen=True)
@@ -143,12 +76,12 @@ class Stage:
 
     epochs: int
     batch_size: int = 128
-    schedule: Schedule | Plateau = field(default_factory=Schedule)
+    schedule: LRSchedule = field(
+        default_factory=lambda: LRSchedule("step", 0.01, milestones=(9, 15, 18))
+    )
     optimizer: Optimizer = field(default_factory=Optimizer)
-    arcface_scale: float = 16.0
-    arcface_margin: float = 0.5
-    loss: str = "arcface"
-    loss_params: dict = field(default_factory=dict)
+    loss: str = "arcface"  # a row of vlrface.losses.heads.LOSS_HEADS
+    head_params: dict = field(default_factory=dict)  # that head's keyword arguments
     distill_lambda: float = 0.1
     distill_reduction: str = "mean"
     distill_distance: str = "mse"
@@ -162,33 +95,43 @@ class Stage:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow, and make TF's kernels deterministic."""
+    """Seed Python, NumPy and TensorFlow (Keras' initialisers too), and make TF's kernels
+    deterministic."""
+    seed_python_numpy(seed)
     tf.keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
 
 def make_head(n_classes: int, embedding: int, stage: Stage, centres: np.ndarray | None = None):
-    """The stage's margin head, its centres initialised from ``centres`` when their shape fits."""
-    if stage.loss not in HEADS:
+    """The stage's loss head (``vlrface.losses.heads``), its centres initialised from
+    ``centres`` when their shape fits."""
+    if stage.loss not in LOSS_HEADS:
         raise ConfigError(f"unknown loss {stage.loss!r}; choose one of {list(LOSSES)}")
-    if stage.loss == "arcface":
-        kwargs = {"scale": stage.arcface_scale, "margin": stage.arcface_margin}
-    else:
-        kwargs = {k: v for k, v in stage.loss_params.items() if k != "statistic"}
-    head = HEADS[stage.loss](n_classes, **kwargs)
+    head = head_class(stage.loss, "keras")(n_classes, **stage.head_params)
     head.build((None, embedding))
     if centres is not None and centres.shape == (embedding, n_classes):
         head.centres.assign(centres)
     return head
 
 
-def _logits(head, emb, y, x, stage: Stage):
-    if isinstance(head, AdaFaceHead):
-        return head(emb, y, training=True)
-    if isinstance(head, LaplacianMarginHead):
-        quality = laplacian_quality(x, stage.loss_params.get("statistic", "mean_abs"))
-        return head(emb, y, quality)
-    return head(emb, y)
+def head_settings(head, kind: str) -> dict:
+    """The parameters of a ``kind`` head as built (its defaults included), for the run's record."""
+    config = head.get_config()
+    return {k: config[k] for k in LOSS_HEADS[kind].params if k in config}
+
+
+def _logits(head, emb, y, x):
+    """The head's training logits; a head that ``needs_quality`` gets the images' Laplacian
+    quality (``head.statistic``)."""
+    if getattr(head, "needs_quality", False):
+        return head(emb, y, laplacian_quality(x, head.statistic), training=True)
+    return head(emb, y, training=True)
+
+
+def _plain(head, emb, logits):
+    """The logits without a margin, which the training accuracy is measured on: a margin head's
+    cosines (its margin logits handicap the true class), a plain softmax head's own logits."""
+    return head.cosine(emb) if hasattr(head, "cosine") else logits
 
 
 _MULTI_WORKER = None  # one per process: its collectives are configured once, at creation
@@ -354,7 +297,7 @@ def build_step(
     def replica_step(x, y, x_hr):
         with tf.GradientTape() as tape:
             emb = backbone(x, training=True)
-            logits = _logits(head, emb, y, x, stage)
+            logits = _logits(head, emb, y, x)
             loss = arcface_loss(logits, y)
             if teacher is not None:
                 loss = loss + feature_distillation_loss(
@@ -372,7 +315,8 @@ def build_step(
             grads = opt.get_unscaled_gradients(grads)
         gnorm = tf.linalg.global_norm(grads)
         opt.apply_gradients(zip(grads, variables, strict=True))
-        hits = tf.reduce_sum(tf.cast(tf.argmax(logits, 1, output_type=tf.int32) == y, tf.int32))
+        plain = _plain(head, emb, logits)
+        hits = tf.reduce_sum(tf.cast(tf.argmax(plain, 1, output_type=tf.int32) == y, tf.int32))
         return loss, hits, gnorm
 
     @tf.function(reduce_retracing=True)
@@ -588,22 +532,15 @@ def _labels_digest(labels: np.ndarray) -> str:
 
 
 def stage_from_config(stage_cfg) -> Stage:
-    """A ``Stage`` of a ``vlrface.config.StageConfig``."""
-    if stage_cfg.schedule == "plateau":
-        p = stage_cfg.plateau
-        schedule = Plateau(stage_cfg.lr, p.factor, p.patience, p.threshold, p.min_lr)
-    else:
-        schedule = Schedule(stage_cfg.lr, tuple(stage_cfg.milestones), stage_cfg.gamma)
+    """A ``Stage`` of a ``vlrface.config.keras.StageConfig``."""
     teacher = stage_cfg.teacher
     return Stage(
         epochs=stage_cfg.epochs,
         batch_size=stage_cfg.batch_size,
-        schedule=schedule,
+        schedule=LRSchedule.from_config(stage_cfg.schedule, stage_cfg.lr),
         optimizer=Optimizer(stage_cfg.momentum, stage_cfg.weight_decay),
-        arcface_scale=stage_cfg.arcface_scale,
-        arcface_margin=stage_cfg.arcface_margin,
-        loss=stage_cfg.loss,
-        loss_params=dict(stage_cfg.loss_params),
+        loss=stage_cfg.head.kind,
+        head_params=stage_cfg.head.params(),
         distill_lambda=teacher.lam if teacher else 0.1,
         distill_reduction=teacher.reduction if teacher else "mean",
         distill_distance=teacher.distance if teacher else "mse",
@@ -630,23 +567,10 @@ def freeze_batch_norm(model: tf.keras.Model) -> int:
     return frozen
 
 
-def build_policy(policy_cfg: dict | None, total_steps: int):
-    """The degradation policy of a config dict; a curriculum without ``total_steps`` spans the
-    stage (``total_steps`` = epochs x batches per epoch)."""
-    from vlrface.degrade import policy_from_config
-
-    if policy_cfg is None:
-        return None
-    cfg = dict(policy_cfg)
-    if cfg.get("kind") == "curriculum":
-        cfg.setdefault("total_steps", total_steps)
-    return policy_from_config(cfg)
-
-
 def load_teacher(teacher_cfg) -> tf.keras.Model:
-    """The frozen teacher of a ``vlrface.config.TeacherConfig``."""
-    from vlrface.models import build_model
-    from vlrface.models.checkpoint import copy_weights, load_h5
+    """The frozen teacher of a ``vlrface.config.keras.TeacherConfig``."""
+    from vlrface.models.keras import build_model
+    from vlrface.models.keras.checkpoint import copy_weights, load_h5
 
     if teacher_cfg.path is not None:
         model = load_h5(teacher_cfg.path)  # any saved Keras model: .keras or .h5
@@ -737,14 +661,14 @@ def run_stage(
 ):
     """Train one stage on the manifest's train split; returns ``(backbone, centres, history)``.
 
-    ``model_cfg``/``stage_cfg`` are ``vlrface.config`` sections. Starts from ``backbone`` (a new
-    model if ``None``) and from ``centres`` for the head when they fit the classes.
+    ``model_cfg``/``stage_cfg`` are ``vlrface.config.keras`` sections. Starts from ``backbone``
+    (a new model if ``None``) and from ``centres`` for the head when they fit the classes.
     ``on_start(info)`` receives what the run does before it starts: the degradation policy's
     ``policy_dict()``, loss, schedule, strategy, mixed precision and teacher. ``teacher`` (a
     frozen Keras model) overrides ``stage_cfg.teacher``.
     """
     from vlrface.data.records import label_map
-    from vlrface.models import build_model
+    from vlrface.models.keras import build_model
 
     alpha = stage_cfg.weight_ensemble
     if alpha is not None and backbone is None:
@@ -816,7 +740,7 @@ def run_stage(
     per_epoch = len(train_df) // stage.batch_size
     if stage_cfg.steps_per_epoch is not None:
         per_epoch = min(per_epoch, stage_cfg.steps_per_epoch)
-    policy = build_policy(stage_cfg.policy_config(), max(stage.epochs * per_epoch, 1))
+    policy = build_policy(stage_cfg.degrade, max(stage.epochs * per_epoch, 1))
     batches = FaceBatches(
         root,
         train_df,
@@ -834,11 +758,7 @@ def run_stage(
     info = {
         "policy": policy.policy_dict() if policy is not None else None,
         "loss": stage.loss,
-        "loss_params": (
-            {"scale": stage.arcface_scale, "margin": stage.arcface_margin}
-            if stage.loss == "arcface"
-            else dict(stage.loss_params)
-        ),
+        "loss_params": head_settings(head, stage.loss),
         "schedule": stage.schedule.describe(),
         "optimizer": {"name": "SGDW", **asdict(stage.optimizer), "decoupled_weight_decay": True},
         "strategy": stage.strategy,

@@ -2,7 +2,7 @@
 ``runs`` inferences of one fixed input, with instruction-count markers around them.
 
 Only numpy and onnxruntime are importable here (the aarch64 site of the emulation cache), so this
-file imports nothing from vlrface. Usage: ``guest_runner.py MODEL INPUT.npy OUTPUT.npy RUNS``.
+file imports nothing from vlrface. Usage: ``onnx_guest_runner.py MODEL INPUT.npy OUTPUT.npy RUNS``.
 
 A marker is ``lseek(-1, MARK_MAGIC, id)``: it fails with EBADF and changes nothing, and the
 ``icount`` plugin (icount.c) writes the instruction count at that point. Marker 0 is set after

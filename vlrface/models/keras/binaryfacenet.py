@@ -14,7 +14,7 @@ figures of the paper's Table 2 are those of the backbone without it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import larq as lq
 
@@ -196,6 +196,19 @@ def _output_head(x, embedding: int):
     )
     x = _bn("pre_embedding", axis=1)(x)
     return layers.Activation("linear", dtype="float32", name="embedding")(x)
+
+
+def build_for_zoo(
+    embedding: int = 128,
+    output_head: bool = True,
+    channels: int | None = None,
+    k_bits: dict[str, int] | None = None,
+) -> tf.keras.Model:
+    """The zoo's builder (``vlrface.models.zoo``): BinaryFaceNet at the paper's defaults but for
+    the given ``channels`` / ``k_bits``."""
+    cfg = BinaryFaceNetConfig(embedding=embedding)
+    cfg = replace(cfg, channels=channels or cfg.channels, k_bits=dict(k_bits or cfg.k_bits))
+    return build_binaryfacenet(cfg, output_head)
 
 
 def build_binaryfacenet(

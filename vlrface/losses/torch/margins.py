@@ -1,7 +1,7 @@
-"""Margin-based softmax heads for PyTorch: ArcFace, CosFace, SphereFace, AdaFace, Laplacian.
+"""Softmax heads for PyTorch: plain softmax, ArcFace, CosFace, SphereFace, AdaFace, Laplacian.
 
 The same math, parameter names and centre layout ``(dim, n_classes)`` as the Keras heads
-(``vlrface.losses.arcface``, ``vlrface.losses.keras_margins``; see their docstrings for the
+(``vlrface.losses.keras.arcface``, ``vlrface.losses.keras.margins``; see their docstrings for the
 papers and variants), so weights copy across (``head.centres.data = torch.from_numpy(w)``).
 ``forward`` returns logits for ``margin_softmax_loss`` (softmax cross-entropy).
 """
@@ -15,6 +15,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlrface.losses.quality import STATISTICS
+
+
+class SoftmaxHead(nn.Module):
+    """A plain softmax classifier (no margin; the labels are not used); ``bn_dropout``:
+    BatchNorm + dropout 0.5 before the FC (SqueezeFacePoseNet §3's head)."""
+
+    def __init__(self, dim: int, n_classes: int, bn_dropout: bool = False):
+        super().__init__()
+        pre = [nn.BatchNorm1d(dim), nn.Dropout(0.5)] if bn_dropout else []
+        self.net = nn.Sequential(*pre, nn.Linear(dim, n_classes))
+
+    def forward(self, embeddings, labels=None):
+        return self.net(embeddings)
 
 
 class _MarginHead(nn.Module):
@@ -37,8 +50,9 @@ class _MarginHead(nn.Module):
 
 
 class ArcFaceHead(_MarginHead):
-    """ArcFace (Deng et al. 2019), as ``vlrface.losses.arcface.ArcFaceHead``: ``s cos(theta + m)``
-    with insightface's fallback ``cos(theta) - m sin(m)`` where ``theta + m`` would pass pi."""
+    """ArcFace (Deng et al. 2019), as ``vlrface.losses.keras.arcface.ArcFaceHead``:
+    ``s cos(theta + m)`` with insightface's fallback ``cos(theta) - m sin(m)`` where
+    ``theta + m`` would pass pi."""
 
     def __init__(self, dim: int, n_classes: int, scale: float = 16.0, margin: float = 0.5):
         super().__init__(dim, n_classes, scale, margin)
@@ -123,6 +137,7 @@ class LaplacianMarginHead(_MarginHead):
     ``forward(embeddings, labels, quality)``."""
 
     eps = 1e-5
+    needs_quality = True
 
     def __init__(
         self,
@@ -133,10 +148,14 @@ class LaplacianMarginHead(_MarginHead):
         quality_scale: float = 1.0,
         min_margin: float = 0.0,
         max_margin: float = math.pi,
+        statistic: str = "mean_abs",
     ):
         super().__init__(dim, n_classes, scale, margin)
+        if statistic not in STATISTICS:
+            raise ValueError(f"unknown quality statistic {statistic!r}; choose one of {STATISTICS}")
         self.quality_scale = float(quality_scale)
         self.min_margin, self.max_margin = float(min_margin), float(max_margin)
+        self.statistic = statistic
 
     def margins(self, quality):
         q = torch.as_tensor(quality, dtype=torch.float32).detach().clamp_min(1e-6)
