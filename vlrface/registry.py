@@ -37,6 +37,7 @@ from mlflow.exceptions import MlflowException
 
 from vlrface import provenance
 from vlrface.errors import IntegrityError, VlrfaceError
+from vlrface.export.metrics import format_of
 from vlrface.promotion import Decision, Policy, Rule, evaluate
 
 CHAMPION = "champion"
@@ -369,8 +370,9 @@ def _float(x) -> float | None:
 
 
 def record_from_tags(tags: dict[str, str], version: int | None = None) -> dict:
-    """What a policy reads of a version: ``values`` (``metric.*`` tags, ``latency.<d>.ms``),
-    ``gates``, per-device ``latency`` {ms, budget_ms, source}, ``files`` (sha256 tags)."""
+    """What a policy reads of a version: its export ``format`` (``vlrface.export.metrics``),
+    ``values`` (``metric.*`` tags, ``latency.<d>.ms``), ``gates``, per-device ``latency``
+    {ms, budget_ms, source}, ``files`` (sha256 tags)."""
     values: dict[str, float] = {}
     latency: dict[str, dict] = {}
     for k, v in tags.items():
@@ -386,8 +388,10 @@ def record_from_tags(tags: dict[str, str], version: int | None = None) -> dict:
         r.setdefault("source", tags.get("latency.source", "unknown"))
         if r.get("ms") is not None:
             values.setdefault(f"latency.{device}.ms", r["ms"])
+    fmt = format_of(tags, values)
     return {
         "version": version,
+        "format": fmt.name if fmt else None,
         "values": values,
         "gates": {
             k[len("gate.") :]: v == "passed" for k, v in tags.items() if k.startswith("gate.")
