@@ -294,6 +294,19 @@ def test_refuse_promote_dry_run_rollback_and_history(store):
         (v1, ["champion"], "promoted"),
     ]
     assert listed[0]["gates"] == {"data": True, "parity": True, "latency": True}
+    rows = cli(store, "models", "list", "--name", name).stdout.splitlines()
+    assert rows[0].split() == [
+        "model",
+        "version",
+        "aliases",
+        "decision",
+        "gates",
+        "t.hr_hr.112.acc",
+        "t.hr_lr.14.acc",
+        "t.hr_lr.7.acc",
+    ]
+    assert len(rows) == 4 and "{" not in "\n".join(rows)
+    assert rows[3].split()[:3] == [name, str(v1), "champion"] and rows[3].endswith("0.6")
 
 
 def test_sha256_mismatch_refuses_naming_the_file(store):
