@@ -75,7 +75,7 @@ def narrow_keras(tmp_path_factory):
     """A width-8 BinaryFaceNet saved as .keras (the zoo's is width 64)."""
     from vlrface._keras import tf
     from vlrface.materializers import save_keras
-    from vlrface.models.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
+    from vlrface.models.keras.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
 
     tf.keras.utils.set_random_seed(0)
     path = tmp_path_factory.mktemp("narrow") / "backbone.keras"

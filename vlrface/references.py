@@ -11,7 +11,7 @@ A reference is, in the order ``parse`` tries them:
 * ``runs:/<run id>/<path>``: an MLflow run's model directory;
 * an existing file (``.keras``, ``.h5``: Keras; ``.tflite``: LCE; ``.onnx``: onnxruntime;
   ``.pt``/``.pth``: a vlrface PyTorch checkpoint) or an MLflow model directory;
-* a zoo name (a freshly initialised backbone: ``vlrface.models.ZOO``, and for PyTorch uses
+* a zoo name (a freshly initialised backbone: ``vlrface.models.keras.ZOO``, and for PyTorch uses
   ``vlrface.models.torch.TORCH_ZOO``);
 * ``<name>@<alias>`` or ``<name>@<version>``: a registered version, the short form (``vlrface
   report`` also takes a bare ``<name>``: its latest version).
@@ -95,7 +95,7 @@ def _registered(text: str, rest: str, sep: str) -> ModelRef:
 
 
 def zoo_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from vlrface.models import ZOO
+    from vlrface.models.keras import ZOO
     from vlrface.models.torch import TORCH_ZOO
 
     return tuple(ZOO), tuple(TORCH_ZOO)
@@ -212,7 +212,7 @@ def keras_model(ref: ModelRef, output_head: bool = True):
     """A Keras model: a zoo model freshly initialised, a .keras/.h5 file, or the Keras
     backbone stored with a registered version (``backbone.keras``)."""
     if ref.kind == "zoo":
-        from vlrface.models import build_named
+        from vlrface.models.keras import build_named
 
         return build_named(ref.name, output_head=output_head)
     if ref.kind == "torch_zoo":
@@ -221,7 +221,7 @@ def keras_model(ref: ModelRef, output_head: bool = True):
         raise refuse(ref, f"this use takes a Keras model ({', '.join(KERAS)}), not {ref.suffix}")
     path = model_file(ref, KERAS)
     if path.suffix.lower() == ".h5":
-        from vlrface.models.checkpoint import load_h5
+        from vlrface.models.keras.checkpoint import load_h5
 
         return load_h5(path)
     from vlrface.materializers import load_keras
@@ -233,7 +233,7 @@ def torch_model(ref: ModelRef):
     """A PyTorch backbone: a torch zoo model freshly initialised, a vlrface checkpoint
     (``.pt``/``.pth``), or the portable checkpoint stored with a registered version
     (``backbone.npz`` + ``backbone.json``)."""
-    from vlrface import training_torch as tt
+    import vlrface.training.torch as tt
 
     if ref.kind == "torch_zoo":
         from vlrface.models.torch import build_torch

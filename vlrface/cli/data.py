@@ -37,7 +37,7 @@ def data_synth(out, identities, images_per_identity, seed, config_path) -> None:
     if config_path:
         import yaml
 
-        from vlrface.config import SyntheticData
+        from vlrface.config.common import SyntheticData
 
         section = (
             (yaml.safe_load(open(config_path)) or {}).get("parameters", {}).get("synthetic", {})

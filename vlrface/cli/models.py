@@ -18,7 +18,7 @@ def efficiency_cmd(model_name, as_json) -> None:
 
     MODEL: a .keras/.h5 file, a zoo name, models:/<name>@<alias> or models:/<name>/<version>.
     """
-    from vlrface.models.efficiency import efficiency
+    from vlrface.models.keras.efficiency import efficiency
     from vlrface.references import keras_model
 
     emit(efficiency(keras_model(model_ref(model_name), output_head=False)), as_json)
@@ -38,7 +38,7 @@ def efficiency_cmd(model_name, as_json) -> None:
 @json_option
 def import_checkpoint_cmd(h5, out, faces_dir, count, tolerance, as_json) -> None:
     """Load the BinaryFaceNet authors' .h5 into our definition and verify the embeddings."""
-    from vlrface.models.checkpoint import import_checkpoint
+    from vlrface.models.keras.checkpoint import import_checkpoint
 
     faces, source = face_batch(faces_dir, count)
     model, report = import_checkpoint(h5, faces, tolerance)
