@@ -188,7 +188,7 @@ def test_export_onnx_zoo_model_and_checkpoint(tmp_path):
     plain = invoke(*args, "--model", str(ckpt))
     assert plain.exit_code == 0, plain.output
     assert out.is_file() and "{" not in plain.output
-    assert "census:\n  ops:\n" in plain.output and "\n  parity:\n" in plain.output
+    assert "census:\n  ops:\n" in plain.output and "\nparity:\n  cosine_min  " in plain.output
     # below the floor nothing is written; a Keras model is refused in one line
     out.unlink()
     low = CliRunner().invoke(main, [*args, "--model", str(ckpt), "--min-cosine", "1.01"])
@@ -208,13 +208,19 @@ def test_human_output_is_tables_of_rounded_figures():
                 {"identity": "alice", "score": 0.912345},
                 {"identity": "bob", "score": 0.5},
             ],
-            "census": {"ops": {"Conv2D": 3, "LceBconv2d": 20}},
+            "census": {"ops": {"Conv2D": 3, "LceBconv2d": 20}, "size_bytes": 862_000},
             "details": {"pixel-1": {"ms": 41.23456, "source": "estimated"}},
         }
     )
     assert lines[:2] == ["score: 0.75", "macs: 184,992,256"]
     assert lines[2:5] == ["candidates:", "  identity   score", "  alice     0.9123"]
     assert lines[5] == "  bob          0.5"
-    assert lines[6:9] == ["census:", "  ops:", "    Conv2D       3"]
-    assert lines[-2:] == ["             ms  source", "  pixel-1  41.23  estimated"]
+    assert lines[6:11] == [
+        "census:",
+        "  ops:",
+        "    Conv2D       3",
+        "    LceBconv2d  20",
+        "  size_bytes: 862,000",
+    ]
+    assert lines[-2:] == ["              ms  source", "  pixel-1  41.23  estimated"]
     assert not any("{" in line or "0.74999" in line for line in lines)

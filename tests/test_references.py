@@ -133,8 +133,8 @@ def test_registered_version_resolves_alias_and_number(store, monkeypatch):
     from vlrface.references import model_file, registered_version
 
     client = store["client"]
-    assert registered_version(parse("models:/narrow@champion"), client).version == "1"
-    assert registered_version(parse("narrow@1"), client).version == "1"
+    assert str(registered_version(parse("models:/narrow@champion"), client).version) == "1"
+    assert str(registered_version(parse("narrow@1"), client).version) == "1"
     with pytest.raises(registry.RegistryError, match="registered model 'narrow' has no version 7"):
         registered_version(parse("models:/narrow/7"), client)
     with pytest.raises(registry.RegistryError, match="unknown registered model 'nobody'"):
