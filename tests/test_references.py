@@ -112,7 +112,7 @@ def test_efficiency_reads_the_real_model(narrow_keras, store, monkeypatch):
     def macs(model):
         res = CliRunner().invoke(main, ["efficiency", model, "--json"])
         assert res.exit_code == 0, res.output
-        return json.loads(res.output)["binary_macs"]
+        return json.loads(res.stdout)["binary_macs"]
 
     zoo = macs("binaryfacenet")
     narrow = macs(str(narrow_keras))
@@ -154,4 +154,4 @@ def test_export_lce_takes_a_registered_version(store, tmp_path, monkeypatch):
     res = CliRunner().invoke(main, [*args, "--count", "2", "--min-cosine", "-1", "--json"])
     assert res.exit_code == 0, res.output
     assert out.read_bytes()[4:8] == b"TFL3"
-    assert json.loads(res.output)["model"] == "models:/narrow@champion"
+    assert json.loads(res.stdout)["model"] == "models:/narrow@champion"

@@ -182,8 +182,9 @@ def local_copy(ref: ModelRef) -> Path:
         return ref.path
     if ref.kind not in ("registered", "run", "directory"):
         raise refuse(ref, "a zoo model has no files")
-    from vlrface.registry import fetch_verified
+    from vlrface.registry import fail_fast, fetch_verified
 
+    fail_fast()  # no minutes of retries on a dead server, no download progress bars
     use_registry(ref)
     try:  # every file checked against the version's sha256 tags first
         return fetch_verified(ref.uri if ref.kind != "directory" else str(ref.path))
