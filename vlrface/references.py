@@ -283,6 +283,9 @@ def served(ref: ModelRef):
     if ref.kind in ("registered", "run") or (
         ref.kind == "directory" and (ref.path / "MLmodel").is_file()
     ):
+        from vlrface.registry import fail_fast
+
+        fail_fast()
         use_registry(ref)
         try:
             return serving.load(ref.uri if ref.kind != "directory" else str(ref.path))
