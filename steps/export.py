@@ -12,6 +12,7 @@ from vlrface._keras import tf
 from vlrface.config.common import DataConfig
 from vlrface.config.keras import ExportConfig
 from vlrface.export import lce
+from vlrface.export.metrics import LCE
 from vlrface.preprocess import load_face, normalize
 
 TRACKER = True  # the active stack's experiment tracker, whatever its name
@@ -42,17 +43,7 @@ def export_lce(
         mlflow.set_tag("gate.parity", "failed")
         raise
     census, par = report["census"], report["parity"]
-    mlflow.log_metrics(
-        {
-            "export.lce.parity.cosine_min": par["cosine_min"],
-            "export.lce.parity.max_abs_diff": par["max_abs_diff"],
-            "export.lce.binary_mac_share": census["binary_mac_share"],
-            "export.lce.binary_macs": census["binary_macs"],
-            "export.lce.float_macs": census["float_macs"],
-            "export.lce.size_bytes": census["size_bytes"],
-            "export.lce.int8_ops": census["int8_ops"],
-        }
-    )
+    mlflow.log_metrics(LCE.metrics(report))
     mlflow.log_dict(report, "export/lce_report.json")
     mlflow.set_tag("gate.parity", "passed")
     log_metadata(metadata={"export": {"ops": census["ops"], **par}})

@@ -16,6 +16,7 @@ from vlrface import provenance, registry, serving
 from vlrface._keras import tf
 from vlrface.config.common import RegistryConfig
 from vlrface.export.lce import write_atomic
+from vlrface.export.metrics import FORMAT_TAG, LCE
 from vlrface.keras_materializer import save_keras
 from vlrface.promotion import fallback_policy, load_policy
 from vlrface.reports.model_card import render
@@ -233,20 +234,12 @@ def register_model(
     """Register a version (an MLflow pyfunc serving the LCE flatbuffer, the Keras backbone
     beside it) with its provenance; move ``champion`` if the promotion policy passes."""
     cfg = RegistryConfig(**config["registry"])
-    census, parity = export_report["census"], export_report["parity"]
     # the export figures travel with the version, so a cached export step loses none of them
-    efficiency = {
-        "export.lce.parity.cosine_min": parity["cosine_min"],
-        "export.lce.parity.max_abs_diff": parity["max_abs_diff"],
-        "export.lce.binary_mac_share": census["binary_mac_share"],
-        "export.lce.binary_macs": census["binary_macs"],
-        "export.lce.float_macs": census["float_macs"],
-        "export.lce.size_bytes": census["size_bytes"],
-        "export.lce.int8_ops": census.get("int8_ops", 0),
-    }
+    efficiency = LCE.metrics(export_report)
     tags = {
         **provenance_tags(data_info, config),
         **_lineage(pretrained_version, finetuned_version),
+        FORMAT_TAG: LCE.name,
         **gate_tags(export_report, latency_report, {**metrics, **efficiency}),
     }
     served, verification = serving_settings(metrics, data_info, config)

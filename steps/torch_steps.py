@@ -37,6 +37,7 @@ from vlrface.config.torch import (
     TorchStageConfig,
 )
 from vlrface.embedders import ONNXEmbedder
+from vlrface.export.metrics import FORMAT_TAG, ONNX
 from vlrface.fileio import write_atomic
 from vlrface.preprocess import load_face
 from vlrface.protocols.verification import evaluate_heldout
@@ -216,15 +217,7 @@ def export_onnx(
             raise
         data_bytes = out.read_bytes()
     census, par = report["census"], report["parity"]
-    mlflow.log_metrics(
-        {
-            "export.onnx.parity.cosine_min": par["cosine_min"],
-            "export.onnx.parity.max_abs_diff": par["max_abs_diff"],
-            "export.onnx.params": census["params"],
-            "export.onnx.nodes": census["nodes"],
-            "export.onnx.size_bytes": census["size_bytes"],
-        }
-    )
+    mlflow.log_metrics(ONNX.metrics(report))
     report.pop("path", None)
     mlflow.log_dict(report, "export/onnx_report.json")
     mlflow.set_tag("gate.parity", "passed")
@@ -356,19 +349,11 @@ def register_torch(
     """Register a version (torch checkpoint + ONNX, sha256 of each) with its provenance tags
     and model card; move ``champion`` if the promotion policy passes."""
     cfg = TorchRegistryConfig(**config["registry"])
-    census, parity = export_report["census"], export_report["parity"]
-    efficiency = {
-        "export.onnx.parity.cosine_min": parity["cosine_min"],
-        "export.onnx.parity.max_abs_diff": parity["max_abs_diff"],
-        "export.onnx.params": census["params"],
-        "export.onnx.nodes": census["nodes"],
-        "export.onnx.size_bytes": census["size_bytes"],
-        "export.onnx.host_ms": latency_report["host"]["ms"],
-    }
+    efficiency = ONNX.metrics(export_report, latency_report)
     tags = {
         **provenance_tags(data_info, config),
         "framework": "pytorch",
-        "model.format": "onnx",
+        FORMAT_TAG: ONNX.name,
         **gate_tags(export_report, latency_report, {**metrics, **efficiency}),
     }
     served, verification = serving_settings(metrics, data_info, config)

@@ -160,3 +160,67 @@ def test_export_lce_int8_needs_calibration_data_and_uses_it(tmp_path):
     assert report["int8"] and report["int8_calibration_samples"] == 8
     assert report["census"]["int8_ops"] > 0 and report["census"]["ops"]["LceBconv2d"] == 20
     assert out.read_bytes()[4:8] == b"TFL3"
+
+
+def test_export_onnx_zoo_model_and_checkpoint(tmp_path):
+    import vlrface.training.torch as tt
+    from vlrface.config.torch import TorchModelConfig
+    from vlrface.provenance import sha256_file
+
+    out = tmp_path / "sq.onnx"
+    args = ["export", "onnx", "--out", str(out), "--count", "2"]
+    result = invoke(*args, "--model", "squeezefaceposenet_dwc", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (
+        report["model"] == "squeezefaceposenet_dwc" and report["parity_inputs"] == "synthetic faces"
+    )
+    assert report["parity"]["cosine_min"] >= 0.99 and report["parity"]["samples"] == 2
+    assert report["census"]["opset"] == 17 and report["census"]["ops"]["Conv"] > 0
+    assert report["sha256"] == sha256_file(out)
+    # a vlrface checkpoint file, human output: aligned op census, rounded figures
+    ckpt = tmp_path / "m.pt"
+    model = tt.make_model(TorchModelConfig(name="squeezefaceposenet_dwc", embedding=64))
+    ckpt.write_bytes(
+        tt.save_model(model, TorchModelConfig(name="squeezefaceposenet_dwc", embedding=64))
+    )
+    out.unlink()
+    plain = invoke(*args, "--model", str(ckpt))
+    assert plain.exit_code == 0, plain.output
+    assert out.is_file() and "{" not in plain.output
+    assert "census:\n  ops:\n" in plain.output and "\nparity:\n  cosine_min  " in plain.output
+    # below the floor nothing is written; a Keras model is refused in one line
+    out.unlink()
+    low = CliRunner().invoke(main, [*args, "--model", str(ckpt), "--min-cosine", "1.01"])
+    assert low.exit_code == 1 and "ONNX parity cosine" in low.output and not out.exists()
+    keras = CliRunner().invoke(main, [*args, "--model", "binaryfacenet"])
+    assert keras.exit_code == 1 and "binaryfacenet: a Keras zoo model" in keras.output
+
+
+def test_human_output_is_tables_of_rounded_figures():
+    from vlrface.cli._output import render
+
+    lines = render(
+        {
+            "score": 0.7499999999999999,
+            "macs": 184_992_256,
+            "candidates": [
+                {"identity": "alice", "score": 0.912345},
+                {"identity": "bob", "score": 0.5},
+            ],
+            "census": {"ops": {"Conv2D": 3, "LceBconv2d": 20}, "size_bytes": 862_000},
+            "details": {"pixel-1": {"ms": 41.23456, "source": "estimated"}},
+        }
+    )
+    assert lines[:2] == ["score: 0.75", "macs: 184,992,256"]
+    assert lines[2:5] == ["candidates:", "  identity   score", "  alice     0.9123"]
+    assert lines[5] == "  bob          0.5"
+    assert lines[6:11] == [
+        "census:",
+        "  ops:",
+        "    Conv2D       3",
+        "    LceBconv2d  20",
+        "  size_bytes: 862,000",
+    ]
+    assert lines[-2:] == ["              ms  source", "  pixel-1  41.23  estimated"]
+    assert not any("{" in line or "0.74999" in line for line in lines)

@@ -294,6 +294,19 @@ def test_refuse_promote_dry_run_rollback_and_history(store):
         (v1, ["champion"], "promoted"),
     ]
     assert listed[0]["gates"] == {"data": True, "parity": True, "latency": True}
+    rows = cli(store, "models", "list", "--name", name).stdout.splitlines()
+    assert rows[0].split() == [
+        "model",
+        "version",
+        "aliases",
+        "decision",
+        "gates",
+        "t.hr_hr.112.acc",
+        "t.hr_lr.14.acc",
+        "t.hr_lr.7.acc",
+    ]
+    assert len(rows) == 4 and "{" not in "\n".join(rows)
+    assert rows[3].split()[:3] == [name, str(v1), "champion"] and rows[3].endswith("0.6")
 
 
 def test_sha256_mismatch_refuses_naming_the_file(store):
@@ -397,3 +410,60 @@ def test_model_card_has_the_numbers(store):
 
 def tags_run(client, name, version):
     return client.get_model_version(name, str(version)).run_id
+
+
+def _onnx_tags(parity: str | None) -> dict:
+    """An ONNX version's tags as the PyTorch track registers them (``register_torch``)."""
+    tags = {
+        "model.format": "onnx",
+        **{f"gate.{g}": "passed" for g in ("data", "parity", "latency")},
+        "latency.source": "unavailable",
+        "latency.raspberry-pi-4.source": "unavailable",
+        "metric.eval.demo.hr_lr.14.acc": "0.81",
+        "metric.eval.demo.hr_lr.7.acc": "0.6",
+        "metric.eval.demo.hr_hr.112.acc": "0.9",
+        "metric.export.onnx.params": "1234567",
+        "metric.export.onnx.size_bytes": "4938268",
+        "metric.export.onnx.host_ms": "12.5",
+    }
+    if parity is not None:
+        tags["metric.export.onnx.parity.cosine_min"] = parity
+    return tags
+
+
+def test_onnx_versions_promote_under_the_shipped_policy():
+    policy = load_policy(ROOT / "mlflow" / "promotion.yaml")
+    d = evaluate(policy, registry.record_from_tags(_onnx_tags("0.99999"), 1)).as_dict()
+    assert d["promote"] is True, d["reasons"]
+    assert rule(d, "parity")["reason"] == "export.onnx.parity.cosine_min 0.99999 >= floor 0.98"
+    low = evaluate(policy, registry.record_from_tags(_onnx_tags("0.5"), 1)).as_dict()
+    assert low["promote"] is False
+    assert rule(low, "parity")["reason"] == "export.onnx.parity.cosine_min 0.5 < floor 0.98"
+    missing = evaluate(policy, registry.record_from_tags(_onnx_tags(None), 1)).as_dict()
+    assert missing["promote"] is False
+    assert rule(missing, "parity")["reason"] == "no export.onnx.parity.cosine_min recorded"
+    # neither a format tag nor a parity metric: the message names what would count
+    bare = {k: v for k, v in _onnx_tags(None).items() if k != "model.format"}
+    unknown = evaluate(policy, registry.record_from_tags(bare, 1)).as_dict()
+    assert rule(unknown, "parity")["reason"] == (
+        "no export parity metric recorded "
+        "(export.lce.parity.cosine_min or export.onnx.parity.cosine_min)"
+    )
+    # an older ONNX version without the format tag is known by its parity metric
+    old = {k: v for k, v in _onnx_tags("0.999").items() if k != "model.format"}
+    assert registry.record_from_tags(old, 1)["format"] == "onnx"
+    assert evaluate(policy, registry.record_from_tags(old, 1)).promote
+
+
+def test_model_card_lists_the_figures_of_the_versions_own_format():
+    from vlrface.reports.model_card import render
+
+    card = render({"name": "sq", "version": 1, "tags": _onnx_tags("0.99999")})
+    assert "ONNX model (`export.onnx.*`):" in card
+    assert "| parameters | 1,234,567 |" in card and "| ONNX size (bytes) | 4,938,268 |" in card
+    assert "| parity cosine min (PyTorch vs onnxruntime) | 0.99999 |" in card
+    assert "binary MACs" not in card and "flatbuffer size" not in card
+    lce = render({"name": "b", "version": 1, "tags": {"metric.export.lce.binary_macs": "5000"}})
+    assert "LCE flatbuffer (`export.lce.*`):" in lce and "| binary MACs | 5,000 |" in lce
+    assert "ONNX" not in lce
+    assert "no export figures recorded" in render({"name": "x", "version": 1, "tags": {}})

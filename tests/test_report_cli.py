@@ -120,3 +120,46 @@ def test_errors_name_the_model(store, tmp_path):
     res = report(store, "--model", "facenet@1", "--model", "facenet@champion", "--out", out)
     assert res.exit_code == 2 and "already in the report" in res.output
     assert not (tmp_path / "r.md").exists()
+
+
+def test_stage_version_shows_its_own_metrics_not_its_runs(store, tmp_path):
+    """A training stage's version shares the run with the exported version: the run's
+    ``eval.*`` metrics are the exported version's, never the stage's."""
+    client = store["client"]
+    run = client.create_run(client.get_experiment_by_name("t").experiment_id)
+    for k, v in _metrics(0.7).items():
+        client.log_metric(run.info.run_id, k, v)
+    client.set_terminated(run.info.run_id)
+    base = run.info.artifact_uri
+    registry.register(client, "joint", f"{base}/model", run.info.run_id, {"data.dataset": "tiny"})
+    stage_tags = {"stage": "pretrain", "metric.pretrain.loss": "2.5"}
+    registry.register(
+        client, "joint-pretrained", f"{base}/stages/pretrain", run.info.run_id, stage_tags
+    )
+    out = tmp_path / "joint.md"
+    res = report(
+        store, "--model", "joint-pretrained@1", "--model", "models:/joint/1", "--out", str(out)
+    )
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "| joint v1 | 0.7000 | 0.8000 | 0.9000 |" in text
+    assert "| joint-pretrained v1 |  |  |  |" in text  # its own metrics: no eval.* at all
+    assert "warning: joint-pretrained v1 has no eval.* metrics" in res.stderr
+    # the model card of the stage version does not borrow the run's metrics either
+    card = CliRunner().invoke(
+        main,
+        ["models", "card", "--name", "joint-pretrained", "--version", "1"]
+        + ["--tracking-uri", store["uri"]],
+    )
+    assert card.exit_code == 0, card.output
+    assert "eval.lfw" not in card.stdout and "no evaluation metrics recorded" in card.stdout
+
+
+def test_html_tables_have_one_header_row(store, tmp_path):
+    out = tmp_path / "one.md"
+    res = report(store, "--model", "facenet@1", "--model", "facenet@2", "--out", str(out), "--html")
+    assert res.exit_code == 0, res.output
+    page = out.with_suffix(".html").read_text()
+    heads = page.split("<thead>")[1:]
+    assert heads and all(h.split("</thead>")[0].count("<tr") == 1 for h in heads)
+    assert "<th>model</th>" in heads[0]

@@ -200,3 +200,30 @@ def test_bad_photos_are_named(served, tmp_path):
     )
     assert crop.exit_code == 0, crop.output
     assert json.loads(crop.output)["alignment"] == ["none", "none"]
+
+
+def test_verify_and_identify_take_a_model_file(served, tmp_path):
+    """A .tflite file is served by the same photo pipeline as its registered pyfunc: the same
+    score, no calibrated threshold; identify prints its candidates as a table."""
+    model_dir, _, faces = served
+    a, b = photos(faces)[:2]
+    tflite = model_dir.parent / "m.tflite"
+    registered = CliRunner().invoke(
+        main, ["verify", str(a), str(b), "--model", str(model_dir), "--json"]
+    )
+    by_file = CliRunner().invoke(main, ["verify", str(a), str(b), "--model", str(tflite), "--json"])
+    assert by_file.exit_code == 0, by_file.output
+    out = json.loads(by_file.output)
+    assert out["score"] == pytest.approx(json.loads(registered.output)["score"], abs=1e-6)
+    assert out["same"] is None and "threshold" not in out
+    gallery = tmp_path / "g.npz"
+    enrolled = CliRunner().invoke(
+        main, ["enroll", str(faces), "--gallery", str(gallery), "--model", str(tflite)]
+    )
+    assert enrolled.exit_code == 0, enrolled.output
+    found = CliRunner().invoke(main, ["identify", str(a), "--gallery", str(gallery)])
+    assert found.exit_code == 0, found.output
+    lines = found.output.splitlines()
+    at = lines.index("candidates:")
+    assert lines[at + 1].split() == ["identity", "score"] and len(lines[at + 2].split()) == 2
+    assert "{" not in found.output

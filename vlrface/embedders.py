@@ -55,6 +55,7 @@ class TorchEmbedder:
     def __init__(self, model, channel_order: str | None = None):
         spec = getattr(model, "preprocessing", None)
         self.model = model
+        self.preprocessing = spec  # the model's own Preprocessing (None: the Larq convention)
         self.bgr = (channel_order or getattr(spec, "channel_order", "RGB")).upper() == "BGR"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

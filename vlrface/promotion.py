@@ -10,7 +10,8 @@ A policy file (``mlflow/promotion.yaml`` is the default) names
   the version) or ``budget_ms: {device: ms}``; ``min_source`` the weakest source that counts
   (``estimated`` < ``emulated`` < ``measured``); ``allow_estimated: false`` demands measured
   figures;
-- ``parity``: ``cosine_min``, the floor for ``export.lce.parity.cosine_min``;
+- ``parity``: ``cosine_min``, the floor for the version's own format's parity metric
+  (``export.lce.parity.cosine_min``, ``export.onnx.parity.cosine_min``: ``vlrface.export.metrics``);
 - ``gates``: the pipeline gates (``data``, ``parity``, ``latency``) that must have passed.
 
 Loading is strict: an unknown key is an error naming the key and the file. ``evaluate`` returns a
@@ -29,10 +30,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vlrface.errors import VlrfaceError
+from vlrface.export.metrics import FORMATS, format_of
 
 GATES = ("data", "parity", "latency")
 SOURCE_RANK = {"estimated": 0, "emulated": 1, "measured": 2}  # latency.<device>.source
-PARITY_METRIC = "export.lce.parity.cosine_min"
+PARITY_METRIC = "export.lce.parity.cosine_min"  # LCE's; each format's: vlrface.export.metrics
 DEFAULT_POLICY = Path("mlflow") / "promotion.yaml"
 
 
@@ -254,22 +256,7 @@ def evaluate(policy: Policy, challenger: dict, champion: dict | None = None) -> 
 
     values = challenger.get("values", {})
     if policy.parity is not None:
-        floor = policy.parity.cosine_min
-        got = values.get(PARITY_METRIC)
-        if got is None:
-            d.add(Rule("parity", False, f"no {PARITY_METRIC} recorded", None, None, floor))
-        else:
-            ok = got >= floor
-            d.add(
-                Rule(
-                    "parity",
-                    ok,
-                    f"{PARITY_METRIC} {fmt(got)} {'>=' if ok else '<'} floor {fmt(floor)}",
-                    got,
-                    None,
-                    floor,
-                )
-            )
+        d.add(_parity_rule(policy.parity.cosine_min, challenger))
 
     for rule in _latency_rules(policy, challenger, gates):
         d.add(rule)
@@ -322,6 +309,24 @@ def evaluate(policy: Policy, challenger: dict, champion: dict | None = None) -> 
             )
         )
     return d
+
+
+def _parity_rule(floor: float, challenger: dict) -> Rule:
+    """The export parity floor on the challenger's own format's parity metric
+    (``challenger["format"]``, else the one format whose parity metric it records)."""
+    values = challenger.get("values", {})
+    form = FORMATS.get(challenger.get("format") or "") or format_of({}, values)
+    if form is None:
+        known = " or ".join(f.parity_metric for f in FORMATS.values())
+        reason = f"no export parity metric recorded ({known})"
+        return Rule("parity", False, reason, None, None, floor)
+    metric = form.parity_metric
+    got = values.get(metric)
+    if got is None:
+        return Rule("parity", False, f"no {metric} recorded", None, None, floor)
+    ok = got >= floor
+    reason = f"{metric} {fmt(got)} {'>=' if ok else '<'} floor {fmt(floor)}"
+    return Rule("parity", ok, reason, got, None, floor)
 
 
 def _latency_rules(policy: Policy, challenger: dict, gates: dict) -> list[Rule]:

@@ -37,6 +37,7 @@ from mlflow.exceptions import MlflowException
 
 from vlrface import provenance
 from vlrface.errors import IntegrityError, VlrfaceError
+from vlrface.export.metrics import format_of
 from vlrface.promotion import Decision, Policy, Rule, evaluate
 
 CHAMPION = "champion"
@@ -369,8 +370,9 @@ def _float(x) -> float | None:
 
 
 def record_from_tags(tags: dict[str, str], version: int | None = None) -> dict:
-    """What a policy reads of a version: ``values`` (``metric.*`` tags, ``latency.<d>.ms``),
-    ``gates``, per-device ``latency`` {ms, budget_ms, source}, ``files`` (sha256 tags)."""
+    """What a policy reads of a version: its export ``format`` (``vlrface.export.metrics``),
+    ``values`` (``metric.*`` tags, ``latency.<d>.ms``), ``gates``, per-device ``latency``
+    {ms, budget_ms, source}, ``files`` (sha256 tags)."""
     values: dict[str, float] = {}
     latency: dict[str, dict] = {}
     for k, v in tags.items():
@@ -386,8 +388,10 @@ def record_from_tags(tags: dict[str, str], version: int | None = None) -> dict:
         r.setdefault("source", tags.get("latency.source", "unknown"))
         if r.get("ms") is not None:
             values.setdefault(f"latency.{device}.ms", r["ms"])
+    fmt = format_of(tags, values)
     return {
         "version": version,
+        "format": fmt.name if fmt else None,
         "values": values,
         "gates": {
             k[len("gate.") :]: v == "passed" for k, v in tags.items() if k.startswith("gate.")
@@ -749,6 +753,13 @@ def register(
     )
 
 
+def own_run(mv) -> bool:
+    """Whether the run's metrics are the version's own: not for a training stage's version
+    (``binaryfacenet-pretrained``: tag ``stage``, stored under the run's ``stages/``), which
+    shares its run with the exported version, whose evaluation the run logged."""
+    return "stage" not in dict(mv.tags) and "/stages/" not in (mv.source or "")
+
+
 def card_inputs(client: MlflowClient, mv) -> dict:
     """Everything the model card shows of a version: its tags, its run's metrics and params, the
     pipeline configuration logged with it, whether it is champion."""
@@ -756,7 +767,8 @@ def card_inputs(client: MlflowClient, mv) -> dict:
     if mv.run_id:
         try:
             run = client.get_run(mv.run_id)
-            metrics, params = dict(run.data.metrics), dict(run.data.params)
+            params = dict(run.data.params)
+            metrics = dict(run.data.metrics) if own_run(mv) else {}
         except MlflowException:
             pass
         try:
@@ -765,8 +777,7 @@ def card_inputs(client: MlflowClient, mv) -> dict:
                 config = json.loads(Path(path).read_text())
         except (MlflowException, OSError, ValueError):
             config = None
-    model = client.get_registered_model(mv.name)
-    aliases = sorted(a for a, v in model.aliases.items() if str(v) == str(mv.version))
+    aliases = aliases_of(client, mv.name, mv.version)
     return {
         "name": mv.name,
         "version": int(mv.version),
@@ -872,20 +883,56 @@ def check_tree(folder: Path, expected: dict[str, str], what: str) -> None:
         )
 
 
+def version_by_alias(client: MlflowClient, name: str, alias: str):
+    """The version of ``name`` holding ``alias``; ``RegistryError`` if the model or the alias
+    is unknown."""
+    get_model(client, name)
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if _missing(exc):
+            raise RegistryError(f"registered model '{name}' has no alias '{alias}'") from None
+        raise
+
+
+def resolve_version(client: MlflowClient, name: str, alias: str | None = None, version=None):
+    """The version a reference names: by ``alias``, else ``version`` (default: the latest)."""
+    if alias is not None:
+        return version_by_alias(client, name, alias)
+    return get_version(client, name, version)
+
+
+def aliases_of(client: MlflowClient, name: str, version: int | str) -> list[str]:
+    """The aliases ``version`` of ``name`` holds (search results leave ``aliases`` empty)."""
+    model = get_model(client, name)
+    return sorted(a for a, v in model.aliases.items() if str(v) == str(version))
+
+
+def policy_for(client: MlflowClient, name: str, version=None, path: str | Path | None = None):
+    """The promotion policy ``vlrface promote`` applies: ``path``, else the default file
+    (``mlflow/promotion.yaml``) if present, else the policy the version was last decided under;
+    ``RegistryError`` when there is none."""
+    from vlrface.promotion import DEFAULT_POLICY, load_policy
+
+    if path is not None:
+        return load_policy(path)
+    if Path(DEFAULT_POLICY).is_file():
+        return load_policy(DEFAULT_POLICY)
+    policy = policy_of(get_version(client, name, version))
+    if policy is None:
+        raise RegistryError(
+            f"no promotion policy: {DEFAULT_POLICY} does not exist and the version records "
+            "none; pass --policy FILE"
+        )
+    return policy
+
+
 def _version_of(client: MlflowClient, uri: str):
     """The model version a ``models:/`` URI names (``@alias``, ``/<version>``, ``/latest``)."""
-    rest = uri[len("models:/") :].strip("/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        get_model(client, name)
-        try:
-            return client.get_model_version_by_alias(name, alias)
-        except MlflowException as exc:
-            if _missing(exc):
-                raise RegistryError(f"'{name}' has no version with alias '{alias}'") from None
-            raise
-    name, _, version = rest.partition("/")
-    return get_version(client, name, None if version in ("", "latest") else version)
+    from vlrface.references import parse
+
+    ref = parse(uri)
+    return resolve_version(client, ref.name, ref.alias, ref.version)
 
 
 def fetch_verified(uri: str, client: MlflowClient | None = None) -> Path:

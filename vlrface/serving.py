@@ -71,6 +71,13 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
     """The pyfunc model: photos in, L2-normalised descriptors (and pair scores) out."""
 
     def load_context(self, context):
+        path = Path(context.artifacts["model"])
+        config = context.model_config or {}
+        check_sha256(path, config.get("sha256"))  # before the runtime reads a byte of it
+        self.configure(_embedder(path), config)
+
+    def configure(self, embedder, config: dict | None = None) -> FaceDescriptor:
+        """Serve ``embedder`` with ``config`` (``load_context``, or ``LocalModel``)."""
         self.config = {
             "input_size": 112,
             "flip": True,
@@ -79,14 +86,13 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
             "align": True,
             "synthetic": None,
         }
-        self.config.update(context.model_config or {})
-        path = Path(context.artifacts["model"])
-        check_sha256(path, self.config["sha256"])  # before the runtime reads a byte of it
-        self.embedder = _embedder(path)
-        # an ONNX export's own Preprocessing (vlrface.export.onnx metadata), else None
+        self.config.update(config or {})
+        self.embedder = embedder
+        # a PyTorch model's own Preprocessing (an ONNX export's metadata, a torch model), else None
         self.preprocessing = getattr(self.embedder, "preprocessing", None)
         if self.preprocessing is not None:
             self.config["input_size"] = self.preprocessing.input_size
+        return self
 
     def _faces(self, request: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
         """The faces of one image column, aligned, and how each was aligned."""
@@ -178,6 +184,34 @@ class FaceDescriptor(mlflow.pyfunc.PythonModel):
             if self.config["threshold"] is not None:
                 out["same"] = out["score"] > float(self.config["threshold"])
         return out
+
+
+def input_size(embedder) -> int:
+    """The square input side an embedder's model takes (112 when it does not say)."""
+    spec = getattr(embedder, "preprocessing", None)
+    if spec is not None:
+        return int(spec.input_size)
+    if hasattr(embedder, "interpreter"):  # LCE: NHWC
+        return int(embedder.interpreter.input_shapes[0][1])
+    shape = getattr(getattr(embedder, "model", None), "input_shape", None)
+    return int(shape[1]) if shape and shape[1] else 112
+
+
+class LocalModel:
+    """A face descriptor over a model file without MLflow (``vlrface verify --model x.tflite``):
+    the same photo pipeline as the registered pyfunc, with no calibrated threshold."""
+
+    def __init__(self, embedder, **config):
+        self.descriptor = FaceDescriptor().configure(
+            embedder, {"input_size": input_size(embedder), **config}
+        )
+
+    @property
+    def model_config(self) -> dict:
+        return self.descriptor.config
+
+    def predict(self, request: pd.DataFrame) -> pd.DataFrame:
+        return self.descriptor.predict(None, request)
 
 
 def save(

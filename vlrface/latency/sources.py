@@ -35,21 +35,107 @@ def _log(message: str) -> None:
     print(f"[latency] {message}", file=sys.stderr, flush=True)
 
 
-def choose(cfg) -> tuple[str, str]:
-    """``(source, why)`` for a ``LatencyConfig``: the source the gate will try first."""
+def pick(
+    backend: str,
+    fmt: str = "lce",
+    benchmark_binary: str | Path | None = None,
+    host_device: str | None = None,
+    any_host: bool = False,
+    fall_back_now: bool = False,
+) -> tuple[str, str]:
+    """``(source, why)``: the latency source to try first for a model of ``fmt`` (``lce``: an
+    LCE flatbuffer, ``onnx``). ``backend`` other than ``auto`` is taken as asked. ``auto``:
+    measured on an arm64 host (that is ``host_device``, or with ``any_host`` stands for every
+    device: ``vlrface latency``) when it can run the format (ONNX: onnxruntime; LCE: with the
+    benchmark binary); else emulated for a flatbuffer with a benchmark binary; else estimated.
+    A configured binary without qemu-user is a failure of the emulated source (the gate falls
+    back, or fails, and says so), unless ``fall_back_now``: then it is the cost model at once,
+    ``why`` saying so."""
     from vlrface.latency.emulate import QEMU
     from vlrface.latency.measure import on_arm
 
-    if cfg.backend != "auto":
-        return cfg.backend, f"latency.backend: {cfg.backend}"
-    if cfg.benchmark_binary and cfg.host_device and on_arm():
-        return "measured", f"arm64 host ({cfg.host_device}) with {cfg.benchmark_binary}"
-    if cfg.benchmark_binary:
+    if backend != "auto":
+        return backend, f"latency.backend: {backend}"
+    if on_arm() and (host_device or any_host) and (fmt == "onnx" or benchmark_binary):
+        here = f" ({host_device})" if host_device else ""
+        return "measured", f"arm64 host{here}" + (
+            f" with {benchmark_binary}" if fmt == "lce" else ""
+        )
+    if fmt == "lce" and benchmark_binary:
         if shutil.which(QEMU):
-            return "emulated", f"{cfg.benchmark_binary} under {QEMU}"
+            return "emulated", f"{benchmark_binary} under {QEMU}"
+        if fall_back_now:
+            return "estimated", f"{QEMU} not found: estimated by the cost model instead"
         # a configured binary that cannot run is a failure of the emulated source, not a choice
-        return "emulated", f"{cfg.benchmark_binary} configured"
+        return "emulated", f"{benchmark_binary} configured"
     return "estimated", "no latency.benchmark_binary configured"
+
+
+def choose(cfg) -> tuple[str, str]:
+    """``(source, why)`` for a ``LatencyConfig``: the source the gate will try first."""
+    return pick(cfg.backend, "lce", cfg.benchmark_binary, cfg.host_device)
+
+
+def model_latency(
+    path: str | Path,
+    devices: list[str],
+    source: str,
+    benchmark_binary: str | Path | None = None,
+    sysroot: str | Path | None = None,
+    runs: int = 50,
+) -> dict:
+    """Single-thread ARM latency of an exported model (``.tflite`` or ``.onnx``) on each of
+    ``devices`` from ``source`` (``pick``'s): ``latency.source``, ``latency.<device>.ms`` and
+    ``.instructions``, ``instructions`` per inference, and the per-device ``details``; the
+    emulated sources return their own reports (``emulate``, ``emulate_lce``)."""
+    from vlrface.latency import estimate, measure
+
+    onnx = Path(path).suffix == ".onnx"
+    if source == "emulated":
+        if onnx:
+            from vlrface.latency import emulate
+
+            result = emulate.emulate(path, list(devices))
+            for device in devices:
+                result[f"latency.{device}.instructions"] = result["instructions"]
+            return result
+        from vlrface.latency.emulate_lce import emulate_lce
+
+        return emulate_lce(path, list(devices), benchmark_binary, sysroot)
+    if source == "measured":
+        if onnx:
+            result = measure.measure_onnx(path, runs)
+        else:
+            result = measure.measure_lce(path, benchmark_binary, runs)
+        # one host is one device: every named device gets this host's figure
+        figures = {d: {**result, "source": "measured", "instructions": None} for d in devices}
+    else:
+        from vlrface.export.lce import census
+        from vlrface.latency.costmodel import predict_instructions
+
+        if onnx:
+            raise VlrfaceError(f"{path}: the ARM cost model prices LCE flatbuffers, not ONNX")
+        flatbuffer = Path(path).read_bytes()
+        if flatbuffer[4:8] != b"TFL3":
+            raise VlrfaceError(f"{path}: not a TFLite flatbuffer")
+        feats = census(flatbuffer)["cost_features"]
+        insns = predict_instructions(feats)
+        figures = {
+            d: {
+                "ms": estimate.estimate_ms(feats, d),
+                "instructions": insns,
+                "source": "estimated",
+                "method": estimate.METHOD,
+            }
+            for d in devices
+        }
+    payload = {"model": str(path), "latency.source": source}
+    for device, fig in figures.items():
+        payload[f"latency.{device}.ms"] = fig["ms"]
+        payload[f"latency.{device}.instructions"] = fig["instructions"]
+    payload["instructions"] = next(iter(figures.values()))["instructions"]
+    payload["details"] = figures
+    return payload
 
 
 def environment(cfg) -> dict:

@@ -202,7 +202,11 @@ def render_report(
     body = [f"<h1>Model comparison</h1>\n<p>{html_lib.escape(note)}</p>"]
     for title, df in sections:
         body.append(f"<h2>{html_lib.escape(title)}</h2>")
-        body.append(df.to_html(float_format=fmt, na_rep="", border=0, classes="vlrface"))
+        # the index as the first column: one header row (a named index adds a second)
+        table = df.reset_index()
+        body.append(
+            table.to_html(float_format=fmt, na_rep="", border=0, classes="vlrface", index=False)
+        )
     style = (
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1em}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
@@ -216,8 +220,11 @@ def render_report(
 def version_metrics(client, mv, prefix: str = "eval.") -> dict[str, float]:
     """The ``prefix`` metrics of a registered version ``mv``: its run's logged metrics (exact),
     and its ``metric.<name>`` tags (``steps/registry.py``, 6 significant digits) for names the
-    run lacks (a deleted run, a version registered by hand)."""
+    run lacks (a deleted run, a version registered by hand). A stage version's are only its
+    tags (``registry.own_run``)."""
     from mlflow.exceptions import MlflowException
+
+    from vlrface.registry import own_run
 
     out: dict[str, float] = {}
     for k, v in dict(mv.tags).items():
@@ -226,7 +233,7 @@ def version_metrics(client, mv, prefix: str = "eval.") -> dict[str, float]:
                 out[k[len("metric.") :]] = float(v)
             except ValueError:
                 continue
-    if mv.run_id:
+    if mv.run_id and own_run(mv):
         try:
             run = client.get_run(mv.run_id)
         except MlflowException:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from vlrface.export.metrics import FORMATS, format_of
+
 # the training settings a reader needs first; the config hash pins all the others
 KEY_SETTINGS = (
     "model.name",
@@ -28,15 +30,6 @@ KEY_SETTINGS = (
     "evaluation.folds",
     "export.int8",
     "export.parity_min_cosine",
-)
-EFFICIENCY = (
-    ("binary MACs", "export.lce.binary_macs"),
-    ("float MACs", "export.lce.float_macs"),
-    ("binary_mac_share", "export.lce.binary_mac_share"),
-    ("flatbuffer size (bytes)", "export.lce.size_bytes"),
-    ("int8 ops", "export.lce.int8_ops"),
-    ("parity cosine min (Keras vs LCE)", "export.lce.parity.cosine_min"),
-    ("parity max abs diff", "export.lce.parity.max_abs_diff"),
 )
 
 
@@ -145,9 +138,14 @@ def render(info: dict, decision: dict | None = None) -> str:
         lines += ["no evaluation metrics recorded", ""]
 
     lines += ["## Efficiency", ""]
-    lines += _table(
-        ("figure", "value"), [(label, _num(values.get(key))) for label, key in EFFICIENCY]
-    )
+    # the figures of the version's own format; a version that records none says so
+    fmt = format_of(tags, values)
+    formats = [fmt] if fmt else [f for f in FORMATS.values() if set(f.names) & set(values)]
+    if not formats:
+        lines += ["no export figures recorded", ""]
+    for f in formats:
+        rows = [(fig.label, _num(values.get(f.metric(fig.key)))) for fig in f.figures]
+        lines += [f"{f.title} (`export.{f.name}.*`):", ""] + _table(("figure", "value"), rows)
 
     lines += ["## Latency", ""]
     devices = sorted(
@@ -170,7 +168,8 @@ def render(info: dict, decision: dict | None = None) -> str:
         lines += _table(("device", "ms", "budget ms", "source", "within budget"), rows)
         lines += [
             "`estimated`: predicted by the ARM cost model from the flatbuffer's ops; "
-            "`measured`: run on the device with LCE's benchmark binary.",
+            "`emulated`: aarch64 instructions counted under qemu-user; "
+            "`measured`: run on the device.",
             "",
         ]
     else:
