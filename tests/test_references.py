@@ -74,7 +74,7 @@ def test_a_file_of_another_kind_is_named(tmp_path):
 def narrow_keras(tmp_path_factory):
     """A width-8 BinaryFaceNet saved as .keras (the zoo's is width 64)."""
     from vlrface._keras import tf
-    from vlrface.materializers import save_keras
+    from vlrface.keras_materializer import save_keras
     from vlrface.models.keras.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
 
     tf.keras.utils.set_random_seed(0)

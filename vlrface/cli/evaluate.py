@@ -6,6 +6,7 @@ import click
 
 from vlrface.cli._common import emit, model_ref
 
+
 def _eval_file_options(f):
     """The ``--<file>`` options of every protocol file (``vlrface.protocols.runners.TABLE``)."""
     from vlrface.protocols.runners import file_options
