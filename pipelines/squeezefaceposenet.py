@@ -34,6 +34,7 @@ from vlrface.data import versioning
 def torch_graph(given: dict) -> None:
     """The PyTorch track's step graph, shared by ``train_squeezefaceposenet`` and
     ``train_crossres``; call it inside a ``@pipeline`` function."""
+    runs.check_compiling_run_settings()  # a typo outside parameters: fails too
     cfg = parse_torch({k: v for k, v in given.items() if v is not None}, "parameters")
     c = cfg.model_dump(mode="json")
     version = versioning.resolve(cfg.data.dvc_file, cfg.data.root)

@@ -56,6 +56,7 @@ def train_binaryfacenet(
         latency=latency,
         registry=registry,
     )
+    runs.check_compiling_run_settings()  # a typo outside parameters: fails too
     cfg = parse({k: v for k, v in given.items() if v is not None}, "parameters")
     c = cfg.model_dump(mode="json")
     version = versioning.resolve(cfg.data.dvc_file, cfg.data.root)

@@ -499,7 +499,7 @@ def train(
     ``on_step(step, record)`` runs after each step's checkpoint is written (an exception from
     it stops training as a kill would); ``on_epoch(epoch, record)`` after each epoch.
     """
-    from tqdm import tqdm
+    from vlrface.progress import tqdm
 
     if stage.teacher is not None and teacher is None:
         raise ConfigError("teacher: the stage has a teacher section but no teacher was given")
