@@ -13,15 +13,15 @@ import tempfile
 import numpy as np
 import yaml
 
-from vlrface.config import parse
+from vlrface.config.keras import parse
 from vlrface.data import casia
 from vlrface.embedders import KerasEmbedder
 from vlrface.materializers import load_keras
-from vlrface.models import build_model
+from vlrface.models.keras import build_model
 from vlrface.preprocess import load_face
 from vlrface.protocols.verification import evaluate_pairs, make_pairs
 from vlrface.stack import active_tracking_uri
-from vlrface.training import seed_everything
+from vlrface.training.keras import seed_everything
 
 
 def champion_backbone(name: str):

@@ -20,8 +20,8 @@ from vlrface.embedders import LCEEmbedder
 from vlrface.export import lce
 from vlrface.latency.costmodel import predict_instructions
 from vlrface.latency.estimate import estimate_ms
-from vlrface.models import ZOO, build_named
-from vlrface.models.efficiency import efficiency
+from vlrface.models.keras import ZOO, build_named
+from vlrface.models.keras.efficiency import efficiency
 
 
 def x86_latency_ms(flatbuffer: bytes, runs: int) -> float:

@@ -65,7 +65,7 @@ def keras_backends(name: str, threads: int):
     """``(input size, {backend: embedder})`` of a Keras zoo model and its LCE flatbuffer."""
     from vlrface.embedders import KerasEmbedder, LCEEmbedder
     from vlrface.export.lce import convert
-    from vlrface.models import build_named
+    from vlrface.models.keras import build_named
 
     model = build_named(name)
     size = int(model.input_shape[1])
@@ -106,7 +106,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from vlrface._keras import tf
-    from vlrface.models import ZOO
+    from vlrface.models.keras import ZOO
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)

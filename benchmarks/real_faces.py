@@ -110,7 +110,7 @@ def load(path: Path):
     from vlrface.embedders import KerasEmbedder
 
     if path.suffix == ".h5":
-        from vlrface.models.checkpoint import load_h5
+        from vlrface.models.keras.checkpoint import load_h5
 
         return KerasEmbedder(load_h5(path))
     from vlrface.materializers import load_keras
@@ -120,7 +120,7 @@ def load(path: Path):
 
 def celeba_pairs(embedder, root: str, args) -> dict:
     """The pipeline's in-run held-out verification (``load_data``'s identity split)."""
-    from vlrface.config import DataConfig, EvalConfig
+    from vlrface.config.common import DataConfig, EvalConfig
     from vlrface.data.records import identity_split
     from vlrface.data.training_set import training_rows
     from vlrface.protocols.verification import evaluate_heldout

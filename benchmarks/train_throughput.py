@@ -3,7 +3,7 @@ pipeline that feeds it.
 
     .venv/bin/python benchmarks/train_throughput.py [--batch 32] [--warm 2] [--steps 5]
 
-* ``step``: ``vlrface.training.build_step`` (the trainer's own compiled step: forward, ArcFace
+* ``step``: ``vlrface.training.keras.build_step`` (the trainer's own compiled step: forward, ArcFace
   s = 16, backward, SGDW) of binaryfacenet (width 64), binaryfacenet_lce (default widths) and
   quicknet, 112x112 input, 128-d embedding, on one fixed random batch: ``--warm`` steps (the first
   traces the graph; its time is printed apart), then ``--steps`` timed steps -> images/s.
@@ -27,11 +27,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from vlrface._keras import tf
-from vlrface.config import ModelConfig
+from vlrface.config.keras import ModelConfig
 from vlrface.data.loader import FaceBatches
 from vlrface.degrade import VLRPolicy
-from vlrface.models import build_model
-from vlrface.training import Stage, build_step, make_head, seed_everything
+from vlrface.models.keras import build_model
+from vlrface.training.keras import Stage, build_step, make_head, seed_everything
 
 MODELS = ("binaryfacenet", "binaryfacenet_lce", "quicknet")
 CLASSES = 100

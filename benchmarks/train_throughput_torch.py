@@ -1,6 +1,6 @@
 """Training throughput (images/s) of the torch backbones on this machine.
 
-One training step as ``vlrface.training_torch.train`` takes it (forward, margin head,
+One training step as ``vlrface.training.torch.train`` takes it (forward, margin head,
 cross-entropy, backward, decoupled-decay SGD step; with ``--teacher`` also the frozen teacher's
 forward on the HR batch and the distillation term), on random input tensors at each model's
 input size, so decoding is excluded (``--with-data`` adds decoding + degradation + preprocessing
@@ -23,9 +23,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vlrface.config_torch import HeadConfig, TorchModelConfig
-from vlrface.losses.torch_pairs import feature_distillation_loss
-from vlrface.training_torch import (
+from vlrface.config.torch import HeadConfig, TorchModelConfig
+from vlrface.losses.torch.pairs import feature_distillation_loss
+from vlrface.training.torch import (
     descriptor_dim,
     freeze,
     make_head,
@@ -86,7 +86,7 @@ def bench_data(root: str, name: str, input_size: int | None, images: int) -> dic
 
     from vlrface.data.manifest import build_manifest
     from vlrface.degrade import VLRPolicy
-    from vlrface.training_torch import Batches
+    from vlrface.training.torch import Batches
 
     manifest = build_manifest("casia_webface", root, progress=False).head(images)
     labels = {k: i for i, k in enumerate(sorted(manifest.identity.unique()))}

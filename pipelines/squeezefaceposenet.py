@@ -6,7 +6,7 @@ validate both -> pretrain_torch -> finetune_torch -> export_onnx (parity floor) 
 (the demo verification protocol on the ONNX embeddings) -> onnx_latency_gate -> register_torch.
 
 Run it with ``zenml pipeline run pipelines.train_squeezefaceposenet -c
-configs/squeezefaceposenet_demo.yaml``. The configuration (``vlrface.config_torch``) is validated
+configs/squeezefaceposenet_demo.yaml``. The configuration (``vlrface.config.torch``) is validated
 and the data versions resolved from DVC when the pipeline is compiled, before any step runs.
 """
 
@@ -27,7 +27,7 @@ from steps import (
     validate_data,
 )
 from vlrface import provenance, runs
-from vlrface.config_torch import parse_torch
+from vlrface.config.torch import parse_torch
 from vlrface.data import versioning
 
 

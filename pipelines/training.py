@@ -3,9 +3,9 @@
 too (``<name>-pretrained``, ``<name>-finetuned``), linked to the exported version by lineage tags.
 
 Run it with ``zenml pipeline run pipelines.train_binaryfacenet -c configs/demo.yaml``. The
-configuration is validated (``vlrface.config``) and the data version resolved from DVC when the
-pipeline is compiled, before any step runs; the DVC md5 is a parameter of the data step, so the
-cache is keyed on the data version.
+configuration is validated (``vlrface.config.keras``) and the data version resolved from DVC
+when the pipeline is compiled, before any step runs; the DVC md5 is a parameter of the data
+step, so the cache is keyed on the data version.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from steps import (
     validate_data,
 )
 from vlrface import provenance, runs
-from vlrface.config import parse
+from vlrface.config.keras import parse
 from vlrface.data import versioning
 from vlrface.latency import sources
 

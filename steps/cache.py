@@ -3,7 +3,7 @@ parameters and its input artifacts): the library code the step calls.
 
 A step's result is reused exactly when its inputs (the data version, which travels as the DVC
 md5 parameter of ``load_data``; the configuration; upstream artifacts) and this code are
-unchanged. Edit ``vlrface/training.py`` and training and everything downstream runs again;
+unchanged. Edit ``vlrface/training/keras.py`` and training and everything downstream runs again;
 edit ``vlrface/latency/devices.yaml`` and only the latency gate and registration do.
 """
 
@@ -11,7 +11,7 @@ from zenml.config.cache_policy import CachePolicy
 
 from vlrface.provenance import code_hash
 
-COMMON = ("_keras.py", "config.py", "errors.py", "fileio.py", "preprocess.py")
+COMMON = ("_keras.py", "config/common.py", "errors.py", "fileio.py", "preprocess.py")
 
 
 def data_code() -> str:
@@ -20,13 +20,28 @@ def data_code() -> str:
 
 def training_code() -> str:
     return code_hash(
-        *COMMON, "training.py", "models", "losses", "degrade.py", "data", "materializers.py"
+        *COMMON,
+        "config/keras.py",
+        "training/common.py",
+        "training/keras.py",
+        "models",
+        "losses",
+        "degrade.py",
+        "data",
+        "materializers.py",
     )
 
 
 def torch_training_code() -> str:
     return code_hash(
-        *COMMON, "config_torch.py", "training_torch.py", "models", "losses", "degrade.py", "data"
+        *COMMON,
+        "config/torch.py",
+        "training/common.py",
+        "training/torch.py",
+        "models",
+        "losses",
+        "degrade.py",
+        "data",
     )
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 from zenml import log_metadata, step
 
 from steps import cache
-from vlrface.config import DataConfig
+from vlrface.config.common import DataConfig
 from vlrface.data import alignment
 from vlrface.data.records import identity_split
 from vlrface.data.training_set import training_rows

@@ -16,7 +16,7 @@ from zenml import log_metadata, step
 
 from steps import cache
 from vlrface._keras import tf
-from vlrface.config import DataConfig, EvalConfig
+from vlrface.config.common import DataConfig, EvalConfig
 from vlrface.embedders import KerasEmbedder
 from vlrface.protocols.verification import evaluate_heldout
 from vlrface.reports.plots import roc_figure

@@ -9,7 +9,8 @@ from zenml import log_metadata, step
 
 from steps import cache
 from vlrface._keras import tf
-from vlrface.config import DataConfig, ExportConfig
+from vlrface.config.common import DataConfig
+from vlrface.config.keras import ExportConfig
 from vlrface.export import lce
 from vlrface.preprocess import load_face, normalize
 

@@ -9,7 +9,7 @@ import mlflow
 from zenml import log_metadata, step
 
 from steps import cache
-from vlrface.config import LatencyConfig
+from vlrface.config.keras import LatencyConfig
 from vlrface.latency.sources import lce_gate
 
 TRACKER = True  # the active stack's experiment tracker, whatever its name

@@ -14,7 +14,7 @@ from zenml import log_metadata, step
 from steps import cache
 from vlrface import provenance, registry, serving
 from vlrface._keras import tf
-from vlrface.config import RegistryConfig
+from vlrface.config.common import RegistryConfig
 from vlrface.export.lce import write_atomic
 from vlrface.materializers import save_keras
 from vlrface.promotion import fallback_policy, load_policy

@@ -28,8 +28,8 @@ from steps.registry import (
     synthetic_note,
 )
 from vlrface import provenance, serving
-from vlrface.config import DataConfig, EvalConfig
-from vlrface.config_torch import (
+from vlrface.config.common import DataConfig, EvalConfig
+from vlrface.config.torch import (
     OnnxExportConfig,
     OnnxLatencyConfig,
     TorchModelConfig,
@@ -238,7 +238,7 @@ def evaluate_onnx(
 ) -> Annotated[dict, "metrics"]:
     """The demo verification protocol (as ``evaluate_model``) on the exported ONNX model's
     embeddings: 10-fold accuracy and TAR@FAR, HR gallery vs probes at each resolution."""
-    from vlrface.training_torch import SpecEmbedder
+    from vlrface.training.torch import SpecEmbedder
 
     data_cfg, cfg = DataConfig(**data), EvalConfig(**evaluation)
     inner = ONNXEmbedder(onnx, num_threads=0)  # evaluation: every core (latency is elsewhere)

@@ -10,10 +10,11 @@ from zenml import log_metadata, step
 from steps import cache
 from vlrface import runs
 from vlrface._keras import tf
-from vlrface.config import DataConfig, ModelConfig, StageConfig
+from vlrface.config.common import DataConfig
+from vlrface.config.keras import ModelConfig, StageConfig
 from vlrface.materializers import KerasModelMaterializer
 from vlrface.preprocess import load_face, normalize
-from vlrface.training import run_stage
+from vlrface.training.keras import run_stage
 
 TRACKER = True  # the active stack's experiment tracker, whatever its name
 
@@ -123,7 +124,7 @@ def load_pretrained(
     """Start from ``model.pretrained`` instead of pre-training (``checkpoint_sha256`` keys the
     cache). An ``.h5`` is imported layer by layer and verified on the data's test faces."""
     from vlrface.materializers import load_keras
-    from vlrface.models.checkpoint import import_checkpoint
+    from vlrface.models.keras.checkpoint import import_checkpoint
 
     data_cfg, model_cfg = DataConfig(**data), ModelConfig(**model)
     path = model_cfg.pretrained

@@ -184,7 +184,7 @@ def t_mat(data: bytes, tmp: Path) -> None:
 
 
 def t_config(data: bytes, tmp: Path) -> None:
-    from vlrface.config import load_file
+    from vlrface.config.common import load_file
 
     path = tmp / "config.yaml"
     path.write_bytes(data)

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.conftest import dvc
-from vlrface.config import parse
+from vlrface.config.keras import parse
 from vlrface.data import casia, versioning
 from vlrface.data.synthetic import write_casia_layout
 from vlrface.data.validation import DataValidationError, validate_manifest

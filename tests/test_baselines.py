@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from vlrface._keras import tf
-from vlrface.models.binarydensenet import build_binarydensenet
-from vlrface.models.quicknet import BinomialBlur, build_quicknet
+from vlrface.models.keras.binarydensenet import build_binarydensenet
+from vlrface.models.keras.quicknet import BinomialBlur, build_quicknet
 
 EMBEDDING = 128
 

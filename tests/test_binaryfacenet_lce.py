@@ -5,7 +5,7 @@ import pytest
 
 from vlrface._keras import tf
 from vlrface.export import lce
-from vlrface.models.binaryfacenet_lce import build_binaryfacenet_lce
+from vlrface.models.keras.binaryfacenet_lce import build_binaryfacenet_lce
 
 
 def set_non_trivial_statistics(model, calibration: np.ndarray, seed: int) -> None:
@@ -102,7 +102,7 @@ def test_lce_runs_it_as_binary(converted):
 
 def test_predicted_arm_cost_is_at_most_half_of_quicknet(converted):
     from vlrface.latency.costmodel import predict_instructions
-    from vlrface.models import build_named
+    from vlrface.models.keras import build_named
 
     _, flatbuffer = converted
     ours = predict_instructions(lce.census(flatbuffer)["cost_features"])
@@ -133,8 +133,8 @@ def test_parity_check_sees_the_bn_statistics(converted):
 
 
 def test_selectable_and_configurable_from_the_pipeline_config():
-    from vlrface.config import ModelConfig
-    from vlrface.models import ZOO, build_model
+    from vlrface.config.keras import ModelConfig
+    from vlrface.models.keras import ZOO, build_model
 
     assert "binaryfacenet_lce" in ZOO
     model = build_model(ModelConfig(name="binaryfacenet_lce", channels=[32, 64, 96], embedding=64))

@@ -73,7 +73,7 @@ def test_import_checkpoint_matches_on_real_faces(shared_dir, tmp_path):
 
 
 def test_mismatching_checkpoint_names_the_layer_and_shapes(tmp_path):
-    from vlrface.models.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
+    from vlrface.models.keras.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
 
     narrow = tmp_path / "narrow.h5"
     build_binaryfacenet(BinaryFaceNetConfig(channels=32)).save(narrow)
@@ -87,7 +87,7 @@ def test_mismatching_checkpoint_names_the_layer_and_shapes(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_keras(tmp_path_factory):
     from vlrface.materializers import save_keras
-    from vlrface.models.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
+    from vlrface.models.keras.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
 
     path = tmp_path_factory.mktemp("m") / "tiny.keras"
     tf.keras.utils.set_random_seed(0)

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from vlrface.config import parse
+from vlrface.config.keras import parse
 from vlrface.errors import ConfigError
-from vlrface.training import build_policy, stage_from_config
+from vlrface.training.keras import build_policy, stage_from_config
 
 PROFILES = sorted((ROOT / "configs").glob("*.yaml"))
 
@@ -37,7 +37,7 @@ def pipeline_of(path) -> str:
 @pytest.mark.parametrize("path", PROFILES, ids=[p.stem for p in PROFILES])
 def test_profile_parses_and_builds(path):
     if pipeline_of(path) != "train_binaryfacenet":  # the PyTorch pipelines' own schema
-        from vlrface.config_torch import parse_torch
+        from vlrface.config.torch import parse_torch
 
         parse_torch(load(path), path.name)
         return

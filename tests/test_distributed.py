@@ -59,7 +59,7 @@ def _flat(model) -> np.ndarray:
 @pytest.fixture(scope="module")
 def torch_runs(data, tmp_path_factory):
     from vlrface import training_torch as tt
-    from vlrface.config_torch import TorchModelConfig, TorchStageConfig
+    from vlrface.config.torch import TorchModelConfig, TorchStageConfig
 
     root, manifest = data
     tt.seed_everything(0)

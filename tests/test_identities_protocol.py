@@ -129,7 +129,7 @@ def test_teacher_table_batches_follow_the_flips(tmp_path):
 
 def test_embedding_table_is_cached_and_class_means_are_unit_centres(tmp_path):
     from vlrface._keras import tf
-    from vlrface.training import class_mean_centres, embedding_table, weights_digest
+    from vlrface.training.keras import class_mean_centres, embedding_table, weights_digest
 
     root = folder_tree(tmp_path / "set", identities=3, per=2)
     rows = read_identities(root)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from vlrface.config import LatencyConfig
+from vlrface.config.keras import LatencyConfig
 from vlrface.errors import VlrfaceError
 from vlrface.export import lce
 from vlrface.latency import costmodel, emulate_lce, opdata
@@ -232,7 +232,7 @@ def test_quicknet_112_export_counts_as_measured(shared_dir, tmp_path):
     notes' per-op rows, and the cost model is within 10 % of the count."""
     binary, sysroot = _bundle(shared_dir)
     from vlrface._keras import tf
-    from vlrface.models import build_named
+    from vlrface.models.keras import build_named
 
     tf.keras.utils.set_random_seed(0)
     flatbuffer = lce.convert(build_named("quicknet"))

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from vlrface._keras import tf
-from vlrface.losses import (
+from vlrface.losses import quality as q_np
+from vlrface.losses.keras import (
     AdaFaceHead,
     ArcFaceHead,
     CosFaceHead,
@@ -25,9 +26,8 @@ from vlrface.losses import (
     laplacian_quality,
     octuplet_loss,
 )
-from vlrface.losses import quality as q_np
-from vlrface.losses import torch_margins as tm
-from vlrface.losses import torch_pairs as tp
+from vlrface.losses.torch import margins as tm
+from vlrface.losses.torch import pairs as tp
 
 E = np.array(
     [[0.5, math.sqrt(3) / 2, 0, 0], [0, 0, 3 / math.sqrt(2), 3 / math.sqrt(2)], [-1, 0.2, 0, 0]],

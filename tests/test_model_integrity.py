@@ -12,11 +12,11 @@ import torch
 from vlrface import provenance, registry, serving
 from vlrface import training_torch as tt
 from vlrface._keras import tf
-from vlrface.config_torch import TorchModelConfig
+from vlrface.config.torch import TorchModelConfig
 from vlrface.errors import ConfigError, IntegrityError
 from vlrface.export import lce
 from vlrface.materializers import save_keras
-from vlrface.models.binaryfacenet_lce import build_binaryfacenet_lce
+from vlrface.models.keras.binaryfacenet_lce import build_binaryfacenet_lce
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_verified_load_serves_and_a_flipped_byte_is_refused(registered, monkeypa
 
 def test_keras_loads_with_explicit_custom_objects_and_safe_mode(tmp_path):
     from vlrface.materializers import load_keras
-    from vlrface.models.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
+    from vlrface.models.keras.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
 
     tf.keras.utils.set_random_seed(0)
     model = build_binaryfacenet(BinaryFaceNetConfig(channels=8, embedding=8), output_head=False)

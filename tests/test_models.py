@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vlrface._keras import tf
-from vlrface.models.binaryfacenet import (
+from vlrface.models.keras.binaryfacenet import (
     BinaryFaceNetConfig,
     GroupedQuantConv2D,
     build_binaryfacenet,
@@ -66,8 +66,8 @@ def test_takes_the_authors_checkpoint(shared_dir):
 def test_every_zoo_model_is_selectable_in_the_config():
     import typing
 
-    from vlrface.config import ModelConfig
-    from vlrface.models import ZOO, build_model
+    from vlrface.config.keras import ModelConfig
+    from vlrface.models.keras import ZOO, build_model
 
     assert set(typing.get_args(ModelConfig.model_fields["name"].annotation)) == set(ZOO)
     model = build_model(ModelConfig(name="quicknet_small", embedding=16))

@@ -20,7 +20,7 @@ from vlrface.cli import main
 from vlrface.data.synthetic import write_casia_layout
 from vlrface.embedders import LCEEmbedder, embed_images
 from vlrface.export import lce
-from vlrface.models.binaryfacenet_lce import build_binaryfacenet_lce
+from vlrface.models.keras.binaryfacenet_lce import build_binaryfacenet_lce
 from vlrface.preprocess import load_rgb, normalize
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.test_protocols import Oracle, Projection
-from vlrface.config import parse
+from vlrface.config.keras import parse
 from vlrface.data.fixtures.lfw import write_lfw
 from vlrface.data.fixtures.tinyface import write_tinyface
 from vlrface.errors import ConfigError, DataError
@@ -96,7 +96,7 @@ def test_missing_root_or_file_is_a_data_error_naming_the_path(roots, tmp_path):
 def test_keras_and_lce_backends_agree_through_the_same_runner(roots, tmp_path):
     from vlrface.embedders import KerasEmbedder, LCEEmbedder
     from vlrface.export.lce import convert
-    from vlrface.models.binaryfacenet_lce import build_binaryfacenet_lce
+    from vlrface.models.keras.binaryfacenet_lce import build_binaryfacenet_lce
 
     model = build_binaryfacenet_lce(channels=8, embedding=16)
     backends = {"keras": KerasEmbedder(model), "lce": LCEEmbedder(convert(model))}

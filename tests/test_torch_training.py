@@ -1,4 +1,4 @@
-"""``vlrface.training_torch``: exact resume, the NaN guard, the frozen teacher and the
+"""``vlrface.training.torch``: exact resume, the NaN guard, the frozen teacher and the
 distillation loss, decoupled weight decay. Tiny models and 16 px inputs: each test is seconds."""
 
 import math
@@ -8,16 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from vlrface.config_torch import TorchStageConfig
+from vlrface.config.torch import TorchStageConfig
 from vlrface.models.torch import Preprocessing
-from vlrface.training_torch import (
-    CHECKPOINT,
-    NonFiniteError,
-    decay_parameters,
-    seed_everything,
-    sgd_step,
-    train,
-)
+from vlrface.training.common import NonFiniteError
+from vlrface.training.torch import CHECKPOINT, decay_parameters, seed_everything, sgd_step, train
 
 SPEC = Preprocessing(input_size=16, channel_order="RGB", mean=(127.5,) * 3, std=(128.0,) * 3)
 
@@ -197,7 +191,7 @@ def test_teacher_is_frozen_and_distillation_loss_is_lambda_mse(data):
     from vlrface.data import records as rec
     from vlrface.degrade import degrade
     from vlrface.preprocess import load_face
-    from vlrface.training_torch import epoch_order
+    from vlrface.training.torch import epoch_order
 
     order = epoch_order(len(manifest), 1, 0)[:6]
     hr, lr = [], []
@@ -217,7 +211,7 @@ def test_teacher_is_frozen_and_distillation_loss_is_lambda_mse(data):
     start = tiny(seed=6)
     start.train()
     seed_everything(1)  # train() seeds before its first step: the same dropout draws
-    from vlrface.training_torch import descriptor_dim, make_head
+    from vlrface.training.torch import descriptor_dim, make_head
 
     descriptor_dim(start)
     make_head(stage.head, 8, len(rec.label_map(manifest)))
@@ -265,8 +259,8 @@ def test_decoupled_weight_decay_on_one_parameter():
 
 
 def test_step_and_plateau_schedules():
-    from vlrface.config_torch import ScheduleConfig
-    from vlrface.training_torch import LRSchedule
+    from vlrface.config.torch import ScheduleConfig
+    from vlrface.training.torch import LRSchedule
 
     step = LRSchedule(ScheduleConfig(kind="step", milestones=[1, 3], gamma=0.1), 1.0)
     assert [step.epoch_end(0.0) for _ in range(4)] == pytest.approx([0.1, 0.1, 0.01, 0.01])
@@ -286,7 +280,7 @@ def test_step_and_plateau_schedules():
 
 
 def test_bad_stage_config_names_the_key():
-    from vlrface.config_torch import parse_torch
+    from vlrface.config.torch import parse_torch
     from vlrface.errors import ConfigError
 
     base = {"pretrain": {"epochs": 1}, "registry": {"compare_metric": "eval.demo.hr_lr.14.acc"}}
@@ -301,9 +295,9 @@ def test_bad_stage_config_names_the_key():
 
 
 def test_checkpoint_bytes_rebuild_the_model_and_ddp_is_a_no_op_in_one_process(tmp_path):
-    from vlrface.config_torch import TorchModelConfig
+    from vlrface.config.torch import TorchModelConfig
     from vlrface.errors import ConfigError
-    from vlrface.training_torch import _rank_world, load_model, make_model, save_model
+    from vlrface.training.torch import _rank_world, load_model, make_model, save_model
 
     cfg = TorchModelConfig(name="squeezefaceposenet_gdc", embedding=16, input_size=32)
     seed_everything(0)

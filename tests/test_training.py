@@ -17,21 +17,13 @@ import pandas as pd
 import pytest
 
 from vlrface._keras import tf
-from vlrface.config import StageConfig, TeacherConfig
+from vlrface.config.keras import StageConfig, TeacherConfig
 from vlrface.data.loader import FaceBatches
 from vlrface.data.records import label_map
 from vlrface.degrade import CrossResolutionPolicy, CurriculumPolicy, VLRPolicy
-from vlrface.losses import ArcFaceHead, arcface_loss
-from vlrface.training import (
-    LOSSES,
-    NonFiniteLossError,
-    Plateau,
-    Stage,
-    make_head,
-    run_stage,
-    seed_everything,
-    train,
-)
+from vlrface.losses.keras import ArcFaceHead, arcface_loss
+from vlrface.training.common import NonFiniteLossError, Plateau
+from vlrface.training.keras import LOSSES, Stage, make_head, run_stage, seed_everything, train
 
 SIZE, EMB = 32, 8
 
@@ -329,7 +321,7 @@ def test_strategy_and_mixed_precision_on_one_cpu(faces, uninterrupted, caplog, s
     ``mixed_precision`` is ignored (and says so)."""
     cfg = StageConfig(**BASE, strategy=strategy, mixed_precision=True)
     infos = []
-    with caplog.at_level(logging.WARNING, logger="vlrface.training"):
+    with caplog.at_level(logging.WARNING, logger="vlrface.training.keras"):
         weights, history = fit(faces, cfg, on_start=infos.append)
     assert infos[0]["replicas"] == 1 and infos[0]["mixed_precision"] is False
     assert "mixed_precision" in caplog.text
@@ -337,9 +329,9 @@ def test_strategy_and_mixed_precision_on_one_cpu(faces, uninterrupted, caplog, s
 
 
 def test_teacher_from_a_model_config_and_checkpoint(tmp_path):
-    from vlrface.config import ModelConfig
-    from vlrface.models import build_model
-    from vlrface.training import load_teacher
+    from vlrface.config.keras import ModelConfig
+    from vlrface.models.keras import build_model
+    from vlrface.training.keras import load_teacher
 
     model_cfg = ModelConfig(name="binaryfacenet", channels=8, embedding=16)
     seed_everything(4)

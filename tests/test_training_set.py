@@ -3,13 +3,15 @@ under one root, read back through the same path every step uses."""
 
 import pytest
 
-from vlrface.config import ConfigError, DataConfig, parse
+from vlrface.config.common import DataConfig
+from vlrface.config.keras import parse
 from vlrface.data import scface
 from vlrface.data.fixtures.scface import write_scface
 from vlrface.data.fixtures.survface import write_survface
 from vlrface.data.fixtures.tinyface import write_tinyface
 from vlrface.data.records import DataError
 from vlrface.data.training_set import training_rows
+from vlrface.errors import ConfigError
 from vlrface.preprocess import load_face
 
 

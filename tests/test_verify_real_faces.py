@@ -25,7 +25,7 @@ def real_model(shared_dir, tmp_path_factory):
     from vlrface import serving
     from vlrface.data.synthetic import render_face
     from vlrface.export.lce import convert
-    from vlrface.models.checkpoint import import_checkpoint
+    from vlrface.models.keras.checkpoint import import_checkpoint
     from vlrface.preprocess import normalize
 
     faces = normalize(np.stack([render_face(i, 0, 1) for i in range(2)]))

@@ -29,15 +29,15 @@ def custom_objects() -> dict:
     import larq as lq
 
     from vlrface.export.int8 import FakeQuant
-    from vlrface.losses.arcface import ArcFaceHead
-    from vlrface.losses.keras_margins import (
+    from vlrface.losses.keras.arcface import ArcFaceHead
+    from vlrface.losses.keras.margins import (
         AdaFaceHead,
         CosFaceHead,
         LaplacianMarginHead,
         SphereFaceHead,
     )
-    from vlrface.models.binaryfacenet import GroupedQuantConv2D
-    from vlrface.models.quicknet import BinomialBlur
+    from vlrface.models.keras.binaryfacenet import GroupedQuantConv2D
+    from vlrface.models.keras.quicknet import BinomialBlur
 
     objects = {}
     for module in (lq.layers, lq.quantizers, lq.constraints):

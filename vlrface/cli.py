@@ -47,7 +47,7 @@ def data_synth(out, identities, images_per_identity, seed, config_path) -> None:
     if config_path:
         import yaml
 
-        from vlrface.config import SyntheticData
+        from vlrface.config.common import SyntheticData
 
         section = (
             (yaml.safe_load(open(config_path)) or {}).get("parameters", {}).get("synthetic", {})
@@ -265,8 +265,8 @@ def _face_batch(faces_dir: str | None, count: int):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def efficiency_cmd(model_name, as_json) -> None:
     """Binary/float MACs, parameters and size of a zoo model's backbone (larq summary)."""
-    from vlrface.models import build_named
-    from vlrface.models.efficiency import efficiency
+    from vlrface.models.keras import build_named
+    from vlrface.models.keras.efficiency import efficiency
 
     try:
         model = build_named(model_name, output_head=False)
@@ -289,7 +289,7 @@ def efficiency_cmd(model_name, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def import_checkpoint_cmd(h5, out, faces_dir, count, tolerance, as_json) -> None:
     """Load the BinaryFaceNet authors' .h5 into our definition and verify the embeddings."""
-    from vlrface.models.checkpoint import import_checkpoint
+    from vlrface.models.keras.checkpoint import import_checkpoint
 
     faces, source = _face_batch(faces_dir, count)
     model, report = import_checkpoint(h5, faces, tolerance)
@@ -313,13 +313,13 @@ def _load_model(spec: str):
     """A saved model (.keras / .h5) or a freshly initialised zoo model by name."""
     from pathlib import Path
 
-    from vlrface.models import ZOO, build_named
+    from vlrface.models.keras import ZOO, build_named
 
     if spec in ZOO:
         return build_named(spec)
     path = Path(spec)
     if path.suffix == ".h5":
-        from vlrface.models.checkpoint import load_h5
+        from vlrface.models.keras.checkpoint import load_h5
 
         return load_h5(path)
     if path.suffix == ".keras" and path.is_file():

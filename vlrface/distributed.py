@@ -139,12 +139,12 @@ def train_keras_multi_worker(
     env: dict | None = None,
     one_process: bool = False,
 ) -> tuple[list[np.ndarray], np.ndarray, list[dict]]:
-    """``vlrface.training.run_stage`` with ``strategy: multi_worker`` on ``workers`` local
+    """``vlrface.training.keras.run_stage`` with ``strategy: multi_worker`` on ``workers`` local
     processes; returns the chief's ``(backbone weights, centres, history)``.
 
     ``one_process``: the reference instead, ``strategy: mirrored`` over ``workers`` logical CPU
     devices of one process (the same replicas and global batch, no TF_CONFIG)."""
-    from vlrface.config import ModelConfig, StageConfig
+    from vlrface.config.keras import ModelConfig, StageConfig
 
     job_dir = Path(job_dir)
     strategy = "mirrored" if one_process else "multi_worker"
@@ -191,14 +191,14 @@ def _keras_worker(job_dir: Path, job: dict, manifest: pd.DataFrame) -> None:
             cpu, [tf.config.LogicalDeviceConfiguration()] * logical
         )
     from vlrface import training
-    from vlrface.config import ModelConfig, StageConfig
+    from vlrface.config.keras import ModelConfig, StageConfig
 
     stage_cfg = StageConfig(**job["stage"])
     strategy = training.make_strategy(stage_cfg.strategy)  # before any other op (TF's rule)
     chief = training.is_chief(strategy)
     backbone = None
     if (job_dir / "init.npz").exists():
-        from vlrface.models import build_model
+        from vlrface.models.keras import build_model
 
         backbone = build_model(ModelConfig(**job["model"]))
         with np.load(job_dir / "init.npz") as z:
@@ -258,10 +258,10 @@ def train_torch_ddp(
     timeout: float = 3600,
     env: dict | None = None,
 ):
-    """``vlrface.training_torch.train`` with ``ddp: true`` on ``processes`` local processes
+    """``vlrface.training.torch.train`` with ``ddp: true`` on ``processes`` local processes
     (``torchrun``, gloo); returns rank 0's ``(model, history, steps, resumed_from)``."""
     from vlrface import training_torch as tt
-    from vlrface.config_torch import TorchModelConfig, TorchStageConfig
+    from vlrface.config.torch import TorchModelConfig, TorchStageConfig
 
     job_dir = Path(job_dir)
     TorchStageConfig(**{**stage_cfg, "ddp": True}), TorchModelConfig(**model_cfg)  # fail here
@@ -292,7 +292,7 @@ def _torch_worker(job_dir: Path, job: dict, manifest: pd.DataFrame) -> None:
     import torch.distributed as dist
 
     from vlrface import training_torch as tt
-    from vlrface.config_torch import TorchModelConfig, TorchStageConfig
+    from vlrface.config.torch import TorchModelConfig, TorchStageConfig
 
     dist.init_process_group("gloo")
     rank = dist.get_rank()

@@ -15,8 +15,8 @@ from zenml.enums import ArtifactType
 from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
-import vlrface.losses  # noqa: F401  (registers ArcFaceHead)
-import vlrface.models.binaryfacenet  # noqa: F401  (registers GroupedQuantConv2D)
+import vlrface.losses.keras  # noqa: F401  (registers the margin heads)
+import vlrface.models.keras.binaryfacenet  # noqa: F401  (registers GroupedQuantConv2D)
 from vlrface._keras import tf
 
 FILENAME = "model.keras"

@@ -24,7 +24,7 @@ thread, as before. The pool lives until ``close()`` (or the object is collected)
 With ``with_hr`` a batch is ``(x, y, x_hr)``: ``x_hr`` the same faces, flipped alike, before the
 degradation (the teacher's input in teacher-student training). With ``teacher_table`` (``(N, 2,
 D)``: the frozen teacher's embedding of each training face as is and mirrored, computed once by
-``vlrface.training.teacher_table``) the third element is instead the teacher's embedding of each
+``vlrface.training.keras.teacher_table``) the third element is instead the teacher's embedding of each
 sample's HR face as the sample was flipped: the teacher is not run per step.
 """
 

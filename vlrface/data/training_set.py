@@ -48,7 +48,7 @@ def _training_rows(layout: str, root: Path, subjects: int | None, on_error: str)
 
 
 def training_rows(cfg) -> pd.DataFrame:
-    """The training rows of a ``vlrface.config.DataConfig``; ``attrs`` carry the provenance
+    """The training rows of a ``vlrface.config.common.DataConfig``; ``attrs`` carry the provenance
     (``{"datasets": [...]}`` when combined) and the skipped-record counts."""
     root = Path(cfg.root)
     if not cfg.datasets:

@@ -74,7 +74,7 @@ def native_grouped(model):
     import larq as lq
 
     from vlrface._keras import tf
-    from vlrface.models.binaryfacenet import GroupedQuantConv2D
+    from vlrface.models.keras.binaryfacenet import GroupedQuantConv2D
 
     def clone(layer):
         if isinstance(layer, GroupedQuantConv2D):
@@ -96,9 +96,9 @@ def imagenet_top(backbone):
 
 
 def build(name: str):
-    from vlrface.models import build_named
-    from vlrface.models.binarydensenet import build_binarydensenet
-    from vlrface.models.quicknet import build_quicknet
+    from vlrface.models.keras import build_named
+    from vlrface.models.keras.binarydensenet import build_binarydensenet
+    from vlrface.models.keras.quicknet import build_quicknet
 
     if name.startswith("toy_"):
         return toy(binary=name == "toy_bnn_112")
@@ -108,7 +108,7 @@ def build(name: str):
     if name == "binaryfacenet_published":
         return native_grouped(build_named("binaryfacenet"))
     if name.startswith("binaryfacenet_w"):
-        from vlrface.models.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
+        from vlrface.models.keras.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
 
         width, _, embedding = name.removeprefix("binaryfacenet_w").partition("_e")
         config = BinaryFaceNetConfig(channels=int(width), embedding=int(embedding or 128))

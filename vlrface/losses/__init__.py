@@ -1,33 +1,11 @@
-"""Margin losses for face recognition (one interface per framework).
+"""Margin losses for face recognition, one package per framework with the same names, parameters
+and math.
 
-Keras (tf ops, imported here so the layers are registered for model loading):
-``ArcFaceHead``, ``CosFaceHead``, ``SphereFaceHead``, ``AdaFaceHead``, ``LaplacianMarginHead``
-with ``arcface_loss`` (softmax cross-entropy of any head's logits), and ``keras_pairs``'s
-``octuplet_loss`` and ``feature_distillation_loss``.
+* ``vlrface.losses.keras``: ``ArcFaceHead``, ``CosFaceHead``, ``SphereFaceHead``,
+  ``AdaFaceHead``, ``LaplacianMarginHead`` with ``arcface_loss`` (softmax cross-entropy of any
+  head's logits), ``octuplet_loss`` and ``feature_distillation_loss``;
+* ``vlrface.losses.torch``: the same heads (``margins``) and pair losses (``pairs``);
+* ``vlrface.losses.quality``: Laplacian image quality (numpy, framework-free).
 
-PyTorch (same names, parameters and math): ``vlrface.losses.torch_margins`` and
-``vlrface.losses.torch_pairs`` (imported on demand, so Keras users do not load torch).
-Framework-free: ``vlrface.losses.quality`` (Laplacian image quality, numpy).
+This package itself imports neither TensorFlow nor torch.
 """
-
-from vlrface.losses.arcface import ArcFaceHead, arcface_loss
-from vlrface.losses.keras_margins import (
-    AdaFaceHead,
-    CosFaceHead,
-    LaplacianMarginHead,
-    SphereFaceHead,
-    laplacian_quality,
-)
-from vlrface.losses.keras_pairs import feature_distillation_loss, octuplet_loss
-
-__all__ = [
-    "AdaFaceHead",
-    "ArcFaceHead",
-    "CosFaceHead",
-    "LaplacianMarginHead",
-    "SphereFaceHead",
-    "arcface_loss",
-    "feature_distillation_loss",
-    "laplacian_quality",
-    "octuplet_loss",
-]

@@ -1,8 +1,9 @@
 """Several benchmark protocols in one go: the evaluation suite of the pipeline's evaluate step.
 
-``evaluate_suite(embedder, entries, out_dir)`` runs each entry (``vlrface.config.ProtocolEntry``
-or a dict with its keys: ``name``, ``root``, ``resolutions``, ``files``, ``model``) through
-``runners.run`` with a progress bar over the protocols, and writes under ``out_dir``:
+``evaluate_suite(embedder, entries, out_dir)`` runs each entry
+(``vlrface.config.common.ProtocolEntry`` or a dict with its keys: ``name``, ``root``,
+``resolutions``, ``files``, ``model``) through ``runners.run`` with a progress bar over the
+protocols, and writes under ``out_dir``:
 
 * ``eval/<protocol>/<figure>.png``: the figures ``reports.plots.protocol_figures`` draws from
   the runner's artifacts (ROC and DET of score sets, CMC curves, cross-resolution heatmaps);

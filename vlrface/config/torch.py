@@ -1,9 +1,9 @@
 """The PyTorch pipelines' configuration (``train_crossres``, ``train_squeezefaceposenet``).
 
-The same conventions as ``vlrface.config`` (whose sections ``DataConfig``, ``SyntheticData``,
+The same conventions as ``vlrface.config.common`` (whose sections ``DataConfig``, ``SyntheticData``,
 ``EvalConfig`` and ``RegistryConfig`` are reused as they are): every section is strict, so an
 unknown key is an error that names it, and ``parse_torch`` raises ``ConfigError`` naming the
-first bad key. ``TorchStageConfig`` is also what ``vlrface.training_torch.train`` takes.
+first bad key. ``TorchStageConfig`` is also what ``vlrface.training.torch.train`` takes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from vlrface.config import (
+from vlrface.config.common import (
     DataConfig,
     EvalConfig,
     RegistryConfig,
@@ -20,7 +20,7 @@ from vlrface.config import (
     SyntheticData,
     check_registry_metrics,
     heldout_metric_names,
-    parse,
+    validate,
 )
 from vlrface.models.torch import TORCH_ZOO
 
@@ -80,7 +80,7 @@ class TeacherConfig(Section):
     # Eq. 1 as printed
     reduction: Literal["mean", "sum"] = "mean"
     # mse: the features as they are; cosine: unit-normalised (2 - 2 cos per sample), immune to
-    # the student shrinking its embedding (vlrface.losses.torch_pairs.feature_distillation_loss)
+    # the student shrinking its embedding (vlrface.losses.torch.pairs.feature_distillation_loss)
     distance: Literal["mse", "cosine"] = "mse"
 
 
@@ -200,4 +200,4 @@ class TorchPipelineConfig(Section):
 
 def parse_torch(raw: dict, source: str = "config") -> TorchPipelineConfig:
     """Validate a PyTorch pipeline's configuration; ``ConfigError`` naming the first bad key."""
-    return parse(raw, source, TorchPipelineConfig)
+    return validate(raw, source, TorchPipelineConfig)

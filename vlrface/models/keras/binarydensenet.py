@@ -20,10 +20,10 @@ Reconstruction choice, the 128-d head: Table 2's figures are those of the backbo
 (``output_head=False``), just as Table 2's BinaryFaceNet row excludes its output head: depth 28
 has 893,251,584 binary and 49,997,824 float MACs (Table 2: 893.2 M, 49.99 M; a float 576 -> 128
 Dense alone would make it 50.07 M) and 4,554,496 weights (4.5 M). The head here is QuickNet's
-(``vlrface.models.quicknet.pooled_embedding_head``): global average pool -> Dense(``embedding``,
-no bias) -> BN, which adds ``C x 128`` float MACs and ``C x 128 + 256`` weights for the last
-block's ``C`` channels (576, 640 and 800 for depths 28, 37 and 45): +1.6 %, +1.0 % and +0.8 % of
-the backbone's weights.
+(``vlrface.models.keras.quicknet.pooled_embedding_head``): global average pool ->
+Dense(``embedding``, no bias) -> BN, which adds ``C x 128`` float MACs and ``C x 128 + 256``
+weights for the last block's ``C`` channels (576, 640 and 800 for depths 28, 37 and 45): +1.6 %,
++1.0 % and +0.8 % of the backbone's weights.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 import larq as lq
 
 from vlrface._keras import tf
-from vlrface.models.quicknet import pooled_embedding_head
+from vlrface.models.keras.quicknet import pooled_embedding_head
 
 layers = tf.keras.layers
 

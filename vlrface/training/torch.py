@@ -68,26 +68,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlrface.config_torch import HeadConfig, ScheduleConfig, TorchModelConfig, TorchStageConfig
+from vlrface.config.torch import HeadConfig, ScheduleConfig, TorchModelConfig, TorchStageConfig
 from vlrface.data import records
 from vlrface.degrade import CrossResolutionPolicy, CurriculumPolicy, policy_from_config
-from vlrface.errors import ConfigError, VlrfaceError
-from vlrface.losses.torch_margins import (
+from vlrface.errors import ConfigError
+from vlrface.losses.torch.margins import (
     AdaFaceHead,
     ArcFaceHead,
     CosFaceHead,
     SphereFaceHead,
 )
-from vlrface.losses.torch_pairs import feature_distillation_loss
+from vlrface.losses.torch.pairs import feature_distillation_loss
 from vlrface.models.torch import Preprocessing, build_torch
 from vlrface.preprocess import load_face
+from vlrface.training.common import NonFiniteError
 
 CHECKPOINT = "last.pt"
 FORMAT = "vlrface.torch.v1"
-
-
-class NonFiniteError(VlrfaceError):
-    """A loss or parameter became NaN/Inf; the message names the step and the checkpoint kept."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ weights bit for bit on a CPU.
 * Schedules: ``Schedule`` (the paper's steps) and ``Plateau`` (the cross-resolution papers:
   reduce when the epoch's mean training loss stops improving, papers/cross-resolution-learning.md
   §3.2; the paper's factor is 1/5, the default here 0.1).
-* Losses: any margin head of ``vlrface.losses`` (``LOSSES``); the softmax cross-entropy of its
+* Losses: any margin head of ``vlrface.losses.keras`` (``LOSSES``); the softmax cross-entropy of its
   logits, plus ``lam * MSE(teacher(HR), student(LR))`` with a frozen teacher (T-C).
 * Embeddings of the training faces computed once per stage (``embedding_table``, optionally
   kept on disk under ``embedding_cache``, keyed by the model's weights and the faces): the frozen
@@ -45,7 +45,7 @@ from vlrface._keras import tf
 from vlrface.data.loader import FaceBatches
 from vlrface.errors import ConfigError
 from vlrface.logs import first_call_filtered
-from vlrface.losses import (
+from vlrface.losses.keras import (
     AdaFaceHead,
     ArcFaceHead,
     CosFaceHead,
@@ -56,6 +56,7 @@ from vlrface.losses import (
     laplacian_quality,
 )
 from vlrface.progress import tqdm
+from vlrface.training.common import NonFiniteLossError, Plateau, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -69,67 +70,8 @@ HEADS = {
 LOSSES = tuple(HEADS)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss or the gradients became NaN/Inf; names the stage, epoch and step."""
-
-
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint that does not belong to this stage (other data, batch size or model)."""
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Step schedule: ``lr * gamma ** (number of milestones <= epoch)`` (0-based epochs)."""
-
-    lr: float = 0.01
-    milestones: tuple[int, ...] = (9, 15, 18)
-    gamma: float = 0.1
-
-    def at(self, epoch: int) -> float:
-        return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
-
-    def initial_state(self) -> dict:
-        return {}
-
-    def lr_for(self, epoch: int, state: dict) -> float:
-        return self.at(epoch)
-
-    def update(self, state: dict, loss: float) -> dict:
-        return state
-
-    def describe(self) -> dict:
-        return {"kind": "step", **asdict(self), "milestones": list(self.milestones)}
-
-
-@dataclass(frozen=True)
-class Plateau:
-    """Reduce-on-plateau: ``lr *= factor`` after ``patience`` epochs whose mean training loss did
-    not fall below ``best * (1 - threshold)``; never below ``min_lr``. The state (current lr,
-    best loss, epochs without improvement) is a JSON dict, saved with every checkpoint."""
-
-    lr: float = 0.01
-    factor: float = 0.1
-    patience: int = 2
-    threshold: float = 1e-4
-    min_lr: float = 0.0
-
-    def initial_state(self) -> dict:
-        return {"lr": self.lr, "best": None, "bad_epochs": 0}
-
-    def lr_for(self, epoch: int, state: dict) -> float:
-        return state["lr"]
-
-    def update(self, state: dict, loss: float) -> dict:
-        best = state["best"]
-        if best is None or loss < best * (1.0 - self.threshold):
-            return {**state, "best": loss, "bad_epochs": 0}
-        bad = state["bad_epochs"] + 1
-        if bad >= self.patience:
-            return {**state, "lr": max(state["lr"] * self.factor, self.min_lr), "bad_epochs": 0}
-        return {**state, "bad_epochs": bad}
-
-    def describe(self) -> dict:
-        return {"kind": "plateau", **asdict(self)}
 
 
 @dataclass(frozen=True)
@@ -590,7 +532,7 @@ def _labels_digest(labels: np.ndarray) -> str:
 
 
 def stage_from_config(stage_cfg) -> Stage:
-    """A ``Stage`` of a ``vlrface.config.StageConfig``."""
+    """A ``Stage`` of a ``vlrface.config.keras.StageConfig``."""
     if stage_cfg.schedule == "plateau":
         p = stage_cfg.plateau
         schedule = Plateau(stage_cfg.lr, p.factor, p.patience, p.threshold, p.min_lr)
@@ -646,9 +588,9 @@ def build_policy(policy_cfg: dict | None, total_steps: int):
 
 
 def load_teacher(teacher_cfg) -> tf.keras.Model:
-    """The frozen teacher of a ``vlrface.config.TeacherConfig``."""
-    from vlrface.models import build_model
-    from vlrface.models.checkpoint import copy_weights, load_h5
+    """The frozen teacher of a ``vlrface.config.keras.TeacherConfig``."""
+    from vlrface.models.keras import build_model
+    from vlrface.models.keras.checkpoint import copy_weights, load_h5
 
     if teacher_cfg.path is not None:
         model = load_h5(teacher_cfg.path)  # any saved Keras model: .keras or .h5
@@ -739,14 +681,14 @@ def run_stage(
 ):
     """Train one stage on the manifest's train split; returns ``(backbone, centres, history)``.
 
-    ``model_cfg``/``stage_cfg`` are ``vlrface.config`` sections. Starts from ``backbone`` (a new
-    model if ``None``) and from ``centres`` for the head when they fit the classes.
+    ``model_cfg``/``stage_cfg`` are ``vlrface.config.keras`` sections. Starts from ``backbone``
+    (a new model if ``None``) and from ``centres`` for the head when they fit the classes.
     ``on_start(info)`` receives what the run does before it starts: the degradation policy's
     ``policy_dict()``, loss, schedule, strategy, mixed precision and teacher. ``teacher`` (a
     frozen Keras model) overrides ``stage_cfg.teacher``.
     """
     from vlrface.data.records import label_map
-    from vlrface.models import build_model
+    from vlrface.models.keras import build_model
 
     seed_everything(seed)
     train_df = manifest[manifest["split"] == "train"]

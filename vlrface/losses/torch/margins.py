@@ -1,7 +1,7 @@
 """Margin-based softmax heads for PyTorch: ArcFace, CosFace, SphereFace, AdaFace, Laplacian.
 
 The same math, parameter names and centre layout ``(dim, n_classes)`` as the Keras heads
-(``vlrface.losses.arcface``, ``vlrface.losses.keras_margins``; see their docstrings for the
+(``vlrface.losses.keras.arcface``, ``vlrface.losses.keras.margins``; see their docstrings for the
 papers and variants), so weights copy across (``head.centres.data = torch.from_numpy(w)``).
 ``forward`` returns logits for ``margin_softmax_loss`` (softmax cross-entropy).
 """
@@ -37,8 +37,9 @@ class _MarginHead(nn.Module):
 
 
 class ArcFaceHead(_MarginHead):
-    """ArcFace (Deng et al. 2019), as ``vlrface.losses.arcface.ArcFaceHead``: ``s cos(theta + m)``
-    with insightface's fallback ``cos(theta) - m sin(m)`` where ``theta + m`` would pass pi."""
+    """ArcFace (Deng et al. 2019), as ``vlrface.losses.keras.arcface.ArcFaceHead``:
+    ``s cos(theta + m)`` with insightface's fallback ``cos(theta) - m sin(m)`` where
+    ``theta + m`` would pass pi."""
 
     def __init__(self, dim: int, n_classes: int, scale: float = 16.0, margin: float = 0.5):
         super().__init__(dim, n_classes, scale, margin)

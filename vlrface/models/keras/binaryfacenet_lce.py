@@ -89,7 +89,7 @@ from collections.abc import Sequence
 import larq as lq
 
 from vlrface._keras import tf
-from vlrface.models.binaryfacenet import _output_head
+from vlrface.models.keras.binaryfacenet import _output_head
 
 layers = tf.keras.layers
 

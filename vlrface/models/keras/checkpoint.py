@@ -79,7 +79,7 @@ def import_checkpoint(
     ``faces`` are normalised float32 ``(N, 112, 112, 3)`` crops. Raises ``CheckpointError`` on a
     shape mismatch or when the embeddings differ by more than ``tolerance``.
     """
-    from vlrface.models.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
+    from vlrface.models.keras.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
     from vlrface.provenance import sha256_file
 
     ref = load_h5(path)

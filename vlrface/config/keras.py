@@ -1,102 +1,25 @@
-"""The training pipeline's configuration: a strict schema, so a typo fails before any work.
-
-``configs/<profile>.yaml`` holds ZenML run settings and, under ``parameters:``, one section per
-concern below. Unknown keys anywhere are errors that name the key.
+"""The Keras (larq/LCE) training pipeline's configuration: a strict schema, so a typo fails
+before any work. The shared sections are ``vlrface.config.common``'s.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import Field, field_validator, model_validator
+
+from vlrface.config.common import (
+    DataConfig,
+    EvalConfig,
+    PlateauConfig,
+    RegistryConfig,
+    Section,
+    SyntheticData,
+    VLRConfig,
+    check_registry_metrics,
+    heldout_metric_names,
+    validate,
 )
-
-from vlrface.errors import ConfigError, VlrfaceError
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SyntheticData(Section):
-    identities: int = Field(150, ge=2)
-    images_per_identity: int = Field(10, ge=2)
-    seed: int = 0
-
-
-TrainingLayout = Literal[
-    "casia_webface",
-    "casia_webface_pack",
-    "ms1m_retinaface",
-    "vggface2",
-    "tinyface",
-    "survface",
-    "scface",
-]
-
-
-class DatasetEntry(Section):
-    """One release of a combined training set (``data.datasets``)."""
-
-    layout: TrainingLayout
-    root: str  # relative to data.root
-
-    @field_validator("root")
-    @classmethod
-    def _relative(cls, v: str) -> str:
-        if Path(v).is_absolute() or ".." in Path(v).parts:
-            raise ValueError(f"{v!r} must be a folder under data.root (relative, no '..')")
-        return v
-
-
-class DataConfig(Section):
-    root: str = "data/casia-webface-synthetic"
-    # the training set's release layout: a name of vlrface.data.datasets with role "train"
-    layout: TrainingLayout = "casia_webface"
-    # several releases combined into one training set (vlrface.data.training_set), instead of
-    # `layout`; e.g. TinyFace + SurvFace. Identities stay apart (<layout>:<id>) unless the
-    # identity_mapping CSV (source,identity,global_identity) merges them.
-    datasets: list[DatasetEntry] | None = None
-    identity_mapping: str | None = None
-    # SCface protocol 50/80: subjects 1..subjects fine-tune, the others are test subjects
-    subjects: int | None = Field(None, ge=1)
-    on_error: Literal["raise", "skip"] = "raise"  # bad records: stop, or skip and count
-    # the DVC pointer that versions `root`; null for data DVC does not track (a read-only pack
-    # outside the repo): then the version is the md5 of the root's content (data.versioning)
-    dvc_file: str | None = "data.dvc"
-    name: str = "demo"  # names the metrics: eval.<name>.<variant>.<res>.<metric>
-    synthetic: bool = True
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    image_size: int = 112
-    min_images_per_identity: int = Field(2, ge=2)
-    # training reads aligned faces only (vlrface.data.alignment): auto = the release's own
-    # landmarks where it has them, the face detector otherwise, nothing for aligned releases;
-    # none is refused for a raw release
-    align: Literal["auto", "landmarks", "detector", "none"] = "auto"
-    align_workers: int | None = Field(None, ge=1)  # processes; default every core
-    align_dir: str = ".cache/aligned"  # aligned copies, one folder per data version
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if self.datasets is not None:
-            if "layout" in self.model_fields_set:
-                raise ValueError("give data.layout or data.datasets, not both")
-            if len(self.datasets) < 2:
-                raise ValueError("data.datasets combines two or more releases")
-        elif self.identity_mapping:
-            raise ValueError("data.identity_mapping needs data.datasets")
-        return self
-
-    def layouts(self) -> list[str]:
-        """The release layouts this configuration reads."""
-        return [d.layout for d in self.datasets] if self.datasets else [self.layout]
 
 
 class ModelConfig(Section):
@@ -136,22 +59,6 @@ class ModelConfig(Section):
         return self
 
 
-class VLRConfig(Section):
-    """The shorthand for a fixed ``VLRPolicy``; ``StageConfig.policy`` takes any policy."""
-
-    probability: float = Field(0.0, ge=0, le=1)
-    sizes: list[int] = Field(default_factory=lambda: [7, 14, 28, 56])
-    down: str = "area"
-    up: str = "area"
-
-    def policy_dict(self) -> dict | None:
-        """The shorthand as a ``policy_from_config`` dict (``None`` at probability 0)."""
-        if self.probability == 0:
-            return None
-        return {"kind": "fixed", "probability": self.probability, "sizes": list(self.sizes),
-                "down": self.down, "up": self.up}  # fmt: skip
-
-
 #: the keyword arguments each margin head takes from ``loss_params`` (ArcFace: arcface_scale and
 #: arcface_margin); ``statistic`` is the Laplacian quality statistic
 LOSS_PARAMS = {
@@ -161,16 +68,6 @@ LOSS_PARAMS = {
     "adaface": ("scale", "margin", "h", "t_alpha"),
     "laplacian": ("scale", "quality_scale", "min_margin", "max_margin", "statistic"),
 }
-
-
-class PlateauConfig(Section):
-    """Multiply the lr by ``factor`` when the epoch's mean training loss has not improved
-    (relatively, by more than ``threshold``) for ``patience`` epochs; never below ``min_lr``."""
-
-    patience: int = Field(2, ge=1)
-    factor: float = Field(0.1, gt=0, lt=1)
-    threshold: float = Field(1e-4, ge=0)
-    min_lr: float = Field(0.0, ge=0)
 
 
 class TeacherConfig(Section):
@@ -189,7 +86,7 @@ class TeacherConfig(Section):
     # the student shrinking its embedding's scale (vlrface.losses.feature_distillation_loss)
     distance: Literal["mse", "cosine"] = "mse"
     # embed the training faces (as is and mirrored) with the teacher once, before the stage,
-    # instead of running it every step (vlrface.training.embedding_table)
+    # instead of running it every step (vlrface.training.keras.embedding_table)
     cache: bool = False
 
     @model_validator(mode="after")
@@ -285,77 +182,6 @@ class StageConfig(Section):
         return dict(self.policy) if self.policy is not None else self.vlr.policy_dict()
 
 
-class ProtocolEntry(Section):
-    """One benchmark protocol the evaluate step runs (``vlrface.protocols.suite``).
-
-    ``name``: a protocol of ``vlrface.protocols.runners.PROTOCOLS``; ``root``: its release
-    folder (checked when the step runs); ``resolutions``: probe sizes (default: the
-    protocol's); ``files``: its protocol files (``runners.PROTOCOL_FILES``, e.g. lfw ``pairs``),
-    relative to ``root`` unless absolute; ``model``: ``keras`` (the fine-tuned Keras model) or
-    ``lce`` (that model converted to an LCE flatbuffer in the step and run by LCE's interpreter,
-    one thread). Metric names do not depend on ``model``. ``align``: how raw faces are aligned
-    (``runners.ALIGNABLE`` protocols; ``common.face_loader``): the release's landmarks, else the
-    face detector (``auto``), or ``landmarks`` / ``detector`` / ``none``."""
-
-    name: str
-    root: str
-    resolutions: list[int] | None = None
-    files: dict[str, str] = Field(default_factory=dict)
-    model: Literal["keras", "lce"] = "keras"
-    align: Literal["auto", "landmarks", "detector", "none"] = "auto"
-
-    @field_validator("name")
-    @classmethod
-    def _known_protocol(cls, v: str) -> str:
-        from vlrface.protocols.runners import PROTOCOLS
-
-        if v not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {v!r}; known: {', '.join(PROTOCOLS)}")
-        return v
-
-    @field_validator("resolutions")
-    @classmethod
-    def _positive(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and any(r < 1 for r in v):
-            raise ValueError(f"resolutions must be >= 1 px, got {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _known_files(self):
-        from vlrface.protocols.runners import PROTOCOL_FILES
-
-        allowed = PROTOCOL_FILES[self.name]
-        unknown = sorted(set(self.files) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f"files {unknown} do not apply to {self.name}; it takes "
-                f"{', '.join(allowed) if allowed else 'no protocol files'}"
-            )
-        return self
-
-
-class EvalConfig(Section):
-    resolutions: list[int] = Field(default_factory=lambda: [7, 14, 28])
-    pairs: int = Field(600, ge=20)
-    folds: int = Field(10, ge=2)
-    far: float = Field(1e-3, gt=0, lt=1)
-    flip: bool = True
-    down: str = "area"
-    up: str = "area"
-    # benchmark protocols run on the fine-tuned model after the demo pairs (flip/down/up above
-    # apply to them too); each protocol at most once, so its metric names stay unique
-    protocols: list[ProtocolEntry] = Field(default_factory=list)
-
-    @field_validator("protocols")
-    @classmethod
-    def _once_each(cls, v: list[ProtocolEntry]) -> list[ProtocolEntry]:
-        names = [e.name for e in v]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"protocol(s) {twice} listed more than once")
-        return v
-
-
 class ExportConfig(Section):
     parity_min_cosine: float = Field(0.99, ge=-1, le=1)
     parity_samples: int = Field(16, ge=1)
@@ -398,15 +224,6 @@ class LatencyConfig(Section):
         if self.host_device and self.host_device not in self.budget_ms:
             raise ValueError(f"host_device {self.host_device!r} has no entry in budget_ms")
         return self
-
-
-class RegistryConfig(Section):
-    model_name: str = "binaryfacenet"
-    # the metric a challenger must beat the champion on, and by how much
-    compare_metric: str = "eval.demo.hr_lr.14.acc"
-    min_improvement: float = 0.0
-    # a promotion policy file (mlflow/promotion.yaml); when given it replaces the two keys above
-    policy: str | None = None
 
 
 class PipelineConfig(Section):
@@ -455,80 +272,6 @@ class PipelineConfig(Section):
         return self
 
 
-def heldout_metric_names(data: DataConfig, evaluation: EvalConfig) -> list[str]:
-    """The names the in-run verification on held-out identities logs (both pipelines)."""
-    from vlrface.protocols.verification import metric_suffix
-
-    runs = [("hr_hr", data.image_size)] + [("hr_lr", r) for r in evaluation.resolutions]
-    return [
-        f"eval.{data.name}.{variant}.{res}.{m}"
-        for variant, res in runs
-        for m in ("acc", "acc_std", metric_suffix(evaluation.far))
-    ]
-
-
-def check_registry_metrics(registry: RegistryConfig, logged: list[str], prefixes=()) -> None:
-    """``ValueError`` unless every metric promotion compares (the policy file's, else
-    ``registry.compare_metric``) is one the run logs (or falls under a protocol's ``prefixes``
-    whose names depend on the data)."""
-    if registry.policy:
-        from vlrface.promotion import load_policy
-
-        wanted = [
-            (f"{registry.policy}: metric", r.metric) for r in load_policy(registry.policy).metrics
-        ]
-    else:
-        wanted = [("registry.compare_metric", registry.compare_metric)]
-    for where, metric in wanted:
-        if metric not in logged and not metric.startswith(tuple(prefixes)):
-            raise ValueError(
-                f"{where} {metric!r} is not a metric this configuration logs; e.g. {logged[0]!r}"
-            )
-
-
-def parse(raw: dict, source: str = "config", schema: type[Section] | None = None):
-    """Validate a configuration dict against ``schema`` (default ``PipelineConfig``); raise
-    ``ConfigError`` naming the first bad key."""
-    try:
-        return (schema or PipelineConfig).model_validate(raw)
-    except ValidationError as exc:
-        errors = exc.errors()
-        # a misspelt key also makes its correct spelling "missing": name the misspelling
-        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
-        if err["type"] == "extra_forbidden":
-            raise ConfigError(f"{source}: unknown key '{key}'") from None
-        if err["type"] == "missing":
-            raise ConfigError(f"{source}: missing required key '{key}'") from None
-        msg = err["msg"].removeprefix("Value error, ")
-        if not err["loc"]:
-            raise ConfigError(f"{source}: {msg}") from None
-        raise ConfigError(f"{source}: invalid value for '{key}': {msg}") from None
-
-
-def load_file(path: str | Path, schema: type[Section] | None = None):
-    """A pipeline configuration file (``configs/*.yaml``: its ``parameters``, or a bare mapping)
-    validated by ``parse``; ``ConfigError`` naming the file (and line) for any bytes."""
-    import yaml
-
-    from vlrface.fileio import read_text
-
-    path = Path(path)
-    try:
-        text = read_text(path)
-    except VlrfaceError as exc:
-        raise ConfigError(str(exc)) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{path}{line}: not valid YAML ({problem})") from None
-    except (ValueError, OverflowError, TypeError, RecursionError) as exc:  # e.g. a bad date
-        raise ConfigError(f"{path}: not a valid configuration ({str(exc)[:120]})") from None
-    if isinstance(raw, dict) and isinstance(raw.get("parameters"), dict):
-        raw = raw["parameters"]
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a configuration must be a mapping (of 'parameters')")
-    return parse(raw, str(path), schema)
+def parse(raw: dict, source: str = "config") -> PipelineConfig:
+    """Validate a Keras pipeline's configuration; ``ConfigError`` naming the first bad key."""
+    return validate(raw, source, PipelineConfig)

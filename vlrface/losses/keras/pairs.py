@@ -1,6 +1,6 @@
 """Octuplet loss and feature distillation for Keras / TensorFlow (tf ops).
 
-Same math and parameter names as ``vlrface.losses.torch_pairs``.
+Same math and parameter names as ``vlrface.losses.torch.pairs``.
 
 Octuplet loss (Knoche et al., "Octuplet Loss", FG 2023, §3; facts from the released code,
 ``Martlgap/octuplet-loss``): the batch is ``[HR_1..B; LR_1..B]`` (``embeddings`` of shape

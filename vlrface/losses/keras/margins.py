@@ -1,8 +1,8 @@
 """Margin-based softmax heads for Keras: CosFace, SphereFace, AdaFace, Laplacian-quality ArcFace.
 
 Every head holds class centres ``(dim, n_classes)`` on the unit sphere, as ``ArcFaceHead``
-(``vlrface.losses.arcface``), and returns logits for ``arcface_loss`` (softmax cross-entropy).
-``scale`` is the paper's s and ``margin`` its m. ``vlrface.losses.torch_margins`` holds the same
+(``vlrface.losses.keras.arcface``), and returns logits for ``arcface_loss`` (softmax cross-entropy).
+``scale`` is the paper's s and ``margin`` its m. ``vlrface.losses.torch.margins`` holds the same
 heads with the same parameter names and math in PyTorch (weights copy over unchanged).
 """
 

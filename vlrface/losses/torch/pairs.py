@@ -1,6 +1,6 @@
 """Octuplet loss and feature distillation for PyTorch (torch ops).
 
-The same math and parameter names as ``vlrface.losses.keras_pairs``; see its docstring for the
+The same math and parameter names as ``vlrface.losses.keras.pairs``; see its docstring for the
 papers, the released-code facts and the variants.
 """
 
@@ -59,7 +59,7 @@ def octuplet_loss(
 def feature_distillation_loss(
     teacher, student, lam: float = 0.1, reduction: str = "mean", distance: str = "mse"
 ):
-    """As ``vlrface.losses.keras_pairs.feature_distillation_loss`` (``distance`` mse/cosine)."""
+    """As ``vlrface.losses.keras.pairs.feature_distillation_loss`` (``distance`` mse/cosine)."""
     if distance not in ("mse", "cosine"):
         raise ValueError(f"unknown distance {distance!r}; choose one of ['mse', 'cosine']")
     s, t = student.float(), teacher.float().detach()
