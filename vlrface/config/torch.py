@@ -19,7 +19,8 @@ from vlrface.config.common import (
     Section,
     SyntheticData,
     check_registry_metrics,
-    heldout_metric_names,
+    evaluation_metric_names,
+    protocol_metric_prefixes,
     validate,
 )
 from vlrface.models.torch import TORCH_ZOO
@@ -182,7 +183,18 @@ class TorchPipelineConfig(Section):
     registry: TorchRegistryConfig = Field(default_factory=TorchRegistryConfig)
 
     def metric_names(self) -> list[str]:
-        return heldout_metric_names(self.data, self.evaluation)
+        """The names of the metrics ``evaluate_onnx`` will log for this configuration."""
+        return evaluation_metric_names(self.data, self.evaluation)
+
+    @model_validator(mode="after")
+    def _protocols_on_onnx(self):
+        for i, entry in enumerate(self.evaluation.protocols):
+            if entry.model != "keras":
+                raise ValueError(
+                    f"evaluation.protocols.{i}.model: {entry.model!r} is the Keras track's "
+                    "flatbuffer; the PyTorch track runs every protocol on its ONNX model"
+                )
+        return self
 
     @model_validator(mode="after")
     def _pretrain_or_pretrained(self):
@@ -194,7 +206,9 @@ class TorchPipelineConfig(Section):
 
     @model_validator(mode="after")
     def _compare_metric_exists(self):
-        check_registry_metrics(self.registry, self.metric_names())
+        check_registry_metrics(
+            self.registry, self.metric_names(), protocol_metric_prefixes(self.evaluation)
+        )
         return self
 
 
