@@ -97,3 +97,18 @@ def test_bad_training_keys_are_named(change, message):
     raw["finetune"] = {"epochs": 1, **change}
     with pytest.raises(ConfigError, match=message):
         parse(raw, "profile")
+
+
+def test_pytorch_track_runs_protocols_on_its_onnx_model():
+    """``evaluation.protocols`` is validated on the PyTorch track as on the Keras one: its
+    metric names count for promotion; ``model: lce`` (the Keras flatbuffer) is refused."""
+    from vlrface.config.torch import parse_torch
+
+    raw = load(ROOT / "configs/crossres_demo.yaml")
+    lfw = {"name": "lfw", "root": "data/lfw", "resolutions": [14]}
+    raw["evaluation"] = {**raw.get("evaluation", {}), "protocols": [lfw]}
+    raw["registry"] = {**raw["registry"], "policy": None, "compare_metric": "eval.lfw.hr_lr.14.acc"}
+    assert "eval.lfw.hr_lr.14.acc" in parse_torch(raw).metric_names()
+    raw["evaluation"]["protocols"] = [{**lfw, "model": "lce"}]
+    with pytest.raises(ConfigError, match=r"evaluation\.protocols\.0\.model: 'lce'"):
+        parse_torch(raw, "crossres_demo.yaml")

@@ -2,7 +2,8 @@
 -> latency gate -> register and promote. The pre-trained and fine-tuned backbones are registered
 too (``<name>-pretrained``, ``<name>-finetuned``), linked to the exported version by lineage tags.
 
-Run it with ``zenml pipeline run pipelines.train_binaryfacenet -c configs/demo.yaml``. The
+Run it with ``zenml pipeline run train_binaryfacenet -c configs/demo.yaml`` (or the dotted
+``pipelines.train_binaryfacenet``). The
 configuration is validated (``vlrface.config.keras``) and the data version resolved from DVC
 when the pipeline is compiled, before any step runs; the DVC md5 is a parameter of the data
 step, so the cache is keyed on the data version.
