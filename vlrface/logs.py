@@ -70,7 +70,7 @@ LOG_NOISE = (
     ),
 )
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a filtered block may nest another
 _done = False
 
 
