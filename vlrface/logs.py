@@ -139,7 +139,10 @@ class _FilteredTensorflowImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None
-        sys.meta_path.remove(self)  # once, and let the real finders find it
+        try:
+            sys.meta_path.remove(self)  # once, and let the real finders find it
+        except ValueError:  # another thread got here first: it wraps the import
+            return None
         spec = importlib.util.find_spec(name)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
