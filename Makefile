@@ -52,8 +52,8 @@ data: setup
 	fi
 
 run: data
-	@echo "+ zenml pipeline run pipelines.train_binaryfacenet -c $(CONFIG)"
-	@zenml pipeline run pipelines.train_binaryfacenet -c $(CONFIG)
+	@echo "+ zenml pipeline run train_binaryfacenet -c $(CONFIG)"
+	@zenml pipeline run train_binaryfacenet -c $(CONFIG)
 	@vlrface models list --name binaryfacenet
 
 test: setup

@@ -1,8 +1,13 @@
-"""ZenML pipelines: `zenml pipeline run pipelines.<name> -c configs/<profile>.yaml`."""
+"""ZenML pipelines, one module per model family they build:
+``zenml pipeline run pipelines.<name> -c configs/<profile>.yaml`` (``train_binaryfacenet`` also
+by its bare name, through the top-level ``train_binaryfacenet.py``).
 
-from pipelines.crossres import train_crossres
-from pipelines.squeezefaceposenet import train_squeezefaceposenet
-from pipelines.training import train_binaryfacenet
+- ``binaryfacenet.py``: ``train_binaryfacenet`` (Keras/Larq, exported to an LCE flatbuffer)
+- ``pytorch.py``: ``train_squeezefaceposenet`` and ``train_crossres`` (PyTorch, exported to ONNX)
+"""
+
+from pipelines.binaryfacenet import train_binaryfacenet
+from pipelines.pytorch import train_crossres, train_squeezefaceposenet
 
 PIPELINES = {
     "train_binaryfacenet": train_binaryfacenet,

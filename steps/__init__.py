@@ -1,20 +1,19 @@
-"""ZenML steps: thin wiring around the ``vlrface`` library."""
+"""ZenML steps: thin wiring around the ``vlrface`` library, one module per stage, each serving
+both tracks (Keras/LCE and PyTorch/ONNX)."""
 
 from steps.data import align_data, load_data, validate_data
-from steps.evaluation import evaluate_model
-from steps.export import export_lce
-from steps.latency import latency_gate
-from steps.registry import register_model, register_stage
-from steps.torch_steps import (
-    evaluate_onnx,
-    export_onnx,
+from steps.evaluation import evaluate_model, evaluate_onnx
+from steps.export import export_lce, export_onnx
+from steps.latency import latency_gate, onnx_latency_gate
+from steps.registry import register_model, register_stage, register_torch
+from steps.training import (
+    finetune_model,
     finetune_torch,
+    load_pretrained,
     load_torch_pretrained,
-    onnx_latency_gate,
+    pretrain_model,
     pretrain_torch,
-    register_torch,
 )
-from steps.training import finetune_model, load_pretrained, pretrain_model
 
 __all__ = [
     "align_data",

@@ -1,9 +1,11 @@
-"""Evaluation step: HR-HR and HR-LR verification on the test split, then the benchmark
-protocols of ``evaluation.protocols`` (``vlrface.protocols.suite``).
+"""Evaluation steps of both tracks: HR-HR and HR-LR verification on the test split, then the
+benchmark protocols of ``evaluation.protocols`` (``vlrface.protocols.suite``), through the same
+runners and logged the same way.
 
-The step runs before the export, so protocols evaluate the fine-tuned Keras model; an entry with
-``model: lce`` converts it here with LCE's converter (float, as ``export_lce`` does without
-``int8``) and runs the flatbuffer with LCE's interpreter on one thread, through the same runners.
+Keras: the step runs before the export, so protocols evaluate the fine-tuned Keras model; an
+entry with ``model: lce`` converts it here with LCE's converter (float, as ``export_lce`` does
+without ``int8``) and runs the flatbuffer with LCE's interpreter on one thread. PyTorch: every
+protocol runs on the exported ONNX model's embeddings (onnxruntime), in its own preprocessing.
 """
 
 import tempfile
@@ -17,7 +19,7 @@ from zenml import log_metadata, step
 from steps import cache
 from vlrface._keras import tf
 from vlrface.config.common import DataConfig, EvalConfig
-from vlrface.embedders import KerasEmbedder
+from vlrface.embedders import KerasEmbedder, ONNXEmbedder
 from vlrface.protocols.verification import evaluate_heldout
 from vlrface.reports.plots import roc_figure
 
@@ -38,7 +40,32 @@ def evaluate_model(
     mlflow.log_figure(fig, f"evaluation/roc_{data_cfg.name}.png")
     log_heldout(metrics, pairs, data_cfg)
     if cfg.protocols:
-        metrics.update(_protocols(model, cfg, data_cfg.name))
+        embedders = {"keras": KerasEmbedder(model)}
+        if any(e.model == "lce" for e in cfg.protocols):
+            from vlrface.embedders import LCEEmbedder
+            from vlrface.export.lce import convert
+
+            embedders["lce"] = LCEEmbedder(convert(model), num_threads=1)
+        metrics.update(_protocols(embedders, cfg, data_cfg.name))
+    log_metadata(metadata={"metrics": metrics})
+    return metrics
+
+
+@step(experiment_tracker=TRACKER, cache_policy=cache.ONNX_EVALUATION)
+def evaluate_onnx(
+    onnx: bytes, manifest: pd.DataFrame, data: dict, evaluation: dict, seed: int
+) -> Annotated[dict, "metrics"]:
+    """The held-out verification (as ``evaluate_model``) and ``evaluation.protocols`` on the
+    exported ONNX model's embeddings."""
+    from vlrface.training.torch import SpecEmbedder
+
+    data_cfg, cfg = DataConfig(**data), EvalConfig(**evaluation)
+    inner = ONNXEmbedder(onnx, num_threads=0)  # evaluation: every core (latency is elsewhere)
+    embedder = SpecEmbedder(inner, inner.preprocessing)
+    metrics, _, pairs = evaluate_heldout(embedder, manifest, data_cfg, cfg, seed)
+    log_heldout(metrics, pairs, data_cfg, runtime="onnxruntime")
+    if cfg.protocols:  # config/torch.py refuses model: lce, so every entry runs this model
+        metrics.update(_protocols(embedder, cfg, data_cfg.name, runtime="onnx"))
     log_metadata(metadata={"metrics": metrics})
     return metrics
 
@@ -58,16 +85,11 @@ def log_heldout(metrics: dict, pairs: pd.DataFrame, data_cfg: DataConfig, **extr
     )
 
 
-def _protocols(model, cfg: EvalConfig, label: str) -> dict:
-    """Run ``cfg.protocols``; log their metrics, backends and figures (``eval/<protocol>/``)."""
+def _protocols(embedders, cfg: EvalConfig, label: str, runtime: str | None = None) -> dict:
+    """Run ``cfg.protocols`` with ``embedders`` (one per entry ``model``, or one for all:
+    ``runtime`` names it); log their metrics, backends and figures (``eval/<protocol>/``)."""
     from vlrface.protocols.suite import evaluate_suite
 
-    embedders = {"keras": KerasEmbedder(model)}
-    if any(e.model == "lce" for e in cfg.protocols):
-        from vlrface.embedders import LCEEmbedder
-        from vlrface.export.lce import convert
-
-        embedders["lce"] = LCEEmbedder(convert(model), num_threads=1)
     with tempfile.TemporaryDirectory(prefix="vlrface-eval-") as tmp:
         metrics, _ = evaluate_suite(
             embedders,
@@ -79,6 +101,6 @@ def _protocols(model, cfg: EvalConfig, label: str) -> dict:
             up=cfg.up,
         )
         mlflow.log_metrics(metrics)
-        mlflow.log_params({f"eval.{e.name}.model": e.model for e in cfg.protocols})
+        mlflow.log_params({f"eval.{e.name}.model": runtime or e.model for e in cfg.protocols})
         mlflow.log_artifacts(str(Path(tmp) / "eval"), "eval")
     return metrics

@@ -1,5 +1,6 @@
-"""ARM latency gate: measured on an arm64 host, else emulated under qemu-user, else estimated by
-the ARM cost model (vlrface.latency.sources picks; the fallback is configured, never silent)."""
+"""ARM latency gates. LCE flatbuffers: measured on an arm64 host, else emulated under qemu-user,
+else estimated by the ARM cost model (vlrface.latency.sources picks; the fallback is configured,
+never silent). ONNX models: ``vlrface.latency.onnx``."""
 
 import tempfile
 from pathlib import Path
@@ -10,6 +11,7 @@ from zenml import log_metadata, step
 
 from steps import cache
 from vlrface.config.keras import LatencyConfig
+from vlrface.config.torch import OnnxLatencyConfig
 from vlrface.latency.sources import lce_gate
 
 TRACKER = True  # the active stack's experiment tracker, whatever its name
@@ -45,5 +47,30 @@ def latency_gate(
     if report["fallback"]:
         tags["latency.fallback"] = report["fallback"][:5000]
     mlflow.set_tags(tags)
+    log_metadata(metadata={"latency": report})
+    return report
+
+
+@step(experiment_tracker=TRACKER, cache_policy=cache.ONNX_LATENCY)
+def onnx_latency_gate(onnx: bytes, latency: dict) -> Annotated[dict, "latency_report"]:
+    """Latency of the ONNX model against the device budgets (``vlrface.latency.onnx``:
+    measured on an arm64 host, else emulated when configured, else unavailable)."""
+    from vlrface.latency.onnx import onnx_gate
+
+    report = onnx_gate(onnx, OnnxLatencyConfig(**latency))
+    if report["emulation"]:
+        mlflow.log_metric("latency.instructions", report["emulation"]["instructions"])
+        mlflow.log_metric(
+            "latency.arm_x86.max_abs_diff", report["emulation"]["parity"]["max_abs_diff"]
+        )
+    mlflow.log_metric("export.onnx.host_ms", report["host"]["ms"])
+    for device, r in report["devices"].items():
+        if r["ms"] is not None:
+            mlflow.log_metric(f"latency.{device}.ms", r["ms"])
+        mlflow.log_metric(f"latency.{device}.budget_ms", r["budget_ms"])
+        mlflow.set_tag(f"latency.{device}.source", r["source"])
+    gate = "passed" if report["passed"] else "failed"
+    mlflow.set_tags({"latency.source": report["source"], "gate.latency": gate})
+    mlflow.log_dict(report, "latency/onnx_latency.json")
     log_metadata(metadata={"latency": report})
     return report

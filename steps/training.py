@@ -1,4 +1,8 @@
-"""Training steps: pre-train, then fine-tune with a degradation policy (VLR augmentation)."""
+"""Training steps of both tracks: pre-train (or start from a checkpoint), then fine-tune with a
+degradation policy (VLR augmentation), optionally with a frozen teacher. Keras models travel as
+Keras artifacts; PyTorch models as ``vlrface.training.torch.save_model`` bytes (config,
+preprocessing and weights in one ``torch.save`` payload, so no pickled ``nn.Module`` is
+stored)."""
 
 from typing import Annotated
 
@@ -12,18 +16,23 @@ from vlrface import runs
 from vlrface._keras import tf
 from vlrface.config.common import DataConfig
 from vlrface.config.keras import ModelConfig, StageConfig
+from vlrface.config.torch import TorchModelConfig, TorchStageConfig
 from vlrface.keras_materializer import KerasModelMaterializer
-from vlrface.preprocess import load_face, normalize
+from vlrface.preprocess import normalize, split_faces
 from vlrface.training.keras import run_stage
 
 TRACKER = True  # the active stack's experiment tracker, whatever its name
 
 
-def _logger(prefix: str):
+def _logger(prefix: str, first_epoch: int = 1):
+    """Per-epoch figures as ``<prefix>.<name>`` metrics, MLflow step = the epoch (the Keras
+    trainer counts epochs from 0, the PyTorch one from 1)."""
+
     def on_epoch(epoch: int, record: dict) -> None:
         # a store outage mid-training is waited out (bounded), then skipped: training goes on
         runs.log_metrics_resilient(
-            {f"{prefix}.{k}": v for k, v in record.items() if k != "epoch"}, step=epoch + 1
+            {f"{prefix}.{k}": v for k, v in record.items() if k != "epoch"},
+            step=epoch + first_epoch,
         )
 
     return on_epoch
@@ -129,10 +138,7 @@ def load_pretrained(
     data_cfg, model_cfg = DataConfig(**data), ModelConfig(**model)
     path = model_cfg.pretrained
     if path.endswith(".h5"):
-        test = manifest[manifest.split == "test"].head(8)
-        faces = normalize(
-            np.stack([load_face(data_cfg.root, p, data_cfg.image_size) for p in test.path])
-        )
+        faces = normalize(split_faces(manifest, data_cfg.root, data_cfg.image_size, "test", 8))
         backbone, report = import_checkpoint(path, faces, model_cfg=model_cfg)
         log_metadata(metadata={"pretrained": report.as_dict()})
         mlflow.log_metric("pretrained.import_max_abs_diff", report.max_abs_diff)
@@ -141,3 +147,64 @@ def load_pretrained(
     mlflow.set_tags({"pretrained.path": path, "pretrained.sha256": checkpoint_sha256})
     centres = np.zeros((0, 0), np.float32)  # a new ArcFace head for the fine-tune classes
     return backbone, centres
+
+
+def _torch_stage(prefix, manifest, data, model, stage, seed, init=None, teacher=None):
+    from vlrface.training import torch as tt
+
+    data_cfg, stage_cfg = DataConfig(**data), TorchStageConfig(**stage)
+    mlflow.log_params({f"{prefix}.{k}": v for k, v in stage.items() if k != "progress"})
+    run = tt.run_stage(
+        prefix,
+        manifest,
+        data_cfg.root,
+        data_cfg.image_size,
+        TorchModelConfig(**model),
+        stage_cfg,
+        seed,
+        init=init,
+        teacher=teacher if stage_cfg.teacher is not None else None,
+        on_epoch=_logger(prefix, first_epoch=0),
+    )  # a non-finite loss raises NonFiniteError: the step (and the run) fails
+    mlflow.log_metrics(run.metrics)
+    if run.tags:
+        mlflow.set_tags(run.tags)
+    if run.policy is not None:
+        mlflow.log_dict(run.policy, f"training/{prefix}_degrade_policy.json")
+    log_metadata(metadata={prefix: {"history": run.history, "steps": run.steps}})
+    return run.model, run.history
+
+
+@step(experiment_tracker=TRACKER, cache_policy=cache.TORCH_TRAINING)
+def pretrain_torch(
+    manifest: pd.DataFrame, data: dict, model: dict, stage: dict, seed: int
+) -> tuple[Annotated[bytes, "pretrained_torch"], Annotated[list, "pretrain_history"]]:
+    """Train the PyTorch backbone from scratch with the configured head on the training split."""
+    mlflow.log_params({f"model.{k}": v for k, v in model.items()})
+    return _torch_stage("pretrain", manifest, data, model, stage, seed)
+
+
+@step(experiment_tracker=TRACKER, cache_policy=cache.TORCH_TRAINING)
+def finetune_torch(
+    pretrained: bytes, manifest: pd.DataFrame, data: dict, model: dict, stage: dict, seed: int
+) -> tuple[Annotated[bytes, "finetuned_torch"], Annotated[list, "finetune_history"]]:
+    """Fine-tune from ``pretrained`` (new head for this data's classes). With a ``teacher``
+    section the frozen teacher is ``teacher.checkpoint``, else ``pretrained`` itself (T-C)."""
+    from vlrface.training.torch import variant
+
+    mlflow.set_tag("training.variant", variant(TorchStageConfig(**stage)))
+    return _torch_stage("finetune", manifest, data, model, stage, seed + 1, pretrained, pretrained)
+
+
+@step(experiment_tracker=TRACKER, cache_policy=cache.TORCH_TRAINING)
+def load_torch_pretrained(
+    model: dict, checkpoint_sha256: str
+) -> Annotated[bytes, "pretrained_torch"]:
+    """Start from ``model.pretrained`` (a ``save_model`` file) instead of pre-training;
+    ``checkpoint_sha256`` keys the cache."""
+    from vlrface.training import torch as tt
+
+    cfg = TorchModelConfig(**model)
+    pretrained = tt.load_pretrained(cfg)
+    mlflow.set_tags({"pretrained.path": cfg.pretrained, "pretrained.sha256": checkpoint_sha256})
+    return pretrained

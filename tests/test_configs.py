@@ -200,3 +200,18 @@ def test_the_loss_table_feeds_both_tracks_configs(monkeypatch):
     assert cfg.finetune.head.params() == {"margin": 1.0}
     with pytest.raises(ConfigError, match=r"\['scale'\] do not apply to loss 'toy'"):
         parse(with_head(keras_raw, {"kind": "toy", "scale": 2.0}))
+
+
+def test_pytorch_track_runs_protocols_on_its_onnx_model():
+    """``evaluation.protocols`` is validated on the PyTorch track as on the Keras one: its
+    metric names count for promotion; ``model: lce`` (the Keras flatbuffer) is refused."""
+    from vlrface.config.torch import parse_torch
+
+    raw = load(ROOT / "configs/crossres_demo.yaml")
+    lfw = {"name": "lfw", "root": "data/lfw", "resolutions": [14]}
+    raw["evaluation"] = {**raw.get("evaluation", {}), "protocols": [lfw]}
+    raw["registry"] = {**raw["registry"], "policy": None, "compare_metric": "eval.lfw.hr_lr.14.acc"}
+    assert "eval.lfw.hr_lr.14.acc" in parse_torch(raw).metric_names()
+    raw["evaluation"]["protocols"] = [{**lfw, "model": "lce"}]
+    with pytest.raises(ConfigError, match=r"evaluation\.protocols\.0\.model: 'lce'"):
+        parse_torch(raw, "crossres_demo.yaml")

@@ -97,7 +97,7 @@ def test_demo_suite_still_gates_the_pipeline_and_renders_docs(data, tmp_path):
 
 
 def test_release_subsets_pass_with_recorded_warnings(data, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, "vlrface.data.validation"):
+    with caplog.at_level(logging.INFO, "vlrface.data.validation"):
         report = validate_dataset(data["casia"], "casia_webface", docs_dir=tmp_path / "docs")
     assert report["success"] and report["failures"] == []
     assert report["counts"] == [
@@ -110,7 +110,11 @@ def test_release_subsets_pass_with_recorded_warnings(data, tmp_path, caplog):
         }
     ]
     assert any("official_images,images" in w for w in report["warnings"])
-    assert "official_images,images" in caplog.text
+    # a subset is expected (demo set, fixtures): said once, as information, not as a warning
+    ours = [r for r in caplog.records if r.name == "vlrface.data.validation"]
+    assert [r.levelno for r in ours] == [logging.INFO]
+    note = ours[0].getMessage()
+    assert note.startswith("casia_webface: a subset of the release (all 12 of 494414 images, ")
     index = (tmp_path / "docs" / "index.html").read_text()
     assert "casia_webface.manifest" in index and "casia_webface.counts" in index
     for name in ("scface", "vggface2"):  # vggface2: 5-point landmarks in the loose crops

@@ -21,7 +21,7 @@ from vlrface.training import torch as tt
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
-    """A version registered as steps/registry.py does: serving.save's directory with the Keras
+    """A version registered as vlrface/registration.py does: serving.save's directory with the Keras
     backbone beside it, logged to a run, its files' sha256 as tags."""
     from mlflow import MlflowClient
 

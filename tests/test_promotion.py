@@ -1,6 +1,6 @@
 """Promotion policy, atomic promotion, history, rollback and the model card, on a real MLflow
 sqlite registry in a temp dir. Versions are made directly (``MlflowClient`` + small artifact
-files) with the tags ``steps/registry.py`` writes; the pipeline is not run here."""
+files) with the tags ``vlrface/registration.py`` writes; the pipeline is not run here."""
 
 import json
 import os
@@ -48,8 +48,8 @@ def store(tmp_path_factory):
 
 
 def make_version(store, name, acc14, acc7, *, parity=0.99, ms=40.0, budget=150.0, gate=True):
-    """A version as steps/registry.py leaves it: files under <run>/model, their sha256, and the
-    provenance, gate, metric and latency tags."""
+    """A version as vlrface/registration.py leaves it: files under <run>/model, their sha256,
+    and the provenance, gate, metric and latency tags."""
     client = store["client"]
     run = client.create_run(store["exp"])
     folder = store["root"] / "files" / run.info.run_id / "model"

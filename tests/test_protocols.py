@@ -442,8 +442,9 @@ def test_protocol_figures_roc_det_cmc_heatmap(tmp_path):
 
 def test_cli_evaluate_registry_uri_picks_the_flatbuffer(tmp_path, monkeypatch):
     """``models:/name@alias``: the version's verified artifacts are fetched and the .tflite inside
-    is run by the LCE embedder (stubbed here: the artifact folder is what steps/registry.py logs;
-    the sha256 checks of the fetch are tested in test_model_integrity.py)."""
+    is run by the LCE embedder (stubbed here: the artifact folder is what
+    vlrface/registration.py logs; the sha256 checks of the fetch are tested in
+    test_model_integrity.py)."""
     from click.testing import CliRunner
 
     from vlrface import embedders, registry

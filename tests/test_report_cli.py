@@ -1,6 +1,6 @@
 """``vlrface report`` on a real MLflow sqlite registry in a temp dir: registered versions with
-run metrics and ``metric.*`` tags (as ``steps/registry.py`` writes them), by alias and by version,
-side by side in the papers' layouts, as Markdown and HTML."""
+run metrics and ``metric.*`` tags (as ``vlrface/registration.py`` writes them), by alias and by
+version, side by side in the papers' layouts, as Markdown and HTML."""
 
 from __future__ import annotations
 

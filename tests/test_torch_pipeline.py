@@ -1,7 +1,8 @@
 """``train_crossres`` end to end, in process, on a tiny DVC-tracked synthetic set and the real
 local ZenML stack with MLflow: pre-train -> T-C fine-tune (frozen teacher, curriculum) -> ONNX
-export with parity -> verification on the ONNX embeddings -> latency gate -> registered version
-with its ONNX file, sha256 tags and model card. SqueezeFacePoseNet at 32 px keeps it short."""
+export with parity -> verification and the configured benchmark protocols (LFW) on the ONNX
+embeddings -> latency gate -> registered version with its ONNX file, sha256 tags and model card.
+SqueezeFacePoseNet at 32 px keeps it short."""
 
 import json
 import os
@@ -50,12 +51,14 @@ TINY = {
 @pytest.fixture(scope="module")
 def project(session_tmp):
     """As tests/test_pipeline.py's: a DVC repo with a tiny synthetic set, the MLflow stack."""
+    from vlrface.data.fixtures.lfw import write_lfw
     from vlrface.data.synthetic import write_casia_layout
     from vlrface.stack import ensure_local_stack
 
     proj = session_tmp / "torch_project"
     root = proj / "data" / "casia-webface-synthetic"
     write_casia_layout(root, identities=14, images_per_identity=4, seed=3, progress=False)
+    write_lfw(proj / "lfw")  # evaluation.protocols runs on the ONNX model too
     dvc("init", "--no-scm", "-q", cwd=proj)
     dvc("add", "-q", "data", cwd=proj)
     ensure_local_stack(session_tmp / "mlflow", ["train_crossres", "train_squeezefaceposenet"])
@@ -77,6 +80,9 @@ def test_crossres_registers_an_onnx_version_with_provenance(project, tmp_path):
         root=str(project / "data" / "casia-webface-synthetic"),
         dvc_file=str(project / "data.dvc"),
     )
+    cfg["parameters"]["evaluation"]["protocols"] = [
+        {"name": "lfw", "root": str(project / "lfw"), "resolutions": [14]}
+    ]
     path = project / "tiny_crossres.yaml"
     path.write_text(yaml.safe_dump(cfg))
 
@@ -105,6 +111,10 @@ def test_crossres_registers_an_onnx_version_with_provenance(project, tmp_path):
     for res, variant in ((112, "hr_hr"), (7, "hr_lr"), (14, "hr_lr")):
         for m in ("acc", "acc_std", "tar_far_1e-3"):
             assert 0.0 <= metrics[f"eval.tiny.{variant}.{res}.{m}"] <= 1.0
+    for variant in ("hr_lr", "lr_lr"):  # evaluation.protocols, on the ONNX embeddings
+        for m in ("acc", "acc_std", "tar_far_1e-3"):
+            assert 0.0 <= metrics[f"eval.lfw.{variant}.14.{m}"] <= 1.0
+    assert mlrun.data.params["eval.lfw.model"] == "onnx"
     assert metrics["export.onnx.parity.cosine_min"] >= 0.999
     assert metrics["finetune.distill_loss"] > 0
     assert rtags["training.variant"] == "T-C" and rtags["finetune.teacher.sha256"]

@@ -71,7 +71,7 @@ def test_threshold_at_far_is_the_tar_at_far_threshold_and_reaches_registration()
     assert verification_threshold(metrics, "demo", 112, 1e-3) == t
     assert verification_threshold({}, "demo", 112, 1e-3) is None
 
-    from steps.registry import serving_settings
+    from vlrface.registration import serving_settings
 
     config = {"data": {"name": "demo", "image_size": 112, "align": "auto"},
               "evaluation": {"far": 1e-3}}  # fmt: skip

@@ -45,3 +45,10 @@ def load_face(root: str | Path, path: str, size: int | None = None) -> np.ndarra
 def normalize(batch: np.ndarray) -> np.ndarray:
     """uint8 RGB ``(..., 3)`` -> float32 ``(x - 127.5) / 128``."""
     return (batch.astype(np.float32) - 127.5) / 128.0
+
+
+def split_faces(manifest, root: str | Path, size: int, split: str, n: int) -> np.ndarray:
+    """The first ``n`` faces of a manifest's ``split`` (uint8 RGB, ``size`` px): the held-out
+    faces an export's parity is checked on, the training faces int8 ranges come from."""
+    rows = manifest[manifest.split == split].head(n)
+    return np.stack([load_face(root, p, size) for p in rows.path])

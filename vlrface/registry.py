@@ -857,7 +857,7 @@ def list_versions(client: MlflowClient, name: str | None = None) -> list[dict]:
 
 # --- verified loads ---------------------------------------------------------------------------
 
-MANIFEST = "files.json"  # sha256 of every other file of a model directory (steps/registry.py)
+MANIFEST = "files.json"  # sha256 of every other file of a model directory (vlrface/registration.py)
 
 
 def check_tree(folder: Path, expected: dict[str, str], what: str) -> None:

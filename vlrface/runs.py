@@ -164,3 +164,81 @@ def log_metrics_resilient(metrics: dict, step: int | None = None, budget: float 
         first = (str(exc).strip().splitlines() or [""])[0][:160]
         log.warning("MLflow store unavailable, step %s's metrics not logged: %s", step, first)
         return False
+
+
+def _accepted(*fields_of) -> frozenset[str]:
+    import inspect
+
+    keys: set[str] = set()
+    for owner in fields_of:
+        if hasattr(owner, "model_fields"):
+            keys |= set(owner.model_fields)
+        else:
+            keys |= set(inspect.signature(owner).parameters) - {"self", "merge"}
+    return frozenset(keys)
+
+
+def run_settings_keys() -> tuple[frozenset[str], frozenset[str]]:
+    """The keys the installed ZenML reads from a run configuration file: at the top level (its
+    ``PipelineRunConfiguration`` and ``Pipeline.configure``) and in a ``steps.<name>`` entry
+    (``StepConfigurationUpdate`` and ``BaseStep.configure``). ZenML ignores any other key
+    silently, so a misspelt ``enable_cahce`` would just be dropped."""
+    from zenml.config.pipeline_run_configuration import PipelineRunConfiguration
+    from zenml.config.step_configurations import StepConfigurationUpdate
+    from zenml.pipelines.pipeline_definition import Pipeline
+    from zenml.steps.base_step import BaseStep
+
+    return (
+        _accepted(PipelineRunConfiguration, Pipeline.configure),
+        _accepted(StepConfigurationUpdate, BaseStep.configure),
+    )
+
+
+def _unknown(path, where: str, key, accepted: frozenset[str]):
+    import difflib
+
+    from vlrface.errors import ConfigError
+
+    near = difflib.get_close_matches(str(key), sorted(accepted), n=1)
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    if not near and not where:
+        hint = "; the pipeline's own settings go under 'parameters:'"
+    return ConfigError(f"{path}: unknown key '{where}{key}' (not a ZenML run setting{hint})")
+
+
+def check_run_settings(path) -> None:
+    """Raise ``ConfigError`` naming ``path`` and the key for a key outside ``parameters:``
+    that ZenML does not read (top level, or inside a ``steps.<name>`` entry). ``parameters``
+    itself is the pipeline's strict schema (``vlrface.config``)."""
+    import yaml
+
+    from vlrface.errors import ConfigError
+    from vlrface.fileio import read_text
+
+    try:
+        raw = yaml.safe_load(read_text(path))
+    except Exception as exc:  # noqa: BLE001 - ZenML itself read this file; name it anyway
+        raise ConfigError(f"{path}: not a valid run configuration ({str(exc)[:120]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a run configuration must be a mapping")
+    top, step = run_settings_keys()
+    for key in raw:
+        if key not in top:
+            raise _unknown(path, "", key, top)
+    steps = raw.get("steps")
+    for name, entry in (steps if isinstance(steps, dict) else {}).items():
+        for key in entry if isinstance(entry, dict) else ():
+            if key not in step:
+                raise _unknown(path, f"steps.{name}.", key, step)
+
+
+def check_compiling_run_settings() -> None:
+    """``check_run_settings`` on the configuration file of the pipeline ZenML is compiling
+    (``zenml pipeline run ... -c FILE`` or ``.with_options(config_path=FILE)``); nothing
+    outside a compilation or without a file. Call it first in a pipeline's body."""
+    from zenml.pipelines.compilation_context import PipelineCompilationContext
+
+    context = PipelineCompilationContext.get()
+    path = context.pipeline._run_args.get("config_path") if context is not None else None
+    if path:
+        check_run_settings(path)

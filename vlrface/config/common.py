@@ -397,6 +397,31 @@ def heldout_metric_names(data: DataConfig, evaluation: EvalConfig) -> list[str]:
     ]
 
 
+def evaluation_metric_names(data: DataConfig, evaluation: EvalConfig) -> list[str]:
+    """The names the evaluate step logs (both tracks): the held-out verification's, and each
+    of ``evaluation.protocols``' names that are known before the data are read."""
+    names = heldout_metric_names(data, evaluation)
+    if evaluation.protocols:
+        from vlrface.protocols.suite import known_metric_names
+
+        if data.name in {e.name for e in evaluation.protocols}:
+            raise ValueError(
+                f"data.name {data.name!r} is also a protocol in evaluation.protocols: "
+                "their metric names would collide; rename data.name"
+            )
+        for entry in evaluation.protocols:
+            names += known_metric_names(entry) or []
+    return names
+
+
+def protocol_metric_prefixes(evaluation: EvalConfig) -> list[str]:
+    """``eval.<protocol>.`` of configured protocols whose metric names depend on the data
+    (``vlrface.protocols.suite``): any name under them may be logged."""
+    from vlrface.protocols.suite import KNOWN_AHEAD
+
+    return [f"eval.{e.name}." for e in evaluation.protocols if e.name not in KNOWN_AHEAD]
+
+
 def check_registry_metrics(registry: RegistryConfig, logged: list[str], prefixes=()) -> None:
     """``ValueError`` unless every metric promotion compares (the policy file's, else
     ``registry.compare_metric``) is one the run logs (or falls under a protocol's ``prefixes``

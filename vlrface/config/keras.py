@@ -17,8 +17,9 @@ from vlrface.config.common import (
     TeacherBase,
     VLRConfig,
     deprecated,
-    heldout_metric_names,
+    evaluation_metric_names,
     policy_builds,
+    protocol_metric_prefixes,
     validate,
     zoo_name,
 )
@@ -271,25 +272,10 @@ class PipelineConfig(PipelineBase):
 
     def metric_names(self) -> list[str]:
         """The names of the metrics ``evaluate_model`` will log for this configuration."""
-        names = heldout_metric_names(self.data, self.evaluation)
-        if self.evaluation.protocols:
-            from vlrface.protocols.suite import known_metric_names
-
-            if self.data.name in {e.name for e in self.evaluation.protocols}:
-                raise ValueError(
-                    f"data.name {self.data.name!r} is also a protocol in evaluation.protocols: "
-                    "their metric names would collide; rename data.name"
-                )
-            for entry in self.evaluation.protocols:
-                names += known_metric_names(entry) or []
-        return names
+        return evaluation_metric_names(self.data, self.evaluation)
 
     def metric_prefixes(self) -> list[str]:
-        """``eval.<protocol>.`` of configured protocols whose metric names depend on the data
-        (``vlrface.protocols.suite``): any name under them may be logged."""
-        from vlrface.protocols.suite import KNOWN_AHEAD
-
-        return [f"eval.{e.name}." for e in self.evaluation.protocols if e.name not in KNOWN_AHEAD]
+        return protocol_metric_prefixes(self.evaluation)
 
 
 def parse(raw: dict, source: str = "config") -> PipelineConfig:

@@ -48,7 +48,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from vlrface.progress import tqdm
 
 from vlrface.errors import DataError
 

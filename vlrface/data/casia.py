@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
+from vlrface.progress import tqdm
 
 from vlrface.fileio import read_text, image_problem
 from vlrface.data.records import (

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
+from vlrface.progress import tqdm
 
 from vlrface.fileio import read_text
 from vlrface.data.records import DataError, ErrorPolicy, describe_image, finalize, inside_root

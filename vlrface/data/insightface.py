@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from vlrface.progress import tqdm
 
 from vlrface.data import recordio
 from vlrface.data.records import DataError, ErrorPolicy, describe_bytes, finalize

@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
+from vlrface.progress import tqdm
 
 from vlrface.fileio import read_text
 from vlrface.data.records import DataError, ErrorPolicy, describe_or_skip, finalize, inside_root

@@ -341,7 +341,7 @@ def write_casia_layout(
             f"a synthetic set needs >= 2 identities and >= 2 images each, got {identities} x "
             f"{images_per_identity}"
         )
-    from tqdm import tqdm
+    from vlrface.progress import tqdm
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy.io import loadmat
 from scipy.io.matlab import MatReadError
-from tqdm import tqdm
+from vlrface.progress import tqdm
 
 from vlrface.data.records import DataError, ErrorPolicy, describe_or_skip, finalize, inside_root
 

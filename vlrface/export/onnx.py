@@ -165,3 +165,22 @@ def export(
     report["path"] = str(write_atomic(out, data))
     report["sha256"] = hashlib.sha256(data).hexdigest()
     return report
+
+
+def export_checkpoint(model: bytes, faces: np.ndarray, min_cosine: float) -> tuple[bytes, dict]:
+    """A ``vlrface.training.torch.save_model`` checkpoint as ONNX bytes and the export report,
+    parity checked on ``faces`` (uint8 RGB) in the model's own preprocessing; raises
+    ``OnnxParityError`` below ``min_cosine``."""
+    import tempfile
+
+    from vlrface.training import torch as tt
+
+    net = tt.load_model(model)
+    spec = net.preprocessing
+    inputs = spec.normalize(spec.geometry(faces))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "model.onnx"
+        report = export(net, out, spec.input_size, min_cosine, inputs=inputs)
+        data = out.read_bytes()
+    report.pop("path", None)
+    return data, report

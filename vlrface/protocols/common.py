@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from vlrface.align import align_face, as_points
 from vlrface.data.records import DataError
 from vlrface.degrade import degrade, resize
 from vlrface.preprocess import load_face, normalize
+from vlrface.progress import tqdm
 
 SIZE = 112
 CHUNK = 512

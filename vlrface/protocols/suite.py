@@ -32,9 +32,8 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from tqdm import tqdm
-
 from vlrface.data.records import DataError
+from vlrface.progress import tqdm
 from vlrface.protocols import runners
 from vlrface.protocols.common import exp_suffix
 from vlrface.protocols.identification import CLOSED_SET_RANKS

@@ -148,11 +148,10 @@ def evaluate_pairs(
     Returns ``(metrics, scores)``: metrics named ``eval.<dataset>.<variant>.<res>.<metric>``
     (``hr_hr.<full size>`` and ``hr_lr.<r>``), and the score array of each variant for plots.
     """
-    from tqdm import tqdm
-
     from vlrface.degrade import degrade
     from vlrface.embedders import embed_images
     from vlrface.preprocess import normalize
+    from vlrface.progress import tqdm
 
     size = images.shape[1]
     same = pairs["same"].to_numpy(bool)

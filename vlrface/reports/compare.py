@@ -219,8 +219,8 @@ def render_report(
 
 def version_metrics(client, mv, prefix: str = "eval.") -> dict[str, float]:
     """The ``prefix`` metrics of a registered version ``mv``: its run's logged metrics (exact),
-    and its ``metric.<name>`` tags (``steps/registry.py``, 6 significant digits) for names the
-    run lacks (a deleted run, a version registered by hand). A stage version's are only its
+    and its ``metric.<name>`` tags (``vlrface/registration.py``, 6 significant digits) for names
+    the run lacks (a deleted run, a version registered by hand). A stage version's are only its
     tags (``registry.own_run``)."""
     from mlflow.exceptions import MlflowException
 

@@ -41,13 +41,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from vlrface._keras import tf
 from vlrface.data.loader import FaceBatches
 from vlrface.errors import ConfigError
+from vlrface.logs import first_call_filtered
 from vlrface.losses.heads import LOSS_HEADS, LOSSES, head_class
 from vlrface.losses.keras import arcface_loss, feature_distillation_loss, laplacian_quality
+from vlrface.progress import tqdm
 from vlrface.training.common import (
     LRSchedule,
     NonFiniteLossError,
@@ -332,7 +333,8 @@ def build_step(
             strategy.reduce(tf.distribute.ReduceOp.SUM, gnorm, axis=None),
         )
 
-    return step, opt, lr
+    # the first call traces and XLA-compiles: XLA's absl start-up lines are dropped (vlrface.logs)
+    return first_call_filtered(step), opt, lr
 
 
 def train(

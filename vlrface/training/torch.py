@@ -436,7 +436,7 @@ def train(
     ``on_step(step, record)`` runs after each step's checkpoint is written (an exception from
     it stops training as a kill would); ``on_epoch(epoch, record)`` after each epoch.
     """
-    from tqdm import tqdm
+    from vlrface.progress import tqdm
 
     if stage.teacher is not None and teacher is None:
         raise ConfigError("teacher: the stage has a teacher section but no teacher was given")
@@ -647,6 +647,135 @@ def train(
     if teacher is not None:
         teacher.to("cpu")
     return TrainResult(model, head, history, step, ckpt_path, resumed_from)
+
+
+# --------------------------------------------------------------------------------------------
+# one pipeline stage (the steps pretrain_torch / finetune_torch call this)
+
+
+@dataclass
+class StageRun:
+    """What one stage produced, for the caller to record: the trained model as ``save_model``
+    bytes, the per-epoch history, and the figures (``metrics``), ``tags`` and degradation
+    ``policy`` (its ``policy_dict``, or None) to log under the stage's prefix."""
+
+    model: bytes
+    history: list
+    metrics: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+    policy: dict | None = None
+    steps: int = 0
+
+
+def variant(stage: TorchStageConfig) -> str:
+    """The cross-resolution paper's names: T(eacher) / C(urriculum), n = without."""
+    curriculum = bool(stage.degrade) and stage.degrade.get("kind") == "curriculum"
+    return f"{'T' if stage.teacher else 'nT'}-{'C' if curriculum else 'nC'}"
+
+
+def stage_rows(manifest: pd.DataFrame, stage: TorchStageConfig) -> pd.DataFrame:
+    """The training split's rows of identities with >= ``min_images_per_identity`` images."""
+    rows = manifest[manifest.split == "train"]
+    counts = rows.identity.map(rows.identity.value_counts())
+    return rows[counts >= stage.min_images_per_identity].reset_index(drop=True)
+
+
+def checkpoint_dir(stage: TorchStageConfig, key: dict) -> Path:
+    """``stage.checkpoint_dir``, else a temp folder keyed on everything the stage depends on
+    (so a crashed run of the same stage resumes, and a different one never does)."""
+    import tempfile
+
+    from vlrface.provenance import config_hash
+
+    if stage.checkpoint_dir:
+        return Path(stage.checkpoint_dir)
+    return Path(tempfile.gettempdir()) / "vlrface-torch-checkpoints" / config_hash(key)[:16]
+
+
+def run_stage(
+    prefix: str,
+    manifest: pd.DataFrame,
+    root: str,
+    image_size: int,
+    model_cfg: TorchModelConfig,
+    stage: TorchStageConfig,
+    seed: int,
+    init: bytes | None = None,
+    teacher: bytes | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> StageRun:
+    """Train one stage on the training split: from ``init`` (``save_model`` bytes) or a new
+    ``model_cfg`` model, with ``stage.teacher.checkpoint`` or ``teacher`` (bytes) as the frozen
+    teacher when the stage has a ``teacher`` section. Resumes from the stage's checkpoint
+    folder when a crashed run left one, and removes it when done."""
+    import hashlib
+    import shutil
+    import time
+
+    from vlrface.provenance import sha256_file
+
+    rows = stage_rows(manifest, stage)
+    run = StageRun(b"", [])
+    run.metrics = {f"{prefix}.train_images": len(rows),
+                   f"{prefix}.train_identities": rows.identity.nunique()}  # fmt: skip
+    seed_everything(seed)
+    net = load_model(init) if init is not None else make_model(model_cfg)
+    teacher_net, teacher_sha = None, None
+    if stage.teacher is not None:
+        if stage.teacher.checkpoint:
+            path = stage.teacher.checkpoint
+            teacher_net, teacher_sha = load_model(path), sha256_file(path)
+            run.tags[f"{prefix}.teacher.path"] = path
+        elif teacher is not None:
+            teacher_net, teacher_sha = load_model(teacher), hashlib.sha256(teacher).hexdigest()
+        else:
+            raise ConfigError(
+                f"{prefix}.teacher: no teacher checkpoint and no pre-trained model to use as one"
+            )
+        run.tags[f"{prefix}.teacher.sha256"] = teacher_sha
+    if stage.degrade is not None:
+        total = stage.epochs * (len(rows) // stage.batch_size)
+        total = min(total, stage.max_steps or total)
+        run.policy = build_policy(stage.degrade, max(total, 1)).policy_dict()
+    key = {
+        "prefix": prefix,
+        "stage": stage.model_dump(mode="json"),
+        "seed": seed,
+        "data": data_hash(rows),
+        "init": hashlib.sha256(init).hexdigest() if init is not None else None,
+        "teacher": teacher_sha,
+    }
+    ckpt = checkpoint_dir(stage, key)
+    t0 = time.perf_counter()
+    result = train(
+        net, rows, root, stage, seed, image_size=image_size, teacher=teacher_net,
+        checkpoint_dir=ckpt, on_epoch=on_epoch, desc=prefix,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    images = (result.steps - (result.resumed_from or 0)) * stage.batch_size
+    run.metrics[f"{prefix}.steps"] = result.steps
+    run.metrics[f"{prefix}.images_per_s"] = images / max(seconds, 1e-9)
+    if result.resumed_from is not None:
+        run.tags[f"{prefix}.resumed_from_step"] = str(result.resumed_from)
+    shutil.rmtree(ckpt, ignore_errors=True)  # finished: the crash-recovery state is spent
+    run.model, run.history, run.steps = (
+        save_model(result.model, model_cfg),
+        result.history,
+        result.steps,
+    )
+    return run
+
+
+def load_pretrained(cfg: TorchModelConfig) -> bytes:
+    """``cfg.pretrained`` (a ``save_model`` file) as ``save_model`` bytes; its input size must
+    be the configured model's."""
+    net = load_model(cfg.pretrained)
+    if net.preprocessing.input_size != make_model(cfg).preprocessing.input_size:
+        raise ConfigError(
+            f"model.pretrained {cfg.pretrained}: input size {net.preprocessing.input_size} "
+            "differs from model.input_size"
+        )
+    return save_model(net, cfg)
 
 
 # --------------------------------------------------------------------------------------------

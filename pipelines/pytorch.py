@@ -1,13 +1,24 @@
-"""``train_squeezefaceposenet``: MS1M pre-training, then VGGFace2 fine-tuning of
-SqueezeFacePoseNet (its paper, Sec. 3-4; docs/papers.md), exported to ONNX and registered.
+"""The PyTorch track's pipelines: one step graph (``torch_graph``) under two names.
+
+``train_squeezefaceposenet``: MS1M pre-training, then VGGFace2 fine-tuning of SqueezeFacePoseNet
+(the SqueezeFacePoseNet paper's recipe), exported to ONNX and registered.
+
+``train_crossres``: cross-resolution training of SE-ResNet-50 on VGGFace2
+(the cross-resolution learning paper's T-C recipe). T-C (configs/crossres_vggface2.yaml): a frozen
+teacher (the HR model the student starts from) sees each HR face, the student its down-sampled
+copy, the down-sampling probability rising 0 -> 1 over training (curriculum); loss = softmax
+cross-entropy + 0.1 * feature MSE (Eq. 1). nT-nC (configs/crossres_vggface2_ntnc.yaml) is the
+same pipeline without the teacher and with a fixed down-sampling probability.
 
 data (fine-tune + evaluation set) and pretrain_data (the pre-training set, when it differs) ->
 validate both -> pretrain_torch -> finetune_torch -> export_onnx (parity floor) -> evaluate_onnx
-(the demo verification protocol on the ONNX embeddings) -> onnx_latency_gate -> register_torch.
+(the held-out verification and ``evaluation.protocols`` on the ONNX embeddings) ->
+onnx_latency_gate -> register_torch.
 
-Run it with ``zenml pipeline run pipelines.train_squeezefaceposenet -c
-configs/squeezefaceposenet_demo.yaml``. The configuration (``vlrface.config.torch``) is validated
-and the data versions resolved from DVC when the pipeline is compiled, before any step runs.
+Run them with ``zenml pipeline run pipelines.train_squeezefaceposenet -c
+configs/squeezefaceposenet_demo.yaml`` and ``zenml pipeline run pipelines.train_crossres -c
+configs/crossres_demo.yaml``. The configuration (``vlrface.config.torch``) is validated and the
+data versions resolved from DVC when the pipeline is compiled, before any step runs.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from vlrface.data import versioning
 def torch_graph(given: dict) -> None:
     """The PyTorch track's step graph, shared by ``train_squeezefaceposenet`` and
     ``train_crossres``; call it inside a ``@pipeline`` function."""
+    runs.check_compiling_run_settings()  # a typo outside parameters: fails too
     cfg = parse_torch({k: v for k, v in given.items() if v is not None}, "parameters")
     c = cfg.model_dump(mode="json")
     version = versioning.resolve(cfg.data.dvc_file, cfg.data.root)
@@ -97,18 +109,21 @@ def train_squeezefaceposenet(
     latency: dict | None = None,
     registry: dict | None = None,
 ) -> None:
-    torch_graph(
-        dict(
-            seed=seed,
-            data=data,
-            pretrain_data=pretrain_data,
-            synthetic=synthetic,
-            model=model,
-            pretrain=pretrain,
-            finetune=finetune,
-            evaluation=evaluation,
-            export=export,
-            latency=latency,
-            registry=registry,
-        )
-    )
+    torch_graph(dict(locals()))
+
+
+@pipeline(name="train_crossres", enable_cache=True, **runs.HOOKS)
+def train_crossres(
+    seed: int = 0,
+    data: dict | None = None,
+    pretrain_data: dict | None = None,
+    synthetic: dict | None = None,
+    model: dict | None = None,
+    pretrain: dict | None = None,
+    finetune: dict | None = None,
+    evaluation: dict | None = None,
+    export: dict | None = None,
+    latency: dict | None = None,
+    registry: dict | None = None,
+) -> None:
+    torch_graph(dict(locals()))

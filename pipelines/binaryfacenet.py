@@ -2,7 +2,8 @@
 -> latency gate -> register and promote. The pre-trained and fine-tuned backbones are registered
 too (``<name>-pretrained``, ``<name>-finetuned``), linked to the exported version by lineage tags.
 
-Run it with ``zenml pipeline run pipelines.train_binaryfacenet -c configs/demo.yaml``. The
+Run it with ``zenml pipeline run train_binaryfacenet -c configs/demo.yaml`` (or the dotted
+``pipelines.train_binaryfacenet``). The
 configuration is validated (``vlrface.config.keras``) and the data version resolved from DVC
 when the pipeline is compiled, before any step runs; the DVC md5 is a parameter of the data
 step, so the cache is keyed on the data version.
@@ -56,6 +57,7 @@ def train_binaryfacenet(
         latency=latency,
         registry=registry,
     )
+    runs.check_compiling_run_settings()  # a typo outside parameters: fails too
     cfg = parse({k: v for k, v in given.items() if v is not None}, "parameters")
     c = cfg.model_dump(mode="json")
     version = versioning.resolve(cfg.data.dvc_file, cfg.data.root)
