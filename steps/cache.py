@@ -96,7 +96,7 @@ PARTS = {
         "vlrface/serving.py",
         "vlrface/serving_model.py",
         "vlrface/keras_materializer.py",
-        "vlrface/export/onnx.py",  # the ONNX export's metric names
+        "vlrface/export/metrics.py",  # the export figures of each format
         *TORCH,  # a torch checkpoint is written without pickle (to_portable)
     ),
 }

@@ -181,7 +181,8 @@ def pretrain_torch(
 ) -> tuple[Annotated[bytes, "pretrained_torch"], Annotated[list, "pretrain_history"]]:
     """Train the PyTorch backbone from scratch with the configured head on the training split."""
     mlflow.log_params({f"model.{k}": v for k, v in model.items()})
-    return _torch_stage("pretrain", manifest, data, model, stage, seed)
+    backbone, history = _torch_stage("pretrain", manifest, data, model, stage, seed)
+    return backbone, history  # a literal tuple: ZenML reads it as two outputs
 
 
 @step(experiment_tracker=TRACKER, cache_policy=cache.TORCH_TRAINING)
@@ -193,7 +194,10 @@ def finetune_torch(
     from vlrface.training.torch import variant
 
     mlflow.set_tag("training.variant", variant(TorchStageConfig(**stage)))
-    return _torch_stage("finetune", manifest, data, model, stage, seed + 1, pretrained, pretrained)
+    backbone, history = _torch_stage(
+        "finetune", manifest, data, model, stage, seed + 1, pretrained, pretrained
+    )
+    return backbone, history  # a literal tuple: ZenML reads it as two outputs
 
 
 @step(experiment_tracker=TRACKER, cache_policy=cache.TORCH_TRAINING)

@@ -185,10 +185,11 @@ def t_mat(data: bytes, tmp: Path) -> None:
 
 def t_config(data: bytes, tmp: Path) -> None:
     from vlrface.config.common import load_file
+    from vlrface.config.keras import PipelineConfig
 
     path = tmp / "config.yaml"
     path.write_bytes(data)
-    load_file(path)
+    load_file(path, PipelineConfig)
 
 
 def t_request(data: bytes, tmp: Path) -> None:

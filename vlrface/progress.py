@@ -54,7 +54,7 @@ class tqdm(_tqdm):  # noqa: N801 - a drop-in for tqdm.tqdm
     def refresh(self, nolock=False, lock_args=None):
         # in a log, ``set_postfix`` (a refresh per training step) must not print a line each:
         # the same interval as updates; ``close`` still prints the last line
-        if self._lines:
+        if self._lines and not self.disable:  # a disabled bar never set its clock
             now = self._time()
             if now - self._last_line < LOG_INTERVAL_S:
                 return False
