@@ -159,7 +159,8 @@ def test_nan_guard_names_the_step_and_keeps_the_last_good_checkpoint(data, tmp_p
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
 
 
-def test_teacher_is_frozen_and_distillation_loss_is_lambda_mse(data):
+@pytest.mark.parametrize("head_weight", [1.0, 0.25])
+def test_teacher_is_frozen_and_distillation_loss_is_lambda_mse(data, head_weight):
     root, manifest = data
     stage = TorchStageConfig(
         **{
@@ -167,7 +168,7 @@ def test_teacher_is_frozen_and_distillation_loss_is_lambda_mse(data):
             "epochs": 1,
             "max_steps": 1,
             "degrade": {"kind": "fixed", "probability": 1.0, "sizes": [4]},
-            "teacher": {"lam": 0.1},
+            "teacher": {"lam": 0.1, "head_weight": head_weight},
         }
     )
     teacher = tiny(seed=5)
@@ -222,7 +223,8 @@ def test_teacher_is_frozen_and_distillation_loss_is_lambda_mse(data):
     diff = (s - t).detach().double()
     by_hand = 0.1 * float((diff**2).sum()) / diff.numel()
     assert records[0]["distill_loss"] == pytest.approx(by_hand, rel=1e-5)
-    assert records[0]["loss"] == pytest.approx(records[0]["cls_loss"] + by_hand, rel=1e-5)
+    want = head_weight * records[0]["cls_loss"] + by_hand
+    assert records[0]["loss"] == pytest.approx(want, rel=1e-5)
 
 
 def _resize(face: np.ndarray) -> np.ndarray:

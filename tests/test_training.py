@@ -185,8 +185,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(faces, tmp_pat
         assert all(np.isfinite(v).all() for v in f.values())
 
 
-@pytest.mark.parametrize("distance", ["mse", "cosine"])
-def test_teacher_student_loss_by_hand_and_frozen_teacher(faces, tmp_path, distance):
+@pytest.mark.parametrize("distance,head_weight", [("mse", 1.0), ("cosine", 1.0), ("cosine", 0.0)])
+def test_teacher_student_loss_by_hand_and_frozen_teacher(faces, tmp_path, distance, head_weight):
     root, manifest = faces
     manifest = manifest.iloc[::2].reset_index(drop=True)  # 8 faces, one batch of 8
     teacher = tiny_backbone(seed=1, name="teacher")
@@ -198,8 +198,11 @@ def test_teacher_student_loss_by_hand_and_frozen_teacher(faces, tmp_path, distan
         lr=0.05,
         schedule={"kind": "constant"},
         degrade={"kind": "fixed", "probability": 1.0, "sizes": [8]},
-        teacher=TeacherConfig(path=str(tmp_path / "teacher.keras"), lam=0.1, distance=distance),
-    )
+        teacher=TeacherConfig(
+            path=str(tmp_path / "teacher.keras"), lam=0.1, distance=distance,
+            head_weight=head_weight,
+        ),
+    )  # fmt: skip
     labels = label_map(manifest)
     centres = np.random.default_rng(0).normal(size=(EMB, len(labels))).astype(np.float32)
     student = tiny_backbone(seed=2)
@@ -210,8 +213,9 @@ def test_teacher_student_loss_by_hand_and_frozen_teacher(faces, tmp_path, distan
     )
     assert infos[0]["teacher"]["lam"] == 0.1 and infos[0]["policy"]["kind"] == "fixed"
     assert infos[0]["teacher"]["distance"] == distance
+    assert infos[0]["teacher"]["head_weight"] == head_weight
 
-    # the same batch, by hand: CE of the ArcFace logits + 0.1 * mean((T(HR) - S(LR))^2)
+    # the same batch, by hand: w x CE of the ArcFace logits + 0.1 * mean((T(HR) - S(LR))^2)
     policy = VLRPolicy(1.0, (8,))
     x, y, x_hr = next(FaceBatches(root, manifest, labels, 8, 7, SIZE, True, policy, True).epoch(0))
     assert not np.array_equal(x, x_hr)
@@ -230,7 +234,8 @@ def test_teacher_student_loss_by_hand_and_frozen_teacher(faces, tmp_path, distan
         unit = [a / np.linalg.norm(a, axis=1, keepdims=True) for a in (t.numpy(), s.numpy())]
         distill = 0.1 * float(np.mean(np.sum(np.square(unit[0] - unit[1]), axis=1)))
     assert distill > 1e-3
-    assert history[0]["loss"] == pytest.approx(ce + distill, rel=1e-5, abs=1e-6)
+    assert ce > 1e-2
+    assert history[0]["loss"] == pytest.approx(head_weight * ce + distill, rel=1e-5, abs=1e-6)
     # the teacher is frozen: the saved model did not change either
     assert same([w.copy() for w in loaded.get_weights()], teacher_before)
 

@@ -186,11 +186,14 @@ class TeacherBase(Section):
     frozen teacher's features of the HR face and the student's of its degraded copy
     (cross-resolution T-C, Eq. 1). ``reduction``: ``mean`` (MSE, the authors' code) or ``sum``
     (Eq. 1 as printed); ``distance``: ``mse`` on the features as they are, ``cosine`` on the
-    unit-normalised ones (2 - 2 cos per sample, immune to the student shrinking its scale)."""
+    unit-normalised ones (2 - 2 cos per sample, immune to the student shrinking its scale).
+    ``head_weight`` scales the margin head's cross-entropy beside it (1: the recipe's sum; 0:
+    distillation alone, the student learning only to reproduce the teacher's HR features)."""
 
     lam: float = Field(0.1, ge=0)
     reduction: Literal["mean", "sum"] = "mean"
     distance: Literal["mse", "cosine"] = "mse"
+    head_weight: float = Field(1.0, ge=0)
 
 
 log = logging.getLogger("vlrface.config")

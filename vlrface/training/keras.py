@@ -86,6 +86,7 @@ class Stage:
     distill_lambda: float = 0.1
     distill_reduction: str = "mean"
     distill_distance: str = "mse"
+    distill_head_weight: float = 1.0  # the margin loss's weight beside the distillation term
     checkpoint_every: int | None = None
     checkpoint_dir: str | None = None
     keep_checkpoints: int = 2
@@ -301,6 +302,8 @@ def build_step(
             logits = _logits(head, emb, y, x)
             loss = arcface_loss(logits, y)
             if teacher is not None:
+                if stage.distill_head_weight != 1.0:
+                    loss = stage.distill_head_weight * loss
                 loss = loss + feature_distillation_loss(
                     x_hr if teacher_cached else teacher(x_hr, training=False),
                     emb,
@@ -392,7 +395,7 @@ def train(
         "loss": stage.loss,
         "teacher": teacher is not None,
         # the distillation term: resuming under another weight or distance changes the result
-        "distill": [stage.distill_lambda, stage.distill_distance] if teacher is not None else None,
+        "distill": _distill_key(stage) if teacher is not None else None,
         "policy": batches.vlr.policy_dict() if batches.vlr is not None else None,
         "freeze_bn": stage.freeze_bn,
     }
@@ -523,6 +526,13 @@ def train(
     return history
 
 
+def _distill_key(stage: Stage) -> list:
+    """The distillation settings a resumed stage must share (the head weight only when it is
+    not 1, so that checkpoints written before it existed still resume)."""
+    key = [stage.distill_lambda, stage.distill_distance]
+    return key + [stage.distill_head_weight] if stage.distill_head_weight != 1.0 else key
+
+
 def _labels_digest(labels: np.ndarray) -> str:
     import hashlib
 
@@ -546,6 +556,7 @@ def stage_from_config(stage_cfg) -> Stage:
         distill_lambda=teacher.lam if teacher else 0.1,
         distill_reduction=teacher.reduction if teacher else "mean",
         distill_distance=teacher.distance if teacher else "mse",
+        distill_head_weight=teacher.head_weight if teacher else 1.0,
         checkpoint_every=stage_cfg.checkpoint_every,
         checkpoint_dir=stage_cfg.checkpoint_dir,
         keep_checkpoints=stage_cfg.keep_checkpoints,
@@ -771,6 +782,7 @@ def run_stage(
                 "lam": stage.distill_lambda,
                 "reduction": stage.distill_reduction,
                 "distance": stage.distill_distance,
+                "head_weight": stage.distill_head_weight,
             }
             | {"name": teacher.name, "cached": bool(cached)}
             if teacher is not None

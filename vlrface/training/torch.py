@@ -581,7 +581,7 @@ def train(
                         stage.teacher.reduction,
                         stage.teacher.distance,
                     )
-                    loss = cls_loss + distill
+                    loss = stage.teacher.head_weight * cls_loss + distill
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(
                         f"{desc}: loss is {loss.item()} at step {step + 1} (epoch {epoch + 1}); "
