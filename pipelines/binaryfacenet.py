@@ -30,6 +30,7 @@ from vlrface import provenance, runs
 from vlrface.config.keras import parse
 from vlrface.data import versioning
 from vlrface.latency import sources
+from vlrface.references import pretrained_file
 
 
 @pipeline(name="train_binaryfacenet", enable_cache=True, **runs.HOOKS)
@@ -72,7 +73,7 @@ def train_binaryfacenet(
             manifest,
             data=faces,
             model=c["model"],
-            checkpoint_sha256=provenance.sha256_file(versioning.existing(cfg.model.pretrained)),
+            checkpoint_sha256=provenance.sha256_file(pretrained_file(cfg.model.pretrained)),
             after="validate_data",
         )
     else:

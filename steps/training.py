@@ -19,6 +19,7 @@ from vlrface.config.keras import ModelConfig, StageConfig
 from vlrface.config.torch import TorchModelConfig, TorchStageConfig
 from vlrface.keras_materializer import KerasModelMaterializer
 from vlrface.preprocess import normalize, split_faces
+from vlrface.references import pretrained_file
 from vlrface.training.keras import run_stage
 
 TRACKER = True  # the active stack's experiment tracker, whatever its name
@@ -136,7 +137,7 @@ def load_pretrained(
     from vlrface.models.keras.checkpoint import import_checkpoint
 
     data_cfg, model_cfg = DataConfig(**data), ModelConfig(**model)
-    path = model_cfg.pretrained
+    path = str(pretrained_file(model_cfg.pretrained))  # a registered version: fetched, verified
     if path.endswith(".h5"):
         faces = normalize(split_faces(manifest, data_cfg.root, data_cfg.image_size, "test", 8))
         backbone, report = import_checkpoint(path, faces, model_cfg=model_cfg)
@@ -144,7 +145,9 @@ def load_pretrained(
         mlflow.log_metric("pretrained.import_max_abs_diff", report.max_abs_diff)
     else:
         backbone = load_keras(path)
-    mlflow.set_tags({"pretrained.path": path, "pretrained.sha256": checkpoint_sha256})
+    mlflow.set_tags(
+        {"pretrained.path": model_cfg.pretrained, "pretrained.sha256": checkpoint_sha256}
+    )
     centres = np.zeros((0, 0), np.float32)  # a new ArcFace head for the fine-tune classes
     return backbone, centres
 

@@ -362,6 +362,26 @@ def test_pretrained_checkpoint_replaces_pretraining(project, first_run, shared_d
     assert tags["pretrained.sha256"].startswith("8af82b31969ebe57")
 
 
+def test_warm_start_from_a_registered_version(project, first_run):
+    """``model.pretrained: models:/<name>/<version>`` fine-tunes the registered backbone,
+    fetched and checked against the version's sha256 tags; the run records which."""
+    cfg = write_config(
+        project,
+        "tiny_warm",
+        model={"pretrained": "models:/tinyfacenet/1"},
+        finetune={"epochs": 1, "batch_size": 16},
+        registry={"model_name": "tinyfacenet_warm"},
+    )
+    run_ = run(cfg)
+    steps = statuses(run_)
+    assert "pretrain_model" not in steps and steps["load_pretrained"] == "completed"
+    assert steps["register_model"] == "completed"
+    _, tags = mlflow_run_metrics(run_)
+    registered = mlflow_client().get_model_version("tinyfacenet", "1").tags
+    assert tags["pretrained.path"] == "models:/tinyfacenet/1"
+    assert tags["pretrained.sha256"] == registered["sha256.backbone.keras"]
+
+
 def test_new_data_version_reruns_and_challenges_the_champion(project, first_run, session_tmp):
     """Retraining on new data: one more identity through DVC changes data.dvc's md5, so the
     steps that read the data, and everything after them, run again; the new model is

@@ -209,6 +209,16 @@ def model_file(ref: ModelRef, suffixes: tuple[str, ...]) -> Path:
     raise refuse(ref, f"no {', '.join(suffixes)} model inside")
 
 
+def pretrained_file(text: str) -> Path:
+    """The Keras file a configuration's ``model.pretrained`` names: a .keras/.h5 file, or the
+    Keras backbone of a registered version or run (warm-starting from ``models:/<name>@champion``
+    retrains the champion), fetched with every file checked against its sha256 tags."""
+    ref = parse(text)
+    if ref.kind in ("zoo", "torch_zoo"):
+        raise refuse(ref, "model.pretrained takes trained weights, not a fresh zoo model")
+    return model_file(ref, KERAS)
+
+
 def keras_model(ref: ModelRef, output_head: bool = True):
     """A Keras model: a zoo model freshly initialised, a .keras/.h5 file, or the Keras
     backbone stored with a registered version (``backbone.keras``)."""

@@ -27,7 +27,8 @@ from vlrface.config.common import (
 
 class ModelConfig(Section):
     name: str = "binaryfacenet"  # a Keras model of the zoo (vlrface.models.zoo)
-    # a checkpoint to fine-tune from, skipping pre-training: the authors' .h5 or our .keras
+    # a checkpoint to fine-tune from, skipping pre-training: the authors' .h5, our .keras, or a
+    # registered version (models:/<name>@<alias> or /<version>: its Keras backbone, verified)
     pretrained: str | None = None
     # widths: binaryfacenet one int (default 64); binaryfacenet_lce one int or the widths of its
     # 56/28/14 px stages (default [32, 64, 128]); the baselines have their papers' widths
