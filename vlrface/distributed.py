@@ -298,7 +298,6 @@ def run_keras_stage(
     folder removed when the stage succeeds. ``on_start``/``on_epoch`` receive the chief's
     settings and figures while it trains; checkpoints are the chief's, so ``resume: true``
     continues a stage whose worker died."""
-    import shutil
     import tempfile
 
     from vlrface._keras import load_keras, save_keras
