@@ -362,48 +362,6 @@ def test_pretrained_checkpoint_replaces_pretraining(project, first_run, shared_d
     assert tags["pretrained.sha256"].startswith("8af82b31969ebe57")
 
 
-@pytest.mark.distributed
-def test_multi_worker_finetune_runs_in_the_pipeline(project, first_run, tmp_path):
-    """``strategy: multi_worker`` with ``processes: 2`` in the profile's fine-tune: the step
-    trains on 2 worker processes (pre-training comes from the cache), the model it stores and
-    registers is the chief's result, and the MLflow run holds what one process logs."""
-    ckpt = tmp_path / "ckpt"
-    mw = run(
-        write_config(
-            project,
-            "tiny_mw",
-            finetune={
-                "strategy": "multi_worker",
-                "processes": 2,
-                "checkpoint_every": 2,
-                "checkpoint_dir": str(ckpt),
-                "resume": True,
-            },
-            registry={"model_name": "tinyfacenet_mw"},
-        )
-    )
-    assert str(mw.status) == "completed"
-    steps = statuses(mw)
-    assert steps["pretrain_model"] == "cached" and steps["finetune_model"] == "completed"
-    out = mw.steps["finetune_model"].outputs["finetuned"]
-    stored = (out[0] if isinstance(out, list) else out).load().get_weights()
-    with np.load(ckpt / "job" / "backbone.npz") as chief:  # the chief's result
-        assert len(chief.files) == len(stored)
-        for i, w in enumerate(stored):
-            assert np.array_equal(chief[f"arr_{i}"], w)
-    assert (ckpt / "latest").is_file()  # the chief's checkpoints
-    client = mlflow_client()
-    exp = client.get_experiment_by_name("train_binaryfacenet")
-    (mrun,) = client.search_runs([exp.experiment_id], f"attributes.run_name = '{mw.name}'")
-    params = mrun.data.params
-    assert (params["finetune.run.strategy"], params["finetune.run.processes"],
-            params["finetune.run.replicas"]) == ("multi_worker", "2", "2")  # fmt: skip
-    history = client.get_metric_history(mrun.info.run_id, "finetune.loss")
-    assert [h.step for h in history] == [1]  # one epoch, logged while the chief trained
-    version = client.get_model_version("tinyfacenet_mw", "1")
-    assert version.tags["lineage.finetuned"] == "tinyfacenet_mw-finetuned/1"
-
-
 def test_new_data_version_reruns_and_challenges_the_champion(project, first_run, session_tmp):
     """Retraining on new data: one more identity through DVC changes data.dvc's md5, so the
     steps that read the data, and everything after them, run again; the new model is
