@@ -203,3 +203,33 @@ def test_keras_worker_death_stops_the_run_and_resume_continues(data, keras_runs,
     assert len(history) == 2
     for a, b in zip(backbone.get_weights(), mw_w, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_keras_fine_tune_from_a_given_backbone_and_centres(data, keras_runs, tmp_path):
+    """A fine-tune (``finetune_model``): the pre-trained backbone travels to the workers as a
+    ``.keras`` file and the centres as an array; the 2 workers end where one process with the
+    same 2 replicas ends, starting from the same weights (given to it as arrays)."""
+    from vlrface.config.keras import ModelConfig, StageConfig
+    from vlrface.models.keras import build_model
+    from vlrface.training.keras import run_stage
+
+    root, manifest = data
+    _, (pre_w, pre_c, _), *_ = keras_runs
+    stage = {**KERAS_STAGE, "epochs": 1, "resume": False, "checkpoint_every": None,
+             "degrade": {"kind": "fixed", "probability": 0.5, "sizes": [7, 14]}}  # fmt: skip
+    ref_w, ref_c, _ = train_keras_multi_worker(
+        manifest, root, KERAS_MODEL, stage, 1, tmp_path / "ref", workers=2, one_process=True,
+        backbone_weights=pre_w, centres=pre_c,
+    )  # fmt: skip
+    pretrained = build_model(ModelConfig(**KERAS_MODEL))
+    pretrained.set_weights(pre_w)
+    backbone, centres, history = run_stage(
+        manifest, root, ModelConfig(**KERAS_MODEL),
+        StageConfig(**stage, strategy="multi_worker", processes=2), 1, pretrained, pre_c,
+        desc="finetune",
+    )  # fmt: skip
+    assert len(history) == 1
+    assert not np.allclose(backbone.get_weights()[0], pre_w[0])  # it trained
+    for a, b in zip(ref_w, backbone.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ref_c, centres, rtol=1e-5, atol=1e-5)
