@@ -100,6 +100,12 @@ def test_teacher_student_and_its_baseline_are_expressible():
         ({"schedule": "plateau", "plateau": {"patience": 0}}, "'finetune.plateau.patience'"),
         ({"teacher": {"lam": 0.1}}, "either 'path' or 'model'"),
         ({"strategy": "tpu"}, "'finetune.strategy'"),
+        # local worker processes go with multi_worker only; process loaders need workers
+        ({"processes": 2}, r"'finetune': processes: 2 needs strategy: multi_worker"),
+        ({"strategy": "mirrored", "processes": 2}, "processes: 2 needs strategy: multi_worker"),
+        ({"strategy": "multi_worker", "processes": 0}, "'finetune.processes'"),
+        ({"loader_kind": "process"}, "loader_kind: process needs loader_workers >= 1"),
+        ({"loader_kind": "fork", "loader_workers": 2}, "'finetune.loader_kind'"),
     ],
 )
 def test_bad_training_keys_are_named(change, message):
@@ -163,6 +169,28 @@ def test_old_torch_keys_parse_as_the_new_ones(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "config key 'workers' is deprecated (it still works): use 'loader_workers'"
     ]
+
+
+def test_processes_need_ddp_on_the_torch_track(tmp_path):
+    """A profile file with ``processes: 2`` but no ``ddp: true``: one line naming the file and
+    the key; ``workers`` stays the deprecated ``loader_workers``, not the processes."""
+    from vlrface.config.common import load_file
+    from vlrface.config.torch import TorchPipelineConfig
+
+    raw = load(ROOT / "configs/crossres_demo.yaml")
+    raw["finetune"]["processes"] = 2
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"parameters": raw}))
+    with pytest.raises(ConfigError) as err:
+        load_file(path, TorchPipelineConfig)
+    assert str(err.value) == (
+        f"{path}: invalid value for 'finetune': processes: 2 needs ddp: true (one process "
+        "otherwise)"
+    )
+    raw["finetune"].update(ddp=True, workers=3)
+    path.write_text(yaml.safe_dump({"parameters": raw}))
+    stage = load_file(path, TorchPipelineConfig).finetune
+    assert (stage.processes, stage.loader_workers, stage.ddp) == (2, 3, True)
 
 
 def test_shipped_profiles_use_the_new_keys(caplog):

@@ -1,7 +1,9 @@
 """Distributed training on 2 local processes (CPU, tiny data): the Keras track with
 MultiWorkerMirroredStrategy (TF_CONFIG on 127.0.0.1 ports), the PyTorch track with DDP (gloo,
-torchrun). Each is compared with one process on the same global batch, a worker is killed
-mid-epoch (the run stops naming it, the checkpoint stays) and the rerun resumes from it.
+torchrun). Both run as a pipeline's training step runs them: ``run_stage`` of a stage configured
+with ``strategy: multi_worker`` / ``ddp: true`` and ``processes: 2``. Each is compared with one
+process on the same global batch, a worker is killed mid-epoch (the run stops naming it, the
+checkpoint stays) and the rerun resumes from it.
 
 Tolerances: Keras multi-worker vs one process with MirroredStrategy over 2 logical CPUs (the
 same 2 replicas, per-replica batch norm): equal to 1e-5. PyTorch DDP vs one process with the
@@ -12,11 +14,7 @@ process, so the weights match to a stated tolerance (see TORCH_TOL), not exactly
 import numpy as np
 import pytest
 
-from vlrface.distributed import (
-    DistributedTrainingError,
-    train_keras_multi_worker,
-    train_torch_ddp,
-)
+from vlrface.distributed import DistributedTrainingError, train_keras_multi_worker
 
 pytestmark = pytest.mark.distributed
 
@@ -56,6 +54,13 @@ def _flat(model) -> np.ndarray:
                            if v.dtype.is_floating_point])  # fmt: skip
 
 
+def _torch_stage(ckpt, **extra):
+    from vlrface.config.torch import TorchStageConfig
+
+    return TorchStageConfig(**TORCH_STAGE, ddp=True, processes=2, checkpoint_dir=str(ckpt),
+                            **extra)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def torch_runs(data, tmp_path_factory):
     from vlrface.config.torch import TorchModelConfig, TorchStageConfig
@@ -67,19 +72,22 @@ def torch_runs(data, tmp_path_factory):
     init = tt.save_model(start, TorchModelConfig(**TORCH_MODEL))
     single = tt.train(tt.load_model(init), manifest, root, TorchStageConfig(**TORCH_STAGE), 0,
                       image_size=32)  # fmt: skip
-    job = tmp_path_factory.mktemp("ddp")
-    ddp, history, steps, _ = train_torch_ddp(
-        manifest, root, TORCH_MODEL, TORCH_STAGE, 0, job, processes=2, image_size=32, init=init,
-        checkpoint_dir=job / "ckpt",
-    )  # fmt: skip
-    return start, single, ddp, history, steps, init
+    # the pipeline's entry point (steps.training.finetune_torch): ddp: true, processes: 2
+    ckpt, epochs = tmp_path_factory.mktemp("ddp") / "ckpt", []
+    run = tt.run_stage("finetune", manifest, root, 32, TorchModelConfig(**TORCH_MODEL),
+                       _torch_stage(ckpt), 0, init=init,
+                       on_epoch=lambda e, r: epochs.append((e, r)))  # fmt: skip
+    return start, single, run, epochs, init, ckpt
 
 
 def test_torch_ddp_matches_one_process_within_tolerance(torch_runs):
     """DDP's update vs one process's: the same size (gradients averaged, not summed: a sum
     would double it), nearly the same direction, per-epoch losses within 5%."""
-    start, single, ddp, history, steps, _ = torch_runs
-    assert steps == single.steps == 2 * (24 // 8)
+    from vlrface.training import torch as tt
+
+    start, single, run, epochs, _, ckpt = torch_runs
+    ddp, history, steps = tt.load_model(run.model), run.history, run.steps
+    assert steps == single.steps == 2 * (24 // 8) == run.metrics["finetune.steps"]
     a, b, s = _flat(ddp), _flat(single.model), _flat(start)
     da, db = a - s, b - s
     print(f"DDP vs one process: rel L2 {np.linalg.norm(a - b) / np.linalg.norm(b):.4f}, update "
@@ -92,25 +100,34 @@ def test_torch_ddp_matches_one_process_within_tolerance(torch_runs):
     np.testing.assert_allclose(
         [h["loss"] for h in history], [h["loss"] for h in single.history], rtol=0.05
     )
+    # rank 0's epochs reached the caller's callback (MLflow in a pipeline) as in one process
+    assert epochs == [(i + 1, h) for i, h in enumerate(history)]
+    assert "finetune.resumed_from_step" not in run.tags
+    assert not ckpt.exists()  # a finished stage removes its crash-recovery folder
 
 
-def test_torch_worker_death_stops_the_run_and_resume_continues(data, torch_runs, tmp_path):
+def test_torch_worker_death_stops_the_run_and_resume_continues(data, torch_runs, tmp_path,
+                                                               monkeypatch):  # fmt: skip
+    from vlrface.config.torch import TorchModelConfig
+    from vlrface.training import torch as tt
+
     root, manifest = data
-    *_, ddp, _, _, init = torch_runs
+    _, _, run, _, init, _ = torch_runs
     ckpt = tmp_path / "ckpt"
+    monkeypatch.setenv("VLRFACE_DIE_AT", "1:4")  # the workers' environment: rank 1, step 4
     with pytest.raises(
         DistributedTrainingError, match=r"torch DDP \(2 processes\): rank 1 exited with status 3"
     ):
-        train_torch_ddp(manifest, root, TORCH_MODEL, TORCH_STAGE, 0, tmp_path / "a", processes=2,
-                        image_size=32, init=init, checkpoint_dir=ckpt,
-                        env={"VLRFACE_DIE_AT": "1:4"})  # fmt: skip
+        tt.run_stage("finetune", manifest, root, 32, TorchModelConfig(**TORCH_MODEL),
+                     _torch_stage(ckpt), 0, init=init)  # fmt: skip
     assert (ckpt / "last.pt").is_file()
-    model, _, steps, resumed = train_torch_ddp(
-        manifest, root, TORCH_MODEL, TORCH_STAGE, 0, tmp_path / "b", processes=2, image_size=32,
-        init=init, checkpoint_dir=ckpt,
-    )  # fmt: skip
-    assert resumed == 4 and steps == 6
-    np.testing.assert_allclose(_flat(model), _flat(ddp), atol=1e-6)
+    monkeypatch.delenv("VLRFACE_DIE_AT")
+    again = tt.run_stage("finetune", manifest, root, 32, TorchModelConfig(**TORCH_MODEL),
+                         _torch_stage(ckpt), 0, init=init)  # fmt: skip
+    assert again.tags["finetune.resumed_from_step"] == "4" and again.steps == 6
+    np.testing.assert_allclose(
+        _flat(tt.load_model(again.model)), _flat(tt.load_model(run.model)), atol=1e-6
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,18 +147,27 @@ KERAS_STAGE = dict(
 
 @pytest.fixture(scope="module")
 def keras_runs(data, tmp_path_factory):
+    from vlrface.config.keras import ModelConfig, StageConfig
+    from vlrface.training.keras import run_stage
+
     root, manifest = data
     ref_dir, mw_dir = tmp_path_factory.mktemp("mirrored"), tmp_path_factory.mktemp("mw")
     ref_stage = {**KERAS_STAGE, "checkpoint_dir": str(ref_dir / "ckpt")}
     ref = train_keras_multi_worker(manifest, root, KERAS_MODEL, ref_stage, 0, ref_dir,
                                    workers=2, one_process=True)  # fmt: skip
-    stage = {**KERAS_STAGE, "checkpoint_dir": str(mw_dir / "ckpt")}
-    mw = train_keras_multi_worker(manifest, root, KERAS_MODEL, stage, 0, mw_dir, workers=2)
-    return ref, mw, mw_dir
+    # the pipeline's entry point (steps.training.pretrain_model): multi_worker, processes: 2
+    stage = StageConfig(**KERAS_STAGE, strategy="multi_worker", processes=2,
+                        checkpoint_dir=str(mw_dir / "ckpt"))  # fmt: skip
+    starts, epochs = [], []
+    backbone, centres, history = run_stage(
+        manifest, root, ModelConfig(**KERAS_MODEL), stage, 0, desc="pretrain",
+        on_start=starts.append, on_epoch=lambda e, r: epochs.append((e, r)),
+    )  # fmt: skip
+    return ref, (backbone.get_weights(), centres, history), mw_dir, starts, epochs
 
 
 def test_keras_multi_worker_equals_one_process_with_the_same_replicas(keras_runs):
-    (ref_w, ref_c, ref_h), (mw_w, mw_c, mw_h), mw_dir = keras_runs
+    (ref_w, ref_c, ref_h), (mw_w, mw_c, mw_h), mw_dir, starts, epochs = keras_runs
     assert len(ref_w) == len(mw_w)
     for a, b in zip(ref_w, mw_w, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -150,19 +176,60 @@ def test_keras_multi_worker_equals_one_process_with_the_same_replicas(keras_runs
     np.testing.assert_allclose([h["loss"] for h in mw_h], [h["loss"] for h in ref_h], rtol=1e-5)
     # the chief alone wrote checkpoints, the last one the finished stage
     assert (mw_dir / "ckpt" / "latest").read_text() == "ckpt-000000006"
+    # what one process reports reached the callbacks: the run's settings, then each epoch
+    (info,) = starts
+    assert (info["strategy"], info["processes"], info["replicas"]) == ("multi_worker", 2, 2)
+    assert info["total_steps"] == 6
+    assert epochs == [(i, h) for i, h in enumerate(mw_h)]
 
 
-def test_keras_worker_death_stops_the_run_and_resume_continues(data, keras_runs, tmp_path):
+def test_keras_worker_death_stops_the_run_and_resume_continues(data, keras_runs, tmp_path,
+                                                               monkeypatch):  # fmt: skip
+    from vlrface.config.keras import ModelConfig, StageConfig
+    from vlrface.training.keras import run_stage
+
     root, manifest = data
-    _, (mw_w, _, _), _ = keras_runs
-    stage = {**KERAS_STAGE, "checkpoint_dir": str(tmp_path / "ckpt")}
+    _, (mw_w, _, _), *_ = keras_runs
+    stage = StageConfig(**KERAS_STAGE, strategy="multi_worker", processes=2,
+                        checkpoint_dir=str(tmp_path / "ckpt"))  # fmt: skip
+    monkeypatch.setenv("VLRFACE_DIE_AT", "1:4")  # the workers' environment: worker 1, step 4
     with pytest.raises(DistributedTrainingError, match=r"worker 1 exited with status 3"):
-        train_keras_multi_worker(manifest, root, KERAS_MODEL, stage, 0, tmp_path / "a",
-                                 workers=2, env={"VLRFACE_DIE_AT": "1:4"})  # fmt: skip
+        run_stage(manifest, root, ModelConfig(**KERAS_MODEL), stage, 0, desc="pretrain")
     latest = (tmp_path / "ckpt" / "latest").read_text()
     assert latest in {"ckpt-000000003", "ckpt-000000004"}  # the chief may have saved step 4
-    w, _, history = train_keras_multi_worker(manifest, root, KERAS_MODEL, stage, 0,
-                                             tmp_path / "b", workers=2)  # fmt: skip
+    monkeypatch.delenv("VLRFACE_DIE_AT")
+    backbone, _, history = run_stage(manifest, root, ModelConfig(**KERAS_MODEL), stage, 0,
+                                     desc="pretrain")  # fmt: skip
     assert len(history) == 2
-    for a, b in zip(w, mw_w, strict=True):
+    for a, b in zip(backbone.get_weights(), mw_w, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_keras_fine_tune_from_a_given_backbone_and_centres(data, keras_runs, tmp_path):
+    """A fine-tune (``finetune_model``): the pre-trained backbone travels to the workers as a
+    ``.keras`` file and the centres as an array; the 2 workers end where one process with the
+    same 2 replicas ends, starting from the same weights (given to it as arrays)."""
+    from vlrface.config.keras import ModelConfig, StageConfig
+    from vlrface.models.keras import build_model
+    from vlrface.training.keras import run_stage
+
+    root, manifest = data
+    _, (pre_w, pre_c, _), *_ = keras_runs
+    stage = {**KERAS_STAGE, "epochs": 1, "resume": False, "checkpoint_every": None,
+             "degrade": {"kind": "fixed", "probability": 0.5, "sizes": [7, 14]}}  # fmt: skip
+    ref_w, ref_c, _ = train_keras_multi_worker(
+        manifest, root, KERAS_MODEL, stage, 1, tmp_path / "ref", workers=2, one_process=True,
+        backbone_weights=pre_w, centres=pre_c,
+    )  # fmt: skip
+    pretrained = build_model(ModelConfig(**KERAS_MODEL))
+    pretrained.set_weights(pre_w)
+    backbone, centres, history = run_stage(
+        manifest, root, ModelConfig(**KERAS_MODEL),
+        StageConfig(**stage, strategy="multi_worker", processes=2), 1, pretrained, pre_c,
+        desc="finetune",
+    )  # fmt: skip
+    assert len(history) == 1
+    assert not np.allclose(backbone.get_weights()[0], pre_w[0])  # it trained
+    for a, b in zip(ref_w, backbone.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ref_c, centres, rtol=1e-5, atol=1e-5)

@@ -67,3 +67,27 @@ def test_negative_workers_is_refused(faces):
     root, manifest = faces
     with pytest.raises(ValueError, match="workers must be >= 0"):
         FaceBatches(root, manifest, label_map(manifest), 4, seed=0, workers=-1)
+
+
+def test_a_keras_stage_trains_the_same_whatever_the_loader(faces):
+    """``loader_workers`` / ``loader_kind`` in a stage: one background thread, 2 threads and 2
+    spawned processes give the same weights and figures, bit for bit, for one seed."""
+    from vlrface.config.keras import ModelConfig, StageConfig
+    from vlrface.training.keras import run_stage
+
+    root, manifest = faces
+    manifest = manifest.assign(split="train")
+    model = ModelConfig(name="binaryfacenet", channels=8, embedding=16)
+    runs = []
+    for workers, kind in ((0, "thread"), (2, "thread"), (2, "process")):
+        stage = StageConfig(epochs=1, batch_size=4, lr=0.01, schedule={"kind": "constant"},
+                            degrade={"kind": "fixed", "probability": 0.7, "sizes": [7, 14]},
+                            loader_workers=workers, loader_kind=kind)  # fmt: skip
+        backbone, centres, history = run_stage(manifest, str(root), model, stage, 5,
+                                               progress=False)  # fmt: skip
+        runs.append((backbone.get_weights() + [centres], history))
+    (first, history), *others = runs
+    for weights, other_history in others:
+        assert other_history == history
+        for a, b in zip(first, weights, strict=True):
+            assert np.array_equal(a, b)

@@ -19,7 +19,7 @@ if not tf.keras.Model.__module__.startswith("tf_keras"):  # pragma: no cover - e
         "TF_USE_LEGACY_KERAS=1 before TensorFlow is imported (vlrface sets it when imported first)"
     )
 
-__all__ = ["tf"]
+__all__ = ["load_keras", "save_keras", "tf"]
 
 
 def custom_objects() -> dict:
@@ -41,3 +41,14 @@ def custom_objects() -> dict:
     for cls in (FakeQuant, *heads, GroupedQuantConv2D, BinomialBlur):
         objects[f"vlrface>{cls.__name__}"] = cls
     return objects
+
+
+def save_keras(model: tf.keras.Model, path: str) -> None:
+    model.save(path)
+
+
+def load_keras(path: str) -> tf.keras.Model:
+    """A ``.keras`` file with the explicit custom objects and ``safe_mode`` (no code runs)."""
+    return tf.keras.models.load_model(
+        path, custom_objects=custom_objects(), compile=False, safe_mode=True
+    )

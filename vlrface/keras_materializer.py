@@ -17,22 +17,11 @@ from zenml.materializers.base_materializer import BaseMaterializer
 
 import vlrface.losses.keras  # noqa: F401  (registers the margin heads)
 import vlrface.models.keras.binaryfacenet  # noqa: F401  (registers GroupedQuantConv2D)
-from vlrface._keras import tf
+from vlrface._keras import load_keras, save_keras, tf
+
+__all__ = ["KerasModelMaterializer", "load_keras", "save_keras"]
 
 FILENAME = "model.keras"
-
-
-def save_keras(model: tf.keras.Model, path: str) -> None:
-    model.save(path)
-
-
-def load_keras(path: str) -> tf.keras.Model:
-    """A ``.keras`` file with the explicit custom objects and ``safe_mode`` (no code runs)."""
-    from vlrface._keras import custom_objects
-
-    return tf.keras.models.load_model(
-        path, custom_objects=custom_objects(), compile=False, safe_mode=True
-    )
 
 
 class KerasModelMaterializer(BaseMaterializer):

@@ -244,11 +244,32 @@ class StageBase(Section):
     checkpoint_dir: str | None = None
     # threads that decode (and degrade) ahead; batches are the same whatever the number
     loader_workers: int = Field(0, ge=0)
+    # training processes started on this machine (vlrface.distributed): > 1 goes with the Keras
+    # track's `strategy: multi_worker` (TF_CONFIG on loopback ports) or the PyTorch track's
+    # `ddp: true` (torchrun, gloo); the chief (worker / rank 0) alone writes checkpoints and the
+    # result. 1: this process only (on a cluster the workers come from outside: TF_CONFIG /
+    # torchrun). Not `workers`: that is the PyTorch stages' old name of `loader_workers`.
+    processes: int = Field(1, ge=1)
+
+    # the key that turns a stage distributed, for ``processes``' message (each track's own)
+    DISTRIBUTED: ClassVar[str] = ""
+
+    def _distributed(self) -> bool:
+        """Whether the stage asks for a distributed strategy (each track says which key)."""
+        return False
 
     @field_validator("degrade")
     @classmethod
     def _policy_builds(cls, v):
         return policy_builds(v)
+
+    @model_validator(mode="after")
+    def _processes_need_a_distributed_stage(self):
+        if self.processes > 1 and not self._distributed():
+            raise ValueError(
+                f"processes: {self.processes} needs {self.DISTRIBUTED} (one process otherwise)"
+            )
+        return self
 
     @model_validator(mode="wrap")
     @classmethod

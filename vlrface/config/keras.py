@@ -131,8 +131,18 @@ class StageConfig(StageBase):
     checkpoint_every: int | None = Field(None, ge=1)  # steps
     keep_checkpoints: int = Field(2, ge=1)
     resume: bool = False  # continue from checkpoint_dir's last checkpoint
+    # multi_worker with `processes: N` (> 1) trains on N local worker processes
+    # (vlrface.distributed); with `processes: 1` the cluster comes from TF_CONFIG
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     mixed_precision: bool = False  # GPU only; ignored (and logged) on a CPU
+    # what runs `loader_workers`: threads, or spawned processes writing each batch into shared
+    # memory (vlrface.data.loader.FaceBatches); the batches are the same either way
+    loader_kind: Literal["thread", "process"] = "thread"
+
+    DISTRIBUTED: ClassVar[str] = "strategy: multi_worker"
+
+    def _distributed(self) -> bool:
+        return self.strategy == "multi_worker"
 
     # deprecated keys, read once and translated (``translate``); never dumped
     loss: str | None = Field(None, exclude=True)
@@ -166,6 +176,8 @@ class StageConfig(StageBase):
     def _stage_is_consistent(self):
         if (self.checkpoint_every or self.resume) and not self.checkpoint_dir:
             raise ValueError("'checkpoint_every' and 'resume' need 'checkpoint_dir'")
+        if self.loader_kind == "process" and self.loader_workers == 0:
+            raise ValueError("loader_kind: process needs loader_workers >= 1")
         return self
 
     @classmethod

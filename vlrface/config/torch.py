@@ -55,7 +55,8 @@ class TeacherConfig(TeacherBase):
 
 class TorchStageConfig(StageBase):
     """A PyTorch training stage: the shared keys (``vlrface.config.common.StageBase``) and the
-    PyTorch trainer's own. ``workers`` (earlier versions) is read as ``loader_workers``."""
+    PyTorch trainer's own. ``workers`` (earlier versions) is read as ``loader_workers``; the
+    number of training processes is ``processes`` (with ``ddp: true``)."""
 
     ALIASES: ClassVar[dict[str, str]] = {"workers": "loader_workers"}
 
@@ -75,10 +76,18 @@ class TorchStageConfig(StageBase):
     # checkpoint_dir None: a folder under the system temp dir named by the stage's inputs (a
     # crashed run resumes there, a finished one deletes it)
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$")
-    ddp: bool = False  # DistributedDataParallel when torch.distributed is initialised, else no-op
+    # DistributedDataParallel: with `processes: N` (> 1) on N local processes (torchrun, gloo;
+    # vlrface.distributed); with `processes: 1` when torch.distributed is initialised from
+    # outside (torchrun), else a no-op
+    ddp: bool = False
     progress: bool = True
 
     workers: int | None = Field(None, ge=0, exclude=True)  # deprecated: loader_workers
+
+    DISTRIBUTED: ClassVar[str] = "ddp: true"
+
+    def _distributed(self) -> bool:
+        return self.ddp
 
 
 class OnnxExportConfig(Section):

@@ -58,7 +58,7 @@ from vlrface.training.common import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LOSSES", "NonFiniteLossError", "Stage", "run_stage", "train"]
+__all__ = ["LOSSES", "NonFiniteLossError", "Stage", "run_stage", "run_stage_here", "train"]
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -679,7 +679,45 @@ def run_stage(
     ``on_start(info)`` receives what the run does before it starts: the degradation policy's
     ``policy_dict()``, loss, schedule, strategy, mixed precision and teacher. ``teacher`` (a
     frozen Keras model) overrides ``stage_cfg.teacher``.
+
+    ``strategy: multi_worker`` with ``processes: N > 1``: the stage runs on N local worker
+    processes (``vlrface.distributed.run_keras_stage``); the chief's ``on_start``/``on_epoch``
+    figures reach the callbacks here while it trains, and the result is the chief's.
     """
+    if stage_cfg.weight_ensemble is not None and backbone is None:
+        raise ConfigError(f"{desc}.weight_ensemble needs a starting backbone (a fine-tune)")
+    if stage_cfg.processes > 1:
+        if on_step is not None:
+            raise ValueError(f"{desc}: on_step runs in this process only (processes: 1)")
+        from vlrface.distributed import run_keras_stage
+
+        return run_keras_stage(
+            manifest, root, model_cfg, stage_cfg, seed, backbone=backbone, centres=centres,
+            desc=desc, on_epoch=on_epoch, progress=progress, on_start=on_start, teacher=teacher,
+        )  # fmt: skip
+    return run_stage_here(
+        manifest, root, model_cfg, stage_cfg, seed, backbone, centres, desc, on_epoch, progress,
+        on_start, on_step, teacher,
+    )  # fmt: skip
+
+
+def run_stage_here(
+    manifest,
+    root: str,
+    model_cfg,
+    stage_cfg,
+    seed: int,
+    backbone: tf.keras.Model | None = None,
+    centres: np.ndarray | None = None,
+    desc: str = "train",
+    on_epoch: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+    on_start: Callable[[dict], None] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    teacher: tf.keras.Model | None = None,
+):
+    """``run_stage`` in this process, whatever ``processes`` says (what each worker process of
+    a multi-worker stage runs; with ``strategy: multi_worker`` the cluster is ``TF_CONFIG``'s)."""
     from vlrface.data.records import label_map
     from vlrface.models.keras import build_model
 
@@ -765,6 +803,7 @@ def run_stage(
         vlr=policy,
         with_hr=teacher is not None,
         workers=stage_cfg.loader_workers,
+        kind=stage_cfg.loader_kind,
         teacher_table=table,
         max_batches=stage_cfg.steps_per_epoch,
     )
@@ -775,6 +814,7 @@ def run_stage(
         "schedule": stage.schedule.describe(),
         "optimizer": {"name": "SGDW", **asdict(stage.optimizer), "decoupled_weight_decay": True},
         "strategy": stage.strategy,
+        "processes": stage_cfg.processes,
         "replicas": replicas,
         "mixed_precision": mixed,
         "teacher": (

@@ -47,7 +47,8 @@ process, the student and head are wrapped (as one module) in ``DistributedDataPa
 rank takes every ``world``-th row of the global batch; the logged loss/accuracy are the global
 batch's (all-reduced); only rank 0 writes checkpoints, every rank resumes from them. In one process
 the option changes nothing. ``vlrface.distributed.train_torch_ddp`` runs it on N processes
-(torchrun, gloo); ``tests/test_distributed.py`` compares it with one process.
+(torchrun, gloo); ``tests/test_distributed.py`` compares it with one process. A stage with
+``ddp: true`` and ``processes: N > 1`` does that from ``run_stage`` (a pipeline's training step).
 """
 
 from __future__ import annotations
@@ -383,6 +384,8 @@ def data_hash(manifest: pd.DataFrame) -> str:
 
 def _fingerprint(stage: TorchStageConfig, seed: int, manifest: pd.DataFrame) -> dict:
     skip = {"progress", "loader_workers", "checkpoint_every", "checkpoint_dir"}
+    if stage.processes == 1:  # as before the key existed: earlier checkpoints still resume
+        skip.add("processes")
     return {
         "stage": stage.model_dump(mode="json", exclude=skip),
         "seed": seed,
@@ -747,10 +750,15 @@ def run_stage(
     }
     ckpt = checkpoint_dir(stage, key)
     t0 = time.perf_counter()
-    result = train(
-        net, rows, root, stage, seed, image_size=image_size, teacher=teacher_net,
-        checkpoint_dir=ckpt, on_epoch=on_epoch, desc=prefix,
-    )  # fmt: skip
+    if stage.processes > 1:  # DDP on local processes, rank 0's result
+        result = _train_ddp(prefix, rows, root, image_size, model_cfg, stage, seed, ckpt,
+                            init if init is not None else save_model(net, model_cfg),
+                            teacher_net, teacher, on_epoch)  # fmt: skip
+    else:
+        result = train(
+            net, rows, root, stage, seed, image_size=image_size, teacher=teacher_net,
+            checkpoint_dir=ckpt, on_epoch=on_epoch, desc=prefix,
+        )  # fmt: skip
     seconds = time.perf_counter() - t0
     images = (result.steps - (result.resumed_from or 0)) * stage.batch_size
     run.metrics[f"{prefix}.steps"] = result.steps
@@ -764,6 +772,36 @@ def run_stage(
         result.steps,
     )
     return run
+
+
+def _train_ddp(prefix, rows, root, image_size, model_cfg, stage, seed, ckpt, init, teacher_net,
+               teacher, on_epoch) -> TrainResult:  # fmt: skip
+    """``train`` with ``ddp: true`` on ``stage.processes`` local processes
+    (``vlrface.distributed.train_torch_ddp``; the job folder is ``<ckpt>/job``): rank 0 alone
+    writes ``<ckpt>/last.pt``, which a rerun after a lost process resumes from. ``on_epoch``
+    receives rank 0's figures while it trains."""
+    from vlrface.distributed import Replay, train_torch_ddp
+
+    teacher_bytes = None
+    if teacher_net is not None:
+        path = stage.teacher.checkpoint
+        teacher_bytes = Path(path).read_bytes() if path else teacher
+    total = stage.epochs * (len(rows) // stage.batch_size)
+    total = min(total, stage.max_steps) if stage.max_steps else total
+    job = Path(ckpt) / "job"
+    job.mkdir(parents=True, exist_ok=True)
+    replay = Replay(job, f"{prefix} ({stage.processes} processes)", stage.progress,
+                    on_epoch=on_epoch, total=total)  # fmt: skip
+    try:
+        model, history, steps, resumed = train_torch_ddp(
+            rows, str(root), model_cfg.model_dump(mode="json"), stage.model_dump(mode="json"),
+            seed, job, processes=stage.processes, image_size=image_size, init=init,
+            checkpoint_dir=ckpt, timeout=float("inf"), teacher=teacher_bytes, desc=prefix,
+            poll=replay,
+        )  # fmt: skip
+    finally:
+        replay.close()
+    return TrainResult(model, None, history, steps, Path(ckpt) / CHECKPOINT, resumed)
 
 
 def load_pretrained(cfg: TorchModelConfig) -> bytes:
