@@ -86,3 +86,36 @@ def test_progress_is_a_line_per_update_off_a_terminal(monkeypatch):
     lines = text.splitlines()
     assert len(lines) >= 3 and all(line.startswith("epoch 1/1:") for line in lines)
     assert "3/3" in lines[-1]
+
+
+def test_load_pretrained_describes_its_empty_centres():
+    """``load_pretrained`` returns empty centres (a new head for the fine-tune classes). The
+    materializer its step names for them (else ZenML's default for arrays) saves, loads and
+    describes an empty array: ZenML's numpy materializer reduces min/max over no values, and
+    ZenML logs "Failed to extract materializer metadata" after the step."""
+    import numpy as np
+    from zenml.client import Client
+    from zenml.integrations.registry import integration_registry
+    from zenml.materializers.materializer_registry import materializer_registry
+    from zenml.utils import source_utils
+
+    import steps
+
+    output = steps.load_pretrained.configuration.outputs.get("pretrain_centres")
+    sources = output.materializer_source if output is not None else None
+    if sources:
+        cls = source_utils.load(sources[0])
+    else:  # what a pipeline run picks: its integrations (numpy's) are active
+        integration_registry.activate_integrations()
+        cls = materializer_registry[np.ndarray]
+    empty = np.zeros((0, 0), np.float32)
+    store = Client().active_stack.artifact_store
+    materializer = cls(uri=f"{store.path}/empty_centres", artifact_store=store)
+    store.makedirs(materializer.uri)
+    materializer.save(empty)
+    assert materializer.extract_full_metadata(empty)["shape"] == (0, 0)
+    assert materializer.save_visualizations(empty) == {}
+    assert materializer.load(np.ndarray).shape == (0, 0)
+    # a non-empty array keeps ZenML's figures
+    values = materializer.extract_metadata(np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert (values["shape"], values["min"], values["max"]) == ((2, 3), 0.0, 5.0)
