@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -119,3 +121,65 @@ def test_load_pretrained_describes_its_empty_centres():
     # a non-empty array keeps ZenML's figures
     values = materializer.extract_metadata(np.arange(6, dtype=np.float32).reshape(2, 3))
     assert (values["shape"], values["min"], values["max"]) == ((2, 3), 0.0, 5.0)
+
+
+# a process's first XLA compile prints XLA's absl lines (Keras XLA-compiles grouped convolutions
+# on a CPU): each place that first runs a Keras model, in a fresh process of its own
+FIRST_KERAS_RUN = {
+    "import_checkpoint": """
+        from types import SimpleNamespace
+        from vlrface.models.keras.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
+        from vlrface.models.keras.checkpoint import import_checkpoint
+        build_binaryfacenet(BinaryFaceNetConfig(channels=16)).save(f"{tmp}/ref.h5")
+        cfg = SimpleNamespace(channels=16, embedding=128, k_bits=BinaryFaceNetConfig().k_bits)
+        import_checkpoint(f"{tmp}/ref.h5", faces, model_cfg=cfg)
+    """,
+    "embedder": """
+        from vlrface.embedders import KerasEmbedder
+        KerasEmbedder(model)(faces)
+    """,
+    "embedding_table": """
+        import cv2
+        from vlrface.training.keras import embedding_table
+        for i in range(2):
+            cv2.imwrite(f"{tmp}/{i}.png", (faces[i] * 60 + 128).clip(0, 255).astype("uint8"))
+        embedding_table(model, tmp, ["0.png", "1.png"], 112, True, desc="embed")
+    """,
+}
+
+
+@pytest.mark.parametrize("place", sorted(FIRST_KERAS_RUN))
+def test_first_keras_run_prints_no_xla_lines(place, tmp_path):
+    """``load_pretrained`` (the checkpoint import), evaluation, export parity and the CLI
+    (``KerasEmbedder``), the teacher cache and head init (``embedding_table``): the first run
+    of a model with a grouped convolution prints nothing of XLA's; other output stays."""
+    code = (
+        textwrap.dedent(
+            """
+        import sys
+        import numpy as np
+        from vlrface._keras import tf
+        tmp = sys.argv[1]
+        faces = np.random.default_rng(0).normal(size=(2, 112, 112, 3)).astype("float32")
+        model = tf.keras.Sequential([
+            tf.keras.Input((112, 112, 3)),
+            tf.keras.layers.Conv2D(4, 1),
+            tf.keras.layers.Conv2D(4, 3, groups=2),  # XLA-compiled on a CPU
+            tf.keras.layers.GlobalAveragePooling2D(),
+        ])
+        """
+        )
+        + textwrap.dedent(FIRST_KERAS_RUN[place])
+        + "print('done', file=sys.stderr)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "XLA" not in out.stderr and "StreamExecutor" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.rstrip().endswith("done")

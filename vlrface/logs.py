@@ -11,7 +11,11 @@ one known message and nothing else: any other warning or error of the same libra
   runs under ``native_stderr_filtered``, which drops exactly those lines.
 - XLA's absl lines (``I0000 ... XLA service ... initialized``, ``Compiled cluster using XLA!``)
   come from absl's C++ logging, which TF_CPP_MIN_LOG_LEVEL does not reach; they print once per
-  process, at the first XLA-compiled training step, which runs under the same filter.
+  process, at its first XLA compile: the first training step, or the first run of a model
+  with a grouped convolution (Keras XLA-compiles those on a CPU). Both run their first call
+  under the same filter (``first_call_filtered``): the training step and ``KerasEmbedder``,
+  which every Keras inference uses (checkpoint import, embedding tables, evaluation, export
+  parity, the CLI).
 - AutoGraph's "could not transform <bound method QuantizedVariable.from_variable>" ("Please
   report this to the TensorFlow team"): larq's quantized-variable constructor is called inside
   the training step; AutoGraph leaves it as plain Python, which is what it is.
