@@ -4,9 +4,11 @@ known noise is dropped at its source, anything else still shows."""
 import io
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -88,6 +90,42 @@ def test_progress_is_a_line_per_update_off_a_terminal(monkeypatch):
     lines = text.splitlines()
     assert len(lines) >= 3 and all(line.startswith("epoch 1/1:") for line in lines)
     assert "3/3" in lines[-1]
+
+
+@pytest.mark.parametrize("counting", ["iterator", "update"])
+def test_progress_lines_show_the_count_and_postfix_they_print_at(monkeypatch, counting):
+    """Off a terminal (a log) a 40-step loop of 1 s steps prints a line per 15 s: each shows
+    the steps done and the postfix set at that step (a training loop's loss), whether the bar
+    counts as the loop's iterator (Keras) or by ``update`` after the postfix (PyTorch). tqdm's
+    iterator keeps its count to itself between lines: a line printed by ``set_postfix`` showed
+    ``0/40 ... loss=1``, and later ones a count 15 steps old."""
+    import tqdm.std
+
+    from vlrface import progress
+
+    clock = [time.time()]  # a fake clock from now: tqdm's monitor thread (real time) stays idle
+    monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])
+    stream = io.StringIO()
+    steps = range(40) if counting == "iterator" else None
+    bar = progress.tqdm(steps, total=40, desc="epoch 1/1", file=stream)
+
+    def step(i: int) -> None:
+        clock[0] += 1.0
+        bar.set_postfix(loss=f"{i + 1}")  # step i + 1's figure
+
+    if counting == "iterator":
+        for i in bar:
+            step(i)
+    else:
+        for i in range(40):
+            step(i)
+            bar.update(1)
+        bar.close()
+    lines = stream.getvalue().splitlines()
+    shown = [re.search(r" (\d+)/40 .*loss=(\d+)", line) for line in lines]
+    shown = [(int(m[1]), int(m[2])) for m in shown if m]
+    assert len(shown) >= 3 and shown[-1] == (40, 40), lines  # two on the way, and the last
+    assert all(done == loss for done, loss in shown), lines
 
 
 def test_load_pretrained_describes_its_empty_centres():
