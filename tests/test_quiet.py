@@ -92,6 +92,19 @@ def test_progress_is_a_line_per_update_off_a_terminal(monkeypatch):
     assert "3/3" in lines[-1]
 
 
+def test_nested_progress_writes_no_cursor_moves_to_a_log():
+    """evaluation's per-protocol bar holds a nested bar per protocol: tqdm moves the cursor up
+    to redraw the outer one, which in a log was a line of its own (empty once rendered)."""
+    from vlrface import progress
+
+    stream = io.StringIO()
+    for _ in progress.tqdm(range(2), desc="protocols", file=stream):
+        for _ in progress.tqdm(range(3), desc="eval lfw", file=stream, mininterval=0):
+            pass
+    lines = stream.getvalue().splitlines()
+    assert lines and all(line.startswith(("protocols:", "eval lfw:")) for line in lines), lines
+
+
 @pytest.mark.parametrize("counting", ["iterator", "update"])
 def test_progress_lines_show_the_count_and_postfix_they_print_at(monkeypatch, counting):
     """Off a terminal (a log) a 40-step loop of 1 s steps prints a line per 15 s: each shows

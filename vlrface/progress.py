@@ -15,11 +15,15 @@ terminal the iterator counts each item on the bar.
 
 from __future__ import annotations
 
+import re
 import sys
 
 from tqdm import tqdm as _tqdm
 
 LOG_INTERVAL_S = 15.0
+# terminal control sequences: a nested bar (evaluation's per-protocol bar) moves the cursor up
+# to redraw in place ("\x1b[A"), which in a log is a line of its own
+_CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def _is_terminal(stream) -> bool:
@@ -36,7 +40,7 @@ class _Lines:
         self.stream, self.last = stream, ""
 
     def write(self, text: str) -> None:
-        line = str(text).replace("\r", "").rstrip()
+        line = _CONTROL.sub("", str(text)).replace("\r", "").rstrip()
         if line and line != self.last:  # tqdm's own blank writes and repeats carry nothing
             self.stream.write(line + "\n")
             self.last = line
