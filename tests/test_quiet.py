@@ -45,6 +45,11 @@ def test_native_filter_drops_known_lines_and_keeps_the_rest():
             os.write(2, b"E0000 cuda_fft.cc:479] Unable to register cuFFT factory: "
                         b"Attempting to register factory for plugin cuFFT when one has\\n")
             os.write(2, b"E0000 something.cc:1] a real error\\n")
+            os.write(2, b"2026-12-05 10:47:29.450569: E tensorflow/core/grappler/optimizers/"
+                        b"meta_optimizer.cc:961] remapper failed: INVALID_ARGUMENT: Mutation::"
+                        b"Apply error: fanout 'binaryfacenet/p_re_lu_9/Relu_1/unary_ops_"
+                        b"composition' exist for missing node 'binaryfacenet/add_1/add'.\\n")
+            os.write(2, b"E0000 meta_optimizer.cc:961] remapper failed: another reason\\n")
             os.write(2, b"I0000 00:00:1.2  30874 device_compiler.h:188] Compiled cluster "
                         b"using XLA!  This line is logged at most once\\n")
             os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called "
@@ -56,7 +61,10 @@ def test_native_filter_drops_known_lines_and_keeps_the_rest():
         [sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    assert out.stderr == "E0000 something.cc:1] a real error\nthe end\n"
+    assert out.stderr == (
+        "E0000 something.cc:1] a real error\n"
+        "E0000 meta_optimizer.cc:961] remapper failed: another reason\nthe end\n"
+    )
 
 
 def test_log_filters_match_one_message_each():

@@ -16,6 +16,9 @@ one known message and nothing else: any other warning or error of the same libra
   under the same filter (``first_call_filtered``): the training step and ``KerasEmbedder``,
   which every Keras inference uses (checkpoint import, embedding tables, evaluation, export
   parity, the CLI).
+- grappler's "remapper failed: ... fanout '.../unary_ops_composition' exist for missing node"
+  (an E line) at the first trace of a BinaryFaceNet: TF 2.16's remapper cannot fuse its PReLU;
+  the failed pass is discarded (the same embeddings), and it comes in the same first call.
 - AutoGraph's "could not transform <bound method QuantizedVariable.from_variable>" ("Please
   report this to the TensorFlow team"): larq's quantized-variable constructor is called inside
   the training step; AutoGraph leaves it as plain Python, which is what it is.
@@ -56,6 +59,10 @@ NATIVE_NOISE = re.compile(
     r"|^I0000 .*\] (XLA service 0x[0-9a-f]+ initialized for platform"
     r"|  StreamExecutor device \(\d+\): Host, Default Version"
     r"|Compiled cluster using XLA!)"
+    # grappler's remapper on BinaryFaceNet's PReLU (TF 2.16): the pass fails, the meta optimizer
+    # keeps the graph it had, so the results are the same; printed at a model's first trace
+    r"|remapper failed: INVALID_ARGUMENT: Mutation::Apply error: fanout '[^']*"
+    r"unary_ops_composition' exist for missing node"
 )
 
 # (logger, message pattern, why it carries nothing)
