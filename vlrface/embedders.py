@@ -18,7 +18,7 @@ class Embedder(Protocol):
 
 
 class KerasEmbedder:
-    """A Keras model in inference mode: how vlrface runs every Keras model it does not train.
+    """A Keras model in inference mode: how vlrface runs a Keras model outside training.
 
     The first call runs under ``vlrface.logs.first_call_filtered``: Keras XLA-compiles grouped
     convolutions on a CPU (BinaryFaceNet's), and a process's first XLA compile prints XLA's

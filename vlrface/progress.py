@@ -9,7 +9,7 @@ Each logged line shows the count and the postfix as they are when it prints. Off
 the line is printed by a count only (``update``, or the next item of the iterable), never by
 ``set_postfix``: set the postfix first, then count the step. tqdm's iterator counts in a local
 variable that reaches the bar only when a line is due, so a line printed from ``set_postfix``
-showed a count one interval old (``0/37 ... loss=13.459`` after the first step); off a
+showed a count one interval old (``0/20 ... loss=13.459`` after the first step); off a
 terminal the iterator counts each item on the bar.
 """
 
