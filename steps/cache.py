@@ -50,6 +50,8 @@ PARTS = {
         "vlrface/degrade.py",
         "vlrface/data",
         "vlrface/keras_materializer.py",
+        "vlrface/array_materializer.py",
+        "vlrface/embedders.py",  # inference passes (vlrface.training.keras.embedding_table)
     ),
     "torch_training": ("steps/training.py", *TORCH, "vlrface/provenance.py"),
     "evaluation": (

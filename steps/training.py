@@ -14,6 +14,7 @@ from zenml import log_metadata, step
 from steps import cache
 from vlrface import runs
 from vlrface._keras import tf
+from vlrface.array_materializer import ArrayMaterializer
 from vlrface.config.common import DataConfig
 from vlrface.config.keras import ModelConfig, StageConfig
 from vlrface.config.torch import TorchModelConfig, TorchStageConfig
@@ -126,7 +127,11 @@ def finetune_model(
 @step(
     experiment_tracker=TRACKER,
     cache_policy=cache.TRAINING,
-    output_materializers={"pretrained": KerasModelMaterializer},
+    # the centres are empty (a new head): ZenML's own array metadata fails on an empty array
+    output_materializers={
+        "pretrained": KerasModelMaterializer,
+        "pretrain_centres": ArrayMaterializer,
+    },
 )
 def load_pretrained(
     manifest: pd.DataFrame, data: dict, model: dict, checkpoint_sha256: str

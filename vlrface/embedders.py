@@ -18,13 +18,20 @@ class Embedder(Protocol):
 
 
 class KerasEmbedder:
-    """A Keras model in inference mode."""
+    """A Keras model in inference mode: how vlrface runs a Keras model outside training.
+
+    The first call runs under ``vlrface.logs.first_call_filtered``: Keras XLA-compiles grouped
+    convolutions on a CPU (BinaryFaceNet's), and a process's first XLA compile prints XLA's
+    absl start-up lines."""
 
     def __init__(self, model):
         from vlrface._keras import tf
+        from vlrface.logs import first_call_filtered
 
         self.model = model
-        self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self._fn = first_call_filtered(
+            tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        )
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._fn(batch)).reshape(len(batch), -1)

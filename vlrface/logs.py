@@ -11,7 +11,14 @@ one known message and nothing else: any other warning or error of the same libra
   runs under ``native_stderr_filtered``, which drops exactly those lines.
 - XLA's absl lines (``I0000 ... XLA service ... initialized``, ``Compiled cluster using XLA!``)
   come from absl's C++ logging, which TF_CPP_MIN_LOG_LEVEL does not reach; they print once per
-  process, at the first XLA-compiled training step, which runs under the same filter.
+  process, at its first XLA compile: the first training step, or the first run of a model
+  with a grouped convolution (Keras XLA-compiles those on a CPU). Both run their first call
+  under the same filter (``first_call_filtered``): the training step and ``KerasEmbedder``,
+  which every Keras inference uses (checkpoint import, embedding tables, evaluation, export
+  parity, the CLI).
+- grappler's "remapper failed: ... fanout '.../unary_ops_composition' exist for missing node"
+  (an E line) at the first trace of a BinaryFaceNet: TF 2.16's remapper cannot fuse its PReLU;
+  the failed pass is discarded (the same embeddings), and it comes in the same first call.
 - AutoGraph's "could not transform <bound method QuantizedVariable.from_variable>" ("Please
   report this to the TensorFlow team"): larq's quantized-variable constructor is called inside
   the training step; AutoGraph leaves it as plain Python, which is what it is.
@@ -52,6 +59,10 @@ NATIVE_NOISE = re.compile(
     r"|^I0000 .*\] (XLA service 0x[0-9a-f]+ initialized for platform"
     r"|  StreamExecutor device \(\d+\): Host, Default Version"
     r"|Compiled cluster using XLA!)"
+    # grappler's remapper on BinaryFaceNet's PReLU (TF 2.16): the pass fails, the meta optimizer
+    # keeps the graph it had, so the results are the same; printed at a model's first trace
+    r"|remapper failed: INVALID_ARGUMENT: Mutation::Apply error: fanout '[^']*"
+    r"unary_ops_composition' exist for missing node"
 )
 
 # (logger, message pattern, why it carries nothing)

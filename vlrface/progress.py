@@ -4,15 +4,26 @@
 run.log``, CI, ZenML's stored step logs) every redraw lands on one endless line. Every long loop
 in vlrface uses this ``tqdm`` instead: on a terminal it is tqdm's own bar, elsewhere it prints one
 plain line per update, at most every ``LOG_INTERVAL_S`` seconds (plus the first and the last).
+
+Each logged line shows the count and the postfix as they are when it prints. Off a terminal
+the line is printed by a count only (``update``, or the next item of the iterable), never by
+``set_postfix``: set the postfix first, then count the step. tqdm's iterator counts in a local
+variable that reaches the bar only when a line is due, so a line printed from ``set_postfix``
+showed a count one interval old (``0/20 ... loss=13.459`` after the first step); off a
+terminal the iterator counts each item on the bar.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 
 from tqdm import tqdm as _tqdm
 
 LOG_INTERVAL_S = 15.0
+# terminal control sequences: a nested bar (evaluation's per-protocol bar) moves the cursor up
+# to redraw in place ("\x1b[A"), which in a log is a line of its own
+_CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def _is_terminal(stream) -> bool:
@@ -29,7 +40,7 @@ class _Lines:
         self.stream, self.last = stream, ""
 
     def write(self, text: str) -> None:
-        line = str(text).replace("\r", "").rstrip()
+        line = _CONTROL.sub("", str(text)).replace("\r", "").rstrip()
         if line and line != self.last:  # tqdm's own blank writes and repeats carry nothing
             self.stream.write(line + "\n")
             self.last = line
@@ -44,19 +55,34 @@ class tqdm(_tqdm):  # noqa: N801 - a drop-in for tqdm.tqdm
     def __init__(self, *args, **kwargs):
         stream = kwargs.get("file") or sys.stderr
         self._lines = not _is_terminal(stream)
-        self._last_line = float("-inf")
         if self._lines:
             kwargs["file"] = _Lines(stream)
             kwargs.setdefault("mininterval", LOG_INTERVAL_S)
             kwargs.setdefault("maxinterval", max(LOG_INTERVAL_S, 10.0))
         super().__init__(*args, **kwargs)
 
-    def refresh(self, nolock=False, lock_args=None):
-        # in a log, ``set_postfix`` (a refresh per training step) must not print a line each:
-        # the same interval as updates; ``close`` still prints the last line
-        if self._lines and not self.disable:  # a disabled bar never set its clock
-            now = self._time()
-            if now - self._last_line < LOG_INTERVAL_S:
-                return False
-            self._last_line = now
-        return super().refresh(nolock=nolock, lock_args=lock_args)
+    def __iter__(self):
+        if not self._lines or self.disable:
+            yield from super().__iter__()
+            return
+        try:  # each item counted on the bar: a line shows the count when it prints
+            for item in self.iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
+
+    # in a log a line is printed by a count (at most every LOG_INTERVAL_S), not by a new
+    # postfix or description (one per training step): they show in the next line
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+        super().set_postfix(ordered_dict, refresh=refresh and not self._lines, **kwargs)
+
+    def set_postfix_str(self, s="", refresh=True):
+        super().set_postfix_str(s, refresh=refresh and not self._lines)
+
+    def set_description(self, desc=None, refresh=True):
+        super().set_description(desc, refresh=refresh and not self._lines)
+
+    def set_description_str(self, desc=None, refresh=True):
+        super().set_description_str(desc, refresh=refresh and not self._lines)

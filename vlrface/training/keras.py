@@ -620,6 +620,7 @@ def embedding_table(
     the table is kept as ``<digest>.npy``, the digest covering the weights, faces and sizes."""
     import hashlib
 
+    from vlrface.embedders import KerasEmbedder
     from vlrface.preprocess import load_face, normalize
 
     paths = [str(p) for p in paths]
@@ -631,12 +632,12 @@ def embedding_table(
         table = np.load(cached)
         log.info("%s: embeddings from %s", desc, cached)
         return table
-    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    fn = KerasEmbedder(model)
     out = []
     for start in tqdm(range(0, len(paths), batch), desc=desc, unit="batch"):
         faces = np.stack([load_face(root, p, size) for p in paths[start : start + batch]])
         views = [faces, faces[:, :, ::-1]] if mirrored else [faces]
-        embs = [fn(tf.constant(normalize(v))).numpy() for v in views]
+        embs = [fn(normalize(v)) for v in views]
         out.append(np.stack(embs if mirrored else embs * 2, axis=1))
     table = np.concatenate(out).astype(np.float32)
     if cached is not None:

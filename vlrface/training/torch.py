@@ -623,8 +623,9 @@ def train(
                     record["degrade_p"] = now.probability
                 if step % stage.checkpoint_every == 0:
                     checkpoint(epoch, b + 1)
-                bar.update(1)
+                # the postfix before the count: a logged line shows this step's figures
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                bar.update(1)
                 if on_step is not None:
                     on_step(step, record)
             mean = loss_sum / max(seen, 1)

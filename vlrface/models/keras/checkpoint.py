@@ -79,6 +79,7 @@ def import_checkpoint(
     ``faces`` are normalised float32 ``(N, 112, 112, 3)`` crops. Raises ``CheckpointError`` on a
     shape mismatch or when the embeddings differ by more than ``tolerance``.
     """
+    from vlrface.embedders import KerasEmbedder
     from vlrface.models.keras.binaryfacenet import BinaryFaceNetConfig, build_binaryfacenet
     from vlrface.provenance import sha256_file
 
@@ -92,9 +93,7 @@ def import_checkpoint(
         )
     ours = build_binaryfacenet(cfg, output_head=True)
     n = copy_weights(ref, ours, str(path))
-    diff = float(
-        np.abs(ref(faces, training=False).numpy() - ours(faces, training=False).numpy()).max()
-    )
+    diff = float(np.abs(KerasEmbedder(ref)(faces) - KerasEmbedder(ours)(faces)).max())
     report = ImportReport(str(path), sha256_file(path), n, len(faces), diff, tolerance)
     if not diff < tolerance:
         raise CheckpointError(
