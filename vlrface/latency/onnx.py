@@ -12,9 +12,8 @@ budget.
 from __future__ import annotations
 
 import platform
-import tempfile
-from pathlib import Path
 
+from vlrface.fileio import temporary_file
 from vlrface.latency.sources import Log, pick, stderr_log
 
 
@@ -29,9 +28,7 @@ def emulate_bytes(onnx: bytes, devices: list[str]) -> dict:
     """``vlrface.latency.emulate`` on a model's bytes."""
     from vlrface.latency.emulate import emulate
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        path.write_bytes(onnx)
+    with temporary_file(onnx, "model.onnx") as path:
         return emulate(path, devices)
 
 
