@@ -6,19 +6,25 @@ from steps import align_data, load_data, validate_data
 from vlrface.data import versioning
 
 
-def data_steps(cfg, config: dict, section: str = "data", seed: int = 0):
+def data_steps(
+    cfg,
+    config: dict,
+    section: str = "data",
+    seed: int = 0,
+    load_id: str | None = None,
+    align_id: str | None = None,
+    validate_id: str | None = None,
+):
     """load -> align -> validate the dataset of the configuration's ``section`` (``data`` or
     ``pretrain_data``; ``cfg`` the parsed configuration, ``config`` its JSON dump), its data
-    version resolved from DVC now, at compilation. The steps of ``data`` keep their names; those
-    of another section carry it (``load_pretrain_data``, ...). Returns ``(manifest, faces,
+    version resolved from DVC now, at compilation. The ``*_id`` name the step invocations (None:
+    the steps' own names; a second dataset's steps need their own). Returns ``(manifest, faces,
     data_info)``: ``faces`` the data section later steps read images with (the aligned copy)."""
     own = getattr(cfg, section)
     version = versioning.resolve(own.dvc_file, own.root).as_dict()
     data = config[section]
-    steps = ("load", "align", "validate")
-    ids = {s: None if section == "data" else f"{s}_{section}" for s in steps}
-    manifest, data_info = load_data(data=data, data_version=version, seed=seed, id=ids["load"])
+    manifest, data_info = load_data(data=data, data_version=version, seed=seed, id=load_id)
     # training reads aligned faces only: later steps read images from the aligned copy
-    manifest, faces = align_data(manifest, data=data, data_version=version, id=ids["align"])
-    validate_data(manifest, data=faces, id=ids["validate"])
+    manifest, faces = align_data(manifest, data=data, data_version=version, id=align_id)
+    validate_data(manifest, data=faces, id=validate_id)
     return manifest, faces, data_info

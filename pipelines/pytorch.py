@@ -67,7 +67,15 @@ def torch_graph(
     else:
         pre_manifest, pre_data, after = manifest, faces, ["validate_data"]
         if cfg.pretrain_data is not None:
-            pre_manifest, pre_data, _ = data_steps(cfg, c, "pretrain_data", cfg.seed)
+            pre_manifest, pre_data, _ = data_steps(
+                cfg,
+                c,
+                "pretrain_data",
+                cfg.seed,
+                load_id="load_pretrain_data",
+                align_id="align_pretrain_data",
+                validate_id="validate_pretrain_data",
+            )
             after.append("validate_pretrain_data")
         pretrained, _ = pretrain_torch(
             pre_manifest,
