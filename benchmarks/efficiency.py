@@ -12,7 +12,6 @@ are the calibrated cost model's prediction (``vlrface.latency.costmodel``).
 import argparse
 import json
 import platform
-import time
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from vlrface.embedders import LCEEmbedder
 from vlrface.export import lce
 from vlrface.latency.costmodel import predict_instructions
 from vlrface.latency.estimate import estimate_ms
+from vlrface.latency.measure import median_ms
 from vlrface.models.keras import ZOO, build_named
 from vlrface.models.keras.efficiency import efficiency
 
@@ -27,13 +27,7 @@ from vlrface.models.keras.efficiency import efficiency
 def x86_latency_ms(flatbuffer: bytes, runs: int) -> float:
     run = LCEEmbedder(flatbuffer, num_threads=1)
     x = np.random.default_rng(0).normal(size=(1, 112, 112, 3)).astype(np.float32)
-    run(x)  # warm-up
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        run(x)
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+    return median_ms(lambda: run(x), runs)
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -28,6 +27,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from vlrface.fileio import temporary_file  # noqa: E402
 from vlrface.latency import anchors, costmodel, opdata  # noqa: E402
 
 OUT = Path(costmodel.__file__).with_name("calibration.yaml")
@@ -88,9 +88,7 @@ def profiled_extra(bundle: Path) -> dict[str, list[dict]]:
     out = {}
     for name in tqdm(anchors.FIT_EXTRA, desc="profiled graphs", unit="graph"):
         flatbuffer = _convert(name)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp, f"{name}.tflite")
-            path.write_bytes(flatbuffer)
+        with temporary_file(flatbuffer, f"{name}.tflite") as path:
             per_op = profile_ops(path, binary, sysroot, log=lambda _: None)
         out[name] = opdata.with_counts(lce.op_table(flatbuffer), per_op)
     return out
@@ -106,9 +104,7 @@ def held_out(bundle: Path, model: dict) -> dict:
     results = {}
     for name in tqdm(anchors.HELD_OUT, desc="held-out graphs", unit="graph"):
         flatbuffer = _convert(name)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp, f"{name}.tflite")
-            path.write_bytes(flatbuffer)
+        with temporary_file(flatbuffer, f"{name}.tflite") as path:
             real = count_instructions(path, binary, sysroot, log=lambda _: None)["instructions"]
         pred = costmodel.predict_instructions(lce.census(flatbuffer)["cost_features"], model)
         results[name] = {

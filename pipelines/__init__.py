@@ -4,6 +4,7 @@ by its bare name, through the top-level ``train_binaryfacenet.py``).
 
 - ``binaryfacenet.py``: ``train_binaryfacenet`` (Keras/Larq, exported to an LCE flatbuffer)
 - ``pytorch.py``: ``train_squeezefaceposenet`` and ``train_crossres`` (PyTorch, exported to ONNX)
+- ``common.py``: the data steps both tracks run (load, align, validate)
 """
 
 from pipelines.binaryfacenet import train_binaryfacenet

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 from zenml import pipeline
 
+from pipelines.common import data_steps
 from steps import (
-    align_data,
     evaluate_model,
     export_lce,
     finetune_model,
     latency_gate,
-    load_data,
     load_pretrained,
     pretrain_model,
     register_model,
     register_stage,
-    validate_data,
 )
 from vlrface import provenance, runs
 from vlrface.config.keras import parse
@@ -46,27 +44,9 @@ def train_binaryfacenet(
     latency: dict | None = None,
     registry: dict | None = None,
 ) -> None:
-    given = dict(
-        seed=seed,
-        data=data,
-        synthetic=synthetic,
-        model=model,
-        pretrain=pretrain,
-        finetune=finetune,
-        evaluation=evaluation,
-        export=export,
-        latency=latency,
-        registry=registry,
-    )
-    runs.check_compiling_run_settings()  # a typo outside parameters: fails too
-    cfg = parse({k: v for k, v in given.items() if v is not None}, "parameters")
+    cfg = runs.pipeline_config(parse, dict(locals()))
     c = cfg.model_dump(mode="json")
-    version = versioning.resolve(cfg.data.dvc_file, cfg.data.root)
-
-    manifest, data_info = load_data(data=c["data"], data_version=version.as_dict(), seed=cfg.seed)
-    # training reads aligned faces only: later steps read images from the aligned copy
-    manifest, faces = align_data(manifest, data=c["data"], data_version=version.as_dict())
-    validate_data(manifest, data=faces)
+    manifest, faces, data_info = data_steps(cfg, c, seed=cfg.seed)
     pretrained_version = None
     if cfg.model.pretrained:
         pretrained, centres = load_pretrained(

@@ -1,4 +1,4 @@
-"""The PyTorch track's pipelines: one step graph (``torch_graph``) under two names.
+"""The PyTorch track's pipelines: one step graph (``torch_graph``) under two pipeline names.
 
 ``train_squeezefaceposenet``: MS1M pre-training, then VGGFace2 fine-tuning of SqueezeFacePoseNet
 (the SqueezeFacePoseNet paper's recipe), exported to ONNX and registered.
@@ -25,34 +25,39 @@ from __future__ import annotations
 
 from zenml import pipeline
 
+from pipelines.common import data_steps
 from steps import (
-    align_data,
     evaluate_onnx,
     export_onnx,
     finetune_torch,
-    load_data,
     load_torch_pretrained,
     onnx_latency_gate,
     pretrain_torch,
     register_torch,
-    validate_data,
 )
 from vlrface import provenance, runs
 from vlrface.config.torch import parse_torch
 from vlrface.data import versioning
 
 
-def torch_graph(given: dict) -> None:
-    """The PyTorch track's step graph, shared by ``train_squeezefaceposenet`` and
-    ``train_crossres``; call it inside a ``@pipeline`` function."""
-    runs.check_compiling_run_settings()  # a typo outside parameters: fails too
-    cfg = parse_torch({k: v for k, v in given.items() if v is not None}, "parameters")
+def torch_graph(
+    seed: int = 0,
+    data: dict | None = None,
+    pretrain_data: dict | None = None,
+    synthetic: dict | None = None,
+    model: dict | None = None,
+    pretrain: dict | None = None,
+    finetune: dict | None = None,
+    evaluation: dict | None = None,
+    export: dict | None = None,
+    latency: dict | None = None,
+    registry: dict | None = None,
+) -> None:
+    """The PyTorch track's step graph, the entrypoint of both ``train_squeezefaceposenet`` and
+    ``train_crossres`` (they differ in their configurations only)."""
+    cfg = runs.pipeline_config(parse_torch, dict(locals()))
     c = cfg.model_dump(mode="json")
-    version = versioning.resolve(cfg.data.dvc_file, cfg.data.root)
-    manifest, data_info = load_data(data=c["data"], data_version=version.as_dict(), seed=cfg.seed)
-    # training reads aligned faces only: later steps read images from the aligned copy
-    manifest, faces = align_data(manifest, data=c["data"], data_version=version.as_dict())
-    validate_data(manifest, data=faces)
+    manifest, faces, data_info = data_steps(cfg, c, seed=cfg.seed)
     if cfg.model.pretrained:
         pretrained = load_torch_pretrained(
             model=c["model"],
@@ -62,21 +67,15 @@ def torch_graph(given: dict) -> None:
     else:
         pre_manifest, pre_data, after = manifest, faces, ["validate_data"]
         if cfg.pretrain_data is not None:
-            pre = cfg.pretrain_data
-            pre_version = versioning.resolve(pre.dvc_file, pre.root)
-            pre_manifest, _ = load_data(
-                data=c["pretrain_data"],
-                data_version=pre_version.as_dict(),
-                seed=cfg.seed,
-                id="load_pretrain_data",
+            pre_manifest, pre_data, _ = data_steps(
+                cfg,
+                c,
+                "pretrain_data",
+                cfg.seed,
+                load_id="load_pretrain_data",
+                align_id="align_pretrain_data",
+                validate_id="validate_pretrain_data",
             )
-            pre_manifest, pre_data = align_data(
-                pre_manifest,
-                data=c["pretrain_data"],
-                data_version=pre_version.as_dict(),
-                id="align_pretrain_data",
-            )
-            validate_data(pre_manifest, data=pre_data, id="validate_pretrain_data")
             after.append("validate_pretrain_data")
         pretrained, _ = pretrain_torch(
             pre_manifest,
@@ -95,35 +94,7 @@ def torch_graph(given: dict) -> None:
     register_torch(finetuned, onnx, metrics, export_report, latency_report, data_info, config=c)
 
 
-@pipeline(name="train_squeezefaceposenet", enable_cache=True, **runs.HOOKS)
-def train_squeezefaceposenet(
-    seed: int = 0,
-    data: dict | None = None,
-    pretrain_data: dict | None = None,
-    synthetic: dict | None = None,
-    model: dict | None = None,
-    pretrain: dict | None = None,
-    finetune: dict | None = None,
-    evaluation: dict | None = None,
-    export: dict | None = None,
-    latency: dict | None = None,
-    registry: dict | None = None,
-) -> None:
-    torch_graph(dict(locals()))
-
-
-@pipeline(name="train_crossres", enable_cache=True, **runs.HOOKS)
-def train_crossres(
-    seed: int = 0,
-    data: dict | None = None,
-    pretrain_data: dict | None = None,
-    synthetic: dict | None = None,
-    model: dict | None = None,
-    pretrain: dict | None = None,
-    finetune: dict | None = None,
-    evaluation: dict | None = None,
-    export: dict | None = None,
-    latency: dict | None = None,
-    registry: dict | None = None,
-) -> None:
-    torch_graph(dict(locals()))
+train_squeezefaceposenet = pipeline(
+    name="train_squeezefaceposenet", enable_cache=True, **runs.HOOKS
+)(torch_graph)
+train_crossres = pipeline(name="train_crossres", enable_cache=True, **runs.HOOKS)(torch_graph)

@@ -80,11 +80,17 @@ PARTS = {
         "vlrface/keras_materializer.py",
     ),
     "onnx_export": ("steps/export.py", "vlrface/export", "vlrface/embedders.py", *TORCH),
-    "latency": ("steps/latency.py", "vlrface/config/keras.py", "vlrface/latency"),
+    "latency": (
+        "steps/latency.py",
+        "vlrface/config/keras.py",
+        "vlrface/latency",
+        "vlrface/export/parity.py",  # the emulated run's ARM vs x86 figures
+    ),
     "onnx_latency": (
         "steps/latency.py",
         "vlrface/config/torch.py",
         "vlrface/latency",
+        "vlrface/export/parity.py",
         "vlrface/embedders.py",
         "vlrface/models/torch",
     ),

@@ -2,8 +2,6 @@
 else estimated by the ARM cost model (vlrface.latency.sources picks; the fallback is configured,
 never silent). ONNX models: ``vlrface.latency.onnx``."""
 
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 import mlflow
@@ -12,6 +10,7 @@ from zenml import log_metadata, step
 from steps import cache
 from vlrface.config.keras import LatencyConfig
 from vlrface.config.torch import OnnxLatencyConfig
+from vlrface.fileio import temporary_file
 from vlrface.latency.sources import lce_gate
 
 TRACKER = True  # the active stack's experiment tracker, whatever its name
@@ -25,9 +24,7 @@ def latency_gate(
     configuration allows: measured (arm64 host), emulated (LCE's aarch64 binary under qemu) or
     estimated (cost model). ``environment`` (``sources.environment``) only keys the cache."""
     cfg = LatencyConfig(**latency)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, "model.tflite")
-        path.write_bytes(tflite)
+    with temporary_file(tflite, "model.tflite") as path:
         report = lce_gate(path, export_report["census"], cfg)
     for device, r in report["devices"].items():
         mlflow.log_metric(f"latency.{device}.ms", r["ms"])

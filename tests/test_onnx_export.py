@@ -88,3 +88,39 @@ def test_bgr_model_round_trip(tmp_path):
     x = parity_inputs(113, model.preprocessing, samples=2)
     swapped = ONNXEmbedder(tmp_path / "bgr.onnx", channel_order="RGB")(x)
     assert not np.allclose(swapped, TorchEmbedder(model)(x), atol=1e-3)
+
+
+def test_onnx_gate_takes_its_source_from_the_one_chooser(exported, monkeypatch):
+    """``sources.pick`` decides the ONNX gate's source as it does the LCE gate's: unavailable
+    (no cost model for ONNX) off arm64 unless emulation is asked for; measured on an arm64 host
+    for the device it names, ahead of emulation."""
+    from vlrface.config.torch import OnnxLatencyConfig
+    from vlrface.latency import measure
+    from vlrface.latency.onnx import onnx_gate
+    from vlrface.latency.sources import pick
+
+    onnx = exported[1].read_bytes()
+    budget = {"raspberry-pi-4": 150.0, "pixel-1": 1e-6}
+    lines = []
+    monkeypatch.setattr(measure, "on_arm", lambda: False)
+    assert pick("auto", "onnx")[0] == "unavailable"
+    assert pick("auto", "onnx", emulate=True)[0] == "emulated"
+    assert pick("auto", "onnx", benchmark_binary="lce_benchmark_model")[0] == "unavailable"
+    for when, passed in (("fail", False), ("defer", True)):
+        cfg = OnnxLatencyConfig(budget_ms=budget, when_unavailable=when, runs=2)
+        report = onnx_gate(onnx, cfg, lines.append)
+        assert report["source"] == "unavailable" and report["passed"] is passed
+        assert {r["source"] for r in report["devices"].values()} == {"unavailable"}
+        assert report["host"]["ms"] > 0 and report["emulation"] is None
+    assert "latency.emulate is off" in lines[-1]
+    monkeypatch.setattr(measure, "on_arm", lambda: True)  # this host as the named device
+    cfg = OnnxLatencyConfig(budget_ms=budget, host_device="pixel-1", emulate=True, runs=2)
+    report = onnx_gate(onnx, cfg, lines.append)
+    assert report["source"] == "measured" and report["passed"] is False  # a 1e-6 ms budget
+    assert report["devices"]["pixel-1"]["ms"] == report["host"]["ms"]
+    assert report["devices"]["raspberry-pi-4"] == {
+        "ms": None,
+        "budget_ms": 150.0,
+        "source": "unavailable",
+    }
+    assert report["emulation"] is None and lines[-1] == "latency measured: arm64 host (pixel-1)"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -22,6 +24,16 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def temporary_file(data: bytes, name: str) -> Iterator[Path]:
+    """``data`` as the file ``name`` in a fresh temporary folder, removed on exit: a model held
+    as bytes (a ZenML artifact, a conversion) for a tool that reads it from a path."""
+    with tempfile.TemporaryDirectory(prefix="vlrface-") as tmp:
+        path = Path(tmp, name)
+        path.write_bytes(data)
+        yield path
 
 
 # --- strict image checks: read the header before any decode -----------------------------------

@@ -242,3 +242,11 @@ def check_compiling_run_settings() -> None:
     path = context.pipeline._run_args.get("config_path") if context is not None else None
     if path:
         check_run_settings(path)
+
+
+def pipeline_config(parse, parameters: dict):
+    """A pipeline's configuration: ``parse`` (``vlrface.config``'s) of the pipeline function's
+    ``parameters`` that are set (not None), after ``check_compiling_run_settings``. Call it
+    first in a pipeline's body, with ``dict(locals())``."""
+    check_compiling_run_settings()  # a typo outside parameters: fails too
+    return parse({k: v for k, v in parameters.items() if v is not None}, "parameters")

@@ -16,6 +16,12 @@ def _eval_file_options(f):
     return f
 
 
+def _option_of(key: str) -> str:
+    """The option that sets an evaluation entry's ``key`` (``suite.entry_kwargs``'s labels)."""
+    option = {"name": "protocol", "root": "data"}.get(key, key.removeprefix("files."))
+    return f"--{option.replace('_', '-')}"
+
+
 @click.command("evaluate")
 @click.option(
     "--protocol",
@@ -62,42 +68,25 @@ def evaluate_cmd(
 
     from vlrface.data.records import DataError
     from vlrface.protocols.common import alignment_line, parse_resolutions
-    from vlrface.protocols.runners import ALIGNABLE, PROTOCOL_FILES, PROTOCOLS
+    from vlrface.protocols.runners import PROTOCOLS
+    from vlrface.protocols.suite import entry_kwargs
     from vlrface.references import embedder as embedder_of
 
-    if protocol not in PROTOCOLS:
-        raise click.ClickException(
-            f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}"
-        )
-    if not Path(root).exists():
-        raise click.ClickException(f"{root}: data root does not exist")
-    kwargs = {}
-    for option, value in files.items():
-        if value is None:
-            continue
-        keyword = option
-        if keyword not in PROTOCOL_FILES[protocol]:
-            raise click.ClickException(f"--{option.replace('_', '-')} does not apply to {protocol}")
-        if not Path(value).is_file():
-            raise click.ClickException(f"{value}: protocol file missing")
-        kwargs[keyword] = value
+    entry = {"name": protocol, "root": root, "align": align}
     if resolutions is not None:
         try:
-            kwargs["resolutions"] = parse_resolutions(resolutions)
+            entry["resolutions"] = parse_resolutions(resolutions)
         except ValueError as exc:
             raise click.ClickException(f"--resolutions {resolutions!r}: {exc}") from None
-    if protocol in ALIGNABLE:
-        kwargs["align"] = align
-    elif align not in ("auto", "none"):
-        raise click.ClickException(
-            f"--align {align}: {protocol} is native low resolution (no landmarks, too small "
-            "for the face detector); use auto or none"
-        )
+    # a file named on the command line is where it says, not under the data root
+    entry["files"] = {k: str(Path(v).absolute()) for k, v in files.items() if v is not None}
+    try:  # the configuration's checks, errors naming the options
+        kwargs = entry_kwargs(entry, flip=not no_flip, up=up, label=_option_of)
+    except (DataError, KeyError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
     embedder = embedder_of(model_ref(spec))
     try:
-        metrics, artifacts = PROTOCOLS[protocol](
-            embedder, root, flip=not no_flip, up=up, progress=True, **kwargs
-        )
+        metrics, artifacts = PROTOCOLS[protocol](embedder, root, progress=True, **kwargs)
     except (DataError, ValueError, KeyError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0].strip("'\"")
         raise click.ClickException(f"{protocol}: {first}") from None

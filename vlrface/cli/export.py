@@ -35,15 +35,24 @@ def _min_cosine(reference: str):
     )
 
 
+def _model_and_out(model_help: str, out_help: str):
+    """The ``--model`` (a reference, ``vlrface.references``) and ``--out`` options."""
+
+    def add(command):
+        command = click.option(
+            "--out", required=True, type=click.Path(dir_okay=False), help=out_help
+        )(command)
+        return click.option("--model", "spec", required=True, help=model_help)(command)
+
+    return add
+
+
 @export.command("lce")
-@click.option(
-    "--model",
-    "spec",
-    required=True,
-    help="A Keras model: a .keras/.h5 file, a zoo name, or a registered version "
+@_model_and_out(
+    "A Keras model: a .keras/.h5 file, a zoo name, or a registered version "
     "(models:/<name>@<alias> or models:/<name>/<version>: its Keras backbone).",
+    "Flatbuffer path.",
 )
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Flatbuffer path.")
 @_calibration(
     "Face crops for the parity check and, with --int8, the representative set that "
     "calibrates the int8 ranges (default: synthetic faces)."
@@ -71,14 +80,11 @@ def export_lce_cmd(spec, out, faces_dir, count, int8, min_cosine, as_json) -> No
 
 
 @export.command("onnx")
-@click.option(
-    "--model",
-    "spec",
-    required=True,
-    help="A PyTorch model: a vlrface checkpoint (.pt/.pth), a PyTorch zoo name, or a "
+@_model_and_out(
+    "A PyTorch model: a vlrface checkpoint (.pt/.pth), a PyTorch zoo name, or a "
     "registered ONNX version (models:/<name>@<alias> or /<version>: its stored checkpoint).",
+    "ONNX file path.",
 )
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="ONNX file path.")
 @_calibration(
     "Face crops for the parity check, put through the model's own preprocessing "
     "(default: synthetic faces)."
@@ -91,11 +97,8 @@ def export_onnx_cmd(spec, out, faces_dir, count, min_cosine, as_json) -> None:
     from vlrface.export import onnx
     from vlrface.references import torch_model
 
-    net = torch_model(model_ref(spec))
-    prep = net.preprocessing
     faces, source = face_images(faces_dir, count)
-    inputs = prep.normalize(prep.geometry(faces))
-    report = onnx.export(net, out, prep.input_size, min_cosine, inputs=inputs)
+    report = onnx.export_faces(torch_model(model_ref(spec)), out, faces, min_cosine)
     emit({"model": spec, "out": out, "parity_inputs": source, **report}, as_json)
 
 

@@ -73,7 +73,7 @@ def latency_cmd(path, devices_, backend, benchmark_binary, sysroot, runs, as_jso
         click.echo(why, err=True)  # a benchmark binary given, but it cannot run here
     if fmt == "lce" and source in ("emulated", "measured") and not benchmark_binary:
         raise click.UsageError(f"{source} .tflite latency needs --benchmark-binary")
-    if fmt == "onnx" and source == "estimated":
+    if fmt == "onnx" and source in ("estimated", "unavailable"):
         raise click.UsageError(
             f"{path}: the ARM cost model prices LCE flatbuffers; measure ONNX models on an "
             "arm64 host (--backend measured) or under emulation (--backend emulated)"

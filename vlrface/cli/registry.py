@@ -22,6 +22,23 @@ def _key_metrics(rows: list[dict]) -> list[str]:
     return sorted({k for r in rows for k in r["metrics"] if k.endswith(".acc")})
 
 
+def _listing(tracking_uri, fetch, name, as_json: bool, none: str) -> list | None:
+    """``fetch(client, name)``'s rows from the registry; printed as JSON, or the line ``none`` when
+    there are none, and then None: the command has nothing more to print."""
+    from vlrface import registry
+
+    client, uri = registry_client(tracking_uri)
+    with registry.errors(uri):
+        rows = fetch(client, name)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return None
+    if not rows:
+        click.echo(none)
+        return None
+    return rows
+
+
 @models.command("list")
 @click.option("--name", help="Only this registered model.")
 @tracking_uri_option
@@ -30,14 +47,8 @@ def models_list(name, tracking_uri, as_json) -> None:
     """Registered versions with aliases, key metrics and gate results."""
     from vlrface import registry
 
-    client, uri = registry_client(tracking_uri)
-    with registry.errors(uri):
-        rows = registry.list_versions(client, name)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no registered models")
+    rows = _listing(tracking_uri, registry.list_versions, name, as_json, "no registered models")
+    if rows is None:
         return
     metrics = _key_metrics(rows)
     header = ["model", "version", "aliases", "decision", "gates"]
@@ -64,14 +75,8 @@ def models_history(name, tracking_uri, as_json) -> None:
     """Every promote / refuse / rollback event, newest first."""
     from vlrface import registry
 
-    client, uri = registry_client(tracking_uri)
-    with registry.errors(uri):
-        events = registry.history(client, name)
-    if as_json:
-        click.echo(json.dumps(events, indent=2))
-        return
-    if not events:
-        click.echo("no promotion history")
+    events = _listing(tracking_uri, registry.history, name, as_json, "no promotion history")
+    if events is None:
         return
     for e in events:
         prev = f"v{e['previous']}" if e.get("previous") else "none"

@@ -39,7 +39,7 @@ from vlrface.data.tinyface import (
     cell_names,
     check_splits,
     find_protocol_file,
-    jpgs,
+    identity_folder_rows,
     listed_folder,
     listed_rows,
     load_mat,
@@ -148,26 +148,11 @@ def _verification_rows(
     return list(rows.values())
 
 
-def _train_rows(root: Path, policy: ErrorPolicy) -> list[dict]:
-    train = root / "training_set"
-    if not train.is_dir():
-        raise DataError(f"{train}: folder missing")
-    rows = []
-    for person in sorted(p for p in train.iterdir() if p.is_dir()):
-        for img in jpgs(person):
-            match = _CAMERA.match(img.name)
-            if not match or match.group(1) != person.name:
-                policy.bad(f"{img}: not named {person.name}_cam<k>_<n>.jpg")
-                continue
-            rows.append(
-                {
-                    "path": f"training_set/{person.name}/{img.name}",
-                    "identity": person.name,
-                    "split": "train",
-                    "protocol_index": -1,
-                }
-            )
-    return rows
+def _misnamed(name: str, identity: str) -> str | None:
+    match = _CAMERA.match(name)
+    if not match or match.group(1) != identity:
+        return f"not named {identity}_cam<k>_<n>.jpg"
+    return None
 
 
 def read_manifest(
@@ -189,7 +174,8 @@ def read_manifest(
         raise DataError(f"{root}: data root does not exist or is not a directory")
     splits = check_splits(splits, SPLITS)
     policy = ErrorPolicy(on_error)
-    rows = _train_rows(root, policy) if "train" in splits else []
+    train = root / "training_set"
+    rows = identity_folder_rows(train, policy, _misnamed) if "train" in splits else []
     if "verification" in splits:
         rows += _verification_rows(root, policy, positive_mat, negative_mat)
     for split, given in (("gallery", gallery_mat), ("mated_probe", mated_probe_mat)):

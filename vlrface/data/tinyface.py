@@ -305,25 +305,35 @@ def manifest_of(
     return policy.stamp(finalize(described))
 
 
-def _train_rows(root: Path, policy: ErrorPolicy) -> list[dict]:
-    train = root / "Training_Set"
+def identity_folder_rows(train: Path, policy: ErrorPolicy, misnamed) -> list[dict]:
+    """The training rows of a QMUL ``train`` folder of ``<identity>/*.jpg`` (TinyFace's
+    ``Training_Set``, SurvFace's ``training_set``): identity the folder name, ``protocol_index``
+    -1, ``path`` relative to the release root. ``misnamed(file name, identity)`` says why a file's
+    name does not belong to its folder (None: it does); such a file is a bad record."""
     if not train.is_dir():
         raise DataError(f"{train}: folder missing")
     rows = []
     for person in sorted(p for p in train.iterdir() if p.is_dir()):
         for img in jpgs(person):
-            if img.name.split("_")[0] != person.name:
-                policy.bad(f"{img}: filename prefix is not its identity folder {person.name!r}")
+            why = misnamed(img.name, person.name)
+            if why:
+                policy.bad(f"{img}: {why}")
                 continue
             rows.append(
                 {
-                    "path": f"Training_Set/{person.name}/{img.name}",
+                    "path": f"{train.name}/{person.name}/{img.name}",
                     "identity": person.name,
                     "split": "train",
                     "protocol_index": -1,
                 }
             )
     return rows
+
+
+def _misnamed(name: str, identity: str) -> str | None:
+    if name.split("_")[0] != identity:
+        return f"filename prefix is not its identity folder {identity!r}"
+    return None
 
 
 def read_manifest(
@@ -342,7 +352,8 @@ def read_manifest(
         raise DataError(f"{root}: data root does not exist or is not a directory")
     splits = check_splits(splits, SPLITS)
     policy = ErrorPolicy(on_error)
-    rows = _train_rows(root, policy) if "train" in splits else []
+    train = root / "Training_Set"
+    rows = identity_folder_rows(train, policy, _misnamed) if "train" in splits else []
     given = {"probe": probe_mat, "gallery": gallery_mat}
     for split, (folder, mat_name) in _LISTS.items():
         if split in splits:

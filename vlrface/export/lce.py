@@ -15,14 +15,10 @@ from collections import Counter
 import numpy as np
 
 from vlrface.embedders import KerasEmbedder, LCEEmbedder
-from vlrface.errors import VlrfaceError
+from vlrface.export.parity import ParityError, compare, floor  # noqa: F401  (ParityError: API)
 from vlrface.fileio import write_atomic  # noqa: F401  (part of this module's API)
 
 BINARY_OPS = {"LceBconv2d"}
-
-
-class ParityError(VlrfaceError):
-    """The exported model disagrees with the Keras model beyond the configured floor."""
 
 
 def convert(model) -> bytes:
@@ -150,15 +146,7 @@ def census(flatbuffer: bytes) -> dict:
 
 def parity(model, flatbuffer: bytes, inputs: np.ndarray) -> dict:
     """Cosine (min, mean) and max abs diff of Keras vs the LCE interpreter on ``inputs``."""
-    a = KerasEmbedder(model)(inputs).astype(np.float64)
-    b = LCEEmbedder(flatbuffer)(inputs).astype(np.float64)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return {
-        "cosine_min": float(cos.min()),
-        "cosine_mean": float(cos.mean()),
-        "max_abs_diff": float(np.abs(a - b).max()),
-        "samples": int(len(inputs)),
-    }
+    return compare(KerasEmbedder(model), LCEEmbedder(flatbuffer), inputs)
 
 
 def export(
@@ -176,19 +164,11 @@ def export(
         from vlrface.export.lce_int8 import convert_int8
 
         flatbuffer = convert_int8(model, int8_representative)
-    par = parity(model, flatbuffer, inputs)
     report = {
         "census": census(flatbuffer),
-        "parity": par,
-        "parity_min_cosine": min_cosine,
-        "parity_passed": par["cosine_min"] >= min_cosine,
+        **floor(parity(model, flatbuffer, inputs), min_cosine, "LCE"),
         "int8": int8_representative is not None,
     }
     if int8_representative is not None:
         report["int8_calibration_samples"] = int(len(int8_representative))
-    if not report["parity_passed"]:
-        raise ParityError(
-            f"LCE parity cosine {par['cosine_min']:.4f} < floor {min_cosine} "
-            f"(max abs diff {par['max_abs_diff']:.4g}, {par['samples']} inputs)"
-        )
     return flatbuffer, report

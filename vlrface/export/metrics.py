@@ -64,6 +64,15 @@ class ExportFormat:
         return out
 
 
+def parity_figures(pair: str) -> tuple[Figure, Figure]:
+    """The parity figures every format records (``vlrface.export.parity``), ``pair`` naming the
+    two runtimes compared on the model card."""
+    return (
+        Figure("parity.cosine_min", f"parity cosine min ({pair})", ("parity", "cosine_min")),
+        Figure("parity.max_abs_diff", "parity max abs diff", ("parity", "max_abs_diff")),
+    )
+
+
 LCE = ExportFormat(
     "lce",
     "LCE flatbuffer",
@@ -74,8 +83,7 @@ LCE = ExportFormat(
         Figure("binary_mac_share", "binary_mac_share", ("census", "binary_mac_share")),
         Figure("size_bytes", "flatbuffer size (bytes)", ("census", "size_bytes")),
         Figure("int8_ops", "int8 ops", ("census", "int8_ops"), default=0),
-        Figure("parity.cosine_min", "parity cosine min (Keras vs LCE)", ("parity", "cosine_min")),
-        Figure("parity.max_abs_diff", "parity max abs diff", ("parity", "max_abs_diff")),
+        *parity_figures("Keras vs LCE"),
     ),
 )
 ONNX = ExportFormat(
@@ -86,12 +94,7 @@ ONNX = ExportFormat(
         Figure("params", "parameters", ("census", "params")),
         Figure("nodes", "graph nodes", ("census", "nodes")),
         Figure("size_bytes", "ONNX size (bytes)", ("census", "size_bytes")),
-        Figure(
-            "parity.cosine_min",
-            "parity cosine min (PyTorch vs onnxruntime)",
-            ("parity", "cosine_min"),
-        ),
-        Figure("parity.max_abs_diff", "parity max abs diff", ("parity", "max_abs_diff")),
+        *parity_figures("PyTorch vs onnxruntime"),
         Figure(
             "host_ms",
             "host latency (ms, onnxruntime, 1 thread; not a device figure)",

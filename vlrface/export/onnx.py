@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vlrface.embedders import ONNXEmbedder, TorchEmbedder
-from vlrface.export.lce import ParityError
+from vlrface.export.parity import ParityError, compare, floor
 from vlrface.fileio import write_atomic
 
 OPSET = 17
@@ -123,15 +123,7 @@ def parity_inputs(input_size, preprocessing=None, samples: int = 8, seed: int = 
 
 def parity(model, data: bytes, inputs: np.ndarray) -> dict:
     """Cosine (min, mean) and max abs diff of PyTorch vs onnxruntime on ``inputs`` (NHWC)."""
-    a = TorchEmbedder(model)(inputs).astype(np.float64)
-    b = ONNXEmbedder(data)(inputs).astype(np.float64)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return {
-        "cosine_min": float(cos.min()),
-        "cosine_mean": float(cos.mean()),
-        "max_abs_diff": float(np.abs(a - b).max()),
-        "samples": int(len(inputs)),
-    }
+    return compare(TorchEmbedder(model), ONNXEmbedder(data), inputs)
 
 
 def export(
@@ -152,35 +144,31 @@ def export(
         "format": "onnx",
         "census": census(data),
         "checker": "passed",
-        "parity": par,
-        "parity_min_cosine": min_cosine,
-        "parity_passed": par["cosine_min"] >= min_cosine,
+        **floor(par, min_cosine, "ONNX", OnnxParityError, f"; {out} not written"),
     }
-    if not report["parity_passed"]:
-        raise OnnxParityError(
-            f"ONNX parity cosine {par['cosine_min']:.6f} < floor {min_cosine} "
-            f"(max abs diff {par['max_abs_diff']:.4g}, {par['samples']} inputs); "
-            f"{out} not written"
-        )
     report["path"] = str(write_atomic(out, data))
     report["sha256"] = hashlib.sha256(data).hexdigest()
     return report
 
 
+def export_faces(model, out: str | Path, faces: np.ndarray, min_cosine: float) -> dict:
+    """``export`` with parity checked on ``faces`` (uint8 RGB crops) put through the model's own
+    preprocessing (its geometry, then its normalisation)."""
+    spec = model.preprocessing
+    inputs = spec.normalize(spec.geometry(faces))
+    return export(model, out, spec.input_size, min_cosine, inputs=inputs)
+
+
 def export_checkpoint(model: bytes, faces: np.ndarray, min_cosine: float) -> tuple[bytes, dict]:
-    """A ``vlrface.training.torch.save_model`` checkpoint as ONNX bytes and the export report,
-    parity checked on ``faces`` (uint8 RGB) in the model's own preprocessing; raises
-    ``OnnxParityError`` below ``min_cosine``."""
+    """A ``vlrface.training.torch.save_model`` checkpoint as ONNX bytes and the export report
+    (``export_faces``); raises ``OnnxParityError`` below ``min_cosine``."""
     import tempfile
 
     from vlrface.training import torch as tt
 
-    net = tt.load_model(model)
-    spec = net.preprocessing
-    inputs = spec.normalize(spec.geometry(faces))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.onnx"
-        report = export(net, out, spec.input_size, min_cosine, inputs=inputs)
+        report = export_faces(tt.load_model(model), out, faces, min_cosine)
         data = out.read_bytes()
     report.pop("path", None)
     return data, report

@@ -464,16 +464,15 @@ def x86_output(model: Path, x: np.ndarray) -> np.ndarray:
 
 
 def parity(arm: np.ndarray, x86: np.ndarray) -> dict:
-    """Max abs diff and cosine (per row: min) of the ARM and x86 outputs."""
-    a = np.asarray(arm, np.float64).reshape(len(arm), -1)
-    b = np.asarray(x86, np.float64).reshape(len(x86), -1)
-    if a.shape != b.shape:
-        raise EmulationError(f"ARM output shape {a.shape} differs from x86 {b.shape}")
-    norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
-    return {
-        "max_abs_diff": float(np.abs(a - b).max()),
-        "cosine": float(((a * b).sum(1) / norms).min()),
-    }
+    """Max abs diff and cosine (per row: min) of the ARM and x86 outputs
+    (``vlrface.export.parity.agreement``)."""
+    from vlrface.export.parity import agreement
+
+    try:
+        figures = agreement(arm, x86)
+    except ValueError as exc:
+        raise EmulationError(f"ARM vs x86: {exc}") from None
+    return {"max_abs_diff": figures["max_abs_diff"], "cosine": figures["cosine_min"]}
 
 
 def emulate(

@@ -170,16 +170,9 @@ def counted_run(
     }
 
 
-def count_instructions(
-    model: str | Path,
-    binary: str | Path,
-    sysroot: str | Path | None,
-    cpu: str = QEMU_CPU,
-    cache: Path | None = None,
-    log: Log = _stderr_log,
-) -> dict:
-    """Per-inference aarch64 instructions of an LCE flatbuffer under ``binary``, with provenance
-    (the binary's sha256, qemu CPU, both counts)."""
+def _prepare(model, binary, sysroot, cache: Path | None, log: Log) -> tuple:
+    """``(model, binary, sysroot, tools)`` checked for a counted run: the model a TFLite
+    flatbuffer, the binary aarch64, the sysroot a folder; qemu-user found and the plugin built."""
     model = Path(model)
     if not model.is_file():
         raise EmulationError(f"{model}: no such file")
@@ -190,6 +183,20 @@ def count_instructions(
     qemu = find_qemu()
     binary, sysroot = check_binary(binary), check_sysroot(sysroot)
     tools = {"qemu": qemu, "plugin": build_plugin(cache or cache_dir(), log)}
+    return model, binary, sysroot, tools
+
+
+def count_instructions(
+    model: str | Path,
+    binary: str | Path,
+    sysroot: str | Path | None,
+    cpu: str = QEMU_CPU,
+    cache: Path | None = None,
+    log: Log = _stderr_log,
+) -> dict:
+    """Per-inference aarch64 instructions of an LCE flatbuffer under ``binary``, with provenance
+    (the binary's sha256, qemu CPU, both counts)."""
+    model, binary, sysroot, tools = _prepare(model, binary, sysroot, cache, log)
     log(f"counting {model.name} under {QEMU} -cpu {cpu} with {binary} (1+{RUNS[0]}, 1+{RUNS[1]})")
     low, high = (counted_run(binary, sysroot, model.resolve(), n, tools, cpu) for n in RUNS)
     if high["count"] <= low["count"]:
@@ -226,10 +233,7 @@ def profile_ops(
     after one warm-up), from the markers the bundle's runner sets around each op with
     ``--profile`` (event ``h``: markers ``2h`` and ``2h+1``); LCE's official tool has no such
     flag. The figures include the marker calls themselves (about 45 instructions per op)."""
-    model, binary, sysroot = Path(model), check_binary(binary), check_sysroot(sysroot)
-    if not model.is_file():
-        raise EmulationError(f"{model}: no such file")
-    tools = {"qemu": find_qemu(), "plugin": build_plugin(cache or cache_dir(), log)}
+    model, binary, sysroot, tools = _prepare(model, binary, sysroot, cache, log)
     with tempfile.TemporaryDirectory(prefix="vlrface-lce-") as tmp:
         counts, events = Path(tmp, "icount.txt"), Path(tmp, "events.txt")
         cmd = command(tools["qemu"], tools["plugin"], counts, binary, sysroot, model, 1, cpu)

@@ -1,18 +1,23 @@
-"""The LCE latency gate with the best source available, and its fallback.
+"""The one choice of latency source for both formats, and the LCE gate with its fallback.
 
 Sources, best first (``latency.<device>.source``):
 
-* ``measured``: LCE's benchmark binary on this host, when it is arm64 and the configuration
-  names the binary and which budgeted device this host is (``measure.measure_lce``);
-* ``emulated``: that aarch64 binary under ``qemu-aarch64`` with the instruction-counting plugin,
-  when ``latency.benchmark_binary`` is set and qemu-user is on PATH (``emulate_lce``);
-* ``estimated``: the per-op ARM cost model (``costmodel``, ``estimate``).
+* ``measured``: on this host, when it is arm64 and the configuration names which budgeted
+  device this host is (LCE: LCE's benchmark binary, ``measure.measure_lce``; ONNX: onnxruntime,
+  ``measure``/``latency.onnx``);
+* ``emulated``: under ``qemu-aarch64`` with the instruction-counting plugin (LCE: the aarch64
+  benchmark binary when ``latency.benchmark_binary`` is set, ``emulate_lce``; ONNX: onnxruntime's
+  aarch64 build when ``latency.emulate`` asks for it, ``emulate``);
+* ``estimated``: the per-op ARM cost model (``costmodel``, ``estimate``), LCE flatbuffers only;
+  an ONNX model with neither of the above is ``unavailable``.
 
-``latency.backend`` picks one (``auto``: the best of them). When the picked source cannot run
-(no qemu, a binary that is not aarch64, a sysroot without a library, an op the binary cannot
-resolve, a crash under emulation), the gate uses the cost model only if ``latency.fallback`` is
-true, and says so in one line and in the report's ``fallback``; otherwise the step fails with
-that line.
+``pick`` makes that choice for both gates (``lce_gate`` here, ``latency.onnx.onnx_gate``) and the
+``vlrface latency`` command. ``latency.backend`` picks one (``auto``: the best of them). When the
+picked LCE source cannot run (no qemu, a binary that is not aarch64, a sysroot without a library,
+an op the binary cannot resolve, a crash under emulation), the gate uses the cost model only if
+``latency.fallback`` is true, and says so in one line and in the report's ``fallback``; otherwise
+the step fails with that line. The ONNX gate has no cost model to fall back to:
+``latency.when_unavailable`` decides it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ class LatencySourceError(VlrfaceError):
     """The configured latency source could not run and the configuration forbids falling back."""
 
 
-def _log(message: str) -> None:
+def stderr_log(message: str) -> None:
     print(f"[latency] {message}", file=sys.stderr, flush=True)
 
 
@@ -42,15 +47,18 @@ def pick(
     host_device: str | None = None,
     any_host: bool = False,
     fall_back_now: bool = False,
+    emulate: bool = False,
 ) -> tuple[str, str]:
     """``(source, why)``: the latency source to try first for a model of ``fmt`` (``lce``: an
     LCE flatbuffer, ``onnx``). ``backend`` other than ``auto`` is taken as asked. ``auto``:
     measured on an arm64 host (that is ``host_device``, or with ``any_host`` stands for every
     device: ``vlrface latency``) when it can run the format (ONNX: onnxruntime; LCE: with the
-    benchmark binary); else emulated for a flatbuffer with a benchmark binary; else estimated.
-    A configured binary without qemu-user is a failure of the emulated source (the gate falls
-    back, or fails, and says so), unless ``fall_back_now``: then it is the cost model at once,
-    ``why`` saying so."""
+    benchmark binary); else emulated for a flatbuffer with a benchmark binary, or for an ONNX
+    model when ``emulate`` asks for it (never otherwise: it sets up ~210 MB on first use); else
+    estimated for a flatbuffer, ``unavailable`` for an ONNX model (the cost model prices LCE
+    flatbuffers only). A configured binary or emulation without qemu-user is a failure of the
+    emulated source (the gate falls back, or fails, and says so), unless ``fall_back_now`` (LCE):
+    then it is the cost model at once, ``why`` saying so."""
     from vlrface.latency.emulate import QEMU
     from vlrface.latency.measure import on_arm
 
@@ -61,7 +69,14 @@ def pick(
         return "measured", f"arm64 host{here}" + (
             f" with {benchmark_binary}" if fmt == "lce" else ""
         )
-    if fmt == "lce" and benchmark_binary:
+    if fmt == "onnx":
+        if emulate:
+            return "emulated", f"latency.emulate: onnxruntime aarch64 under {QEMU}"
+        return "unavailable", (
+            "not an arm64 host naming its device, and latency.emulate is off "
+            "(the ARM cost model prices LCE flatbuffers, not ONNX)"
+        )
+    if benchmark_binary:
         if shutil.which(QEMU):
             return "emulated", f"{benchmark_binary} under {QEMU}"
         if fall_back_now:
@@ -149,7 +164,7 @@ def environment(cfg) -> dict:
     return {"source": choose(cfg)[0], "binary_sha256": sha}
 
 
-def lce_gate(tflite: str | Path, census: dict, cfg, log: Log = _log) -> dict:
+def lce_gate(tflite: str | Path, census: dict, cfg, log: Log = stderr_log) -> dict:
     """The latency gate of an LCE flatbuffer (``estimate.gate``'s report) from the best source
     ``cfg`` allows, with ``chosen``, ``why`` and ``fallback`` (None, or the one-line reason)."""
     from vlrface.latency.estimate import gate

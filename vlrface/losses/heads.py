@@ -109,8 +109,7 @@ def check_params(kind: str, params: dict) -> dict:
             raise ValueError(f"{key} must be {TYPE_NAMES[want]}, got {value!r}")
         out[key] = value
     if "statistic" in out:
-        from vlrface.losses.quality import STATISTICS
+        from vlrface.losses.quality import check_statistic
 
-        if out["statistic"] not in STATISTICS:
-            raise ValueError(f"statistic must be one of {list(STATISTICS)}")
+        check_statistic(out["statistic"])
     return out

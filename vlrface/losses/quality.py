@@ -32,14 +32,20 @@ def laplacian(img: np.ndarray) -> np.ndarray:
     return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4.0 * p[1:-1, 1:-1]
 
 
+def check_statistic(statistic: str) -> str:
+    """``statistic`` if it is one of ``STATISTICS`` (the configuration, both frameworks' heads
+    and quality functions check it here), else ``ValueError`` naming the choices."""
+    if statistic not in STATISTICS:
+        raise ValueError(f"unknown quality statistic {statistic!r}; choose one of {STATISTICS}")
+    return statistic
+
+
 def laplacian_quality(img: np.ndarray, statistic: str = "mean_abs") -> float:
     """Image quality of one uint8 face: mean |Laplacian| (anchor) or its variance."""
     lap = laplacian(img)
-    if statistic == "mean_abs":
+    if check_statistic(statistic) == "mean_abs":
         return float(np.abs(lap).mean())
-    if statistic == "var":
-        return float(lap.var())
-    raise ValueError(f"unknown quality statistic {statistic!r}; choose one of {STATISTICS}")
+    return float(lap.var())
 
 
 def margin_from_quality(

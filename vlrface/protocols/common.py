@@ -220,13 +220,3 @@ def parse_resolutions(value) -> list[int]:
     if any(r < 1 for r in out):
         raise ValueError(f"resolutions must be >= 1 px, got {out}")
     return out
-
-
-def cmc_curve(probe, gallery, probe_ids, gallery_ids, max_rank: int = 50) -> np.ndarray:
-    """Identification rate at ranks ``1..min(max_rank, gallery size)`` (devkit tie order)."""
-    from vlrface.protocols.identification import cmc, mate_positions
-
-    owner, position = mate_positions(probe, gallery, probe_ids, gallery_ids)
-    ranks = range(1, min(max_rank, len(gallery)) + 1)
-    out = cmc(owner, position, len(probe), ranks)
-    return np.array([out[f"rank{k}"] for k in ranks])

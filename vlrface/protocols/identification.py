@@ -110,10 +110,21 @@ def closed_set_identification(
     probe, gallery, probe_ids, gallery_ids, ranks=CLOSED_SET_RANKS, chunk: int = 256
 ) -> dict:
     """``{"rank<k>", "mAP"}`` of the closed-set protocol (TinyFace devkit, SCface, IJB legacy)."""
+    return closed_set_and_curve(probe, gallery, probe_ids, gallery_ids, ranks, 0, chunk)[0]
+
+
+def closed_set_and_curve(
+    probe, gallery, probe_ids, gallery_ids, ranks=CLOSED_SET_RANKS, max_rank: int = 50,
+    chunk: int = 256,
+) -> tuple[dict, np.ndarray]:  # fmt: skip
+    """``closed_set_identification`` and the CMC curve (the identification rate at ranks
+    ``1..min(max_rank, gallery size)``) from one ranking of the gallery."""
     owner, position = mate_positions(probe, gallery, probe_ids, gallery_ids, chunk)
     out = cmc(owner, position, len(probe), ranks)
     out["mAP"] = float(average_precision(owner, position, len(probe)).mean())
-    return out
+    curve = range(1, min(max_rank, len(gallery)) + 1)
+    at = cmc(owner, position, len(probe), curve)
+    return out, np.array([at[f"rank{k}"] for k in curve])
 
 
 def identity_prototypes(gallery, gallery_ids) -> tuple[np.ndarray, np.ndarray]:

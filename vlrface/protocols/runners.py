@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vlrface.protocols import identities, ijb, lfw
 from vlrface.protocols.identities import run_identities
 from vlrface.protocols.ijb import run_ijbb, run_ijbc
 from vlrface.protocols.lfw import run_lfw
@@ -41,13 +42,12 @@ class Protocol:
     known_ahead: bool = False  # metric names follow from the configuration alone
 
 
-_IJB_RES = (8, 16, 24, 32, 64, 128)
 TABLE: dict[str, Protocol] = {
     "lfw": Protocol(
         run_lfw,
         {"pairs": "pairs.txt (default <data>/pairs.txt)",
          "bin": "an aligned insightface lfw.bin instead of the raw release"},
-        alignable=True, resolutions=(7, 14, 21, 28, 56, 112), known_ahead=True,
+        alignable=True, resolutions=lfw.RESOLUTIONS, known_ahead=True,
     ),
     "scface": Protocol(
         run_scface,
@@ -68,11 +68,11 @@ TABLE: dict[str, Protocol] = {
          "gallery_mat": "the gallery .mat list",
          "mated_probe_mat": "mated_probe_img_ID_pairs.mat"},
     ),
-    "ijbb": Protocol(run_ijbb, alignable=True, resolutions=_IJB_RES),
-    "ijbc": Protocol(run_ijbc, alignable=True, resolutions=_IJB_RES),
+    "ijbb": Protocol(run_ijbb, alignable=True, resolutions=ijb.RESOLUTIONS),
+    "ijbc": Protocol(run_ijbc, alignable=True, resolutions=ijb.RESOLUTIONS),
     "vggface2_pose": Protocol(run_vggface2_pose, alignable=True),
     "identities": Protocol(
-        run_identities, alignable=True, resolutions=(7, 14, 28), known_ahead=True
+        run_identities, alignable=True, resolutions=identities.RESOLUTIONS, known_ahead=True
     ),
 }  # fmt: skip
 

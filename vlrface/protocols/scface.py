@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from vlrface.data import scface as scface_data
-from vlrface.protocols.common import SIZE, check_root, cmc_curve, embed_at, face_loader
-from vlrface.protocols.identification import closed_set_identification
+from vlrface.protocols.common import SIZE, check_root, embed_at, face_loader
+from vlrface.protocols.identification import closed_set_and_curve, closed_set_identification
 
 VARIANTS = ("50_80", "all130")
 
@@ -81,9 +81,8 @@ def run_scface(
             pid = probes["identity"].to_numpy()
             for r in res:
                 key = f"eval.scface.{variant}.d{d}" + ("" if r is None else f"_r{r}")
-                out = closed_set_identification(emb[r][p], emb[None][g], pid, gid, ranks=(1, 5))
+                out, curves[key] = closed_set_and_curve(emb[r][p], emb[None][g], pid, gid, (1, 5))
                 cmc[key] = out
-                curves[key] = cmc_curve(emb[r][p], emb[None][g], pid, gid)
                 metrics[f"{key}.rank1"] = out["rank1"]
                 if r is None:
                     ranks.append(out["rank1"])

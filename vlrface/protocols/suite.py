@@ -80,33 +80,39 @@ def _where(index: int, entry) -> str:
     return f"evaluation.protocols[{index}] ({_field(entry, 'name')})"
 
 
-def entry_kwargs(entry, index: int = 0, *, flip=True, down="area", up="area") -> dict:
-    """The keyword arguments of ``runners.run`` for ``entry``; ``DataError`` naming the entry,
-    the key and the path when its root or a protocol file does not exist."""
+def entry_kwargs(entry, index: int = 0, *, flip=True, down="area", up="area", label=None) -> dict:
+    """The keyword arguments of ``runners.run`` for ``entry`` (the one check of a protocol's
+    root, alignment and files, for the configuration and ``vlrface evaluate``): ``KeyError``
+    for an unknown protocol or a file that is not the protocol's, ``DataError`` naming the path
+    when the root or a file does not exist or the entry asks a native low-resolution protocol
+    to align. ``label(key)`` names a key in those errors (default:
+    ``evaluation.protocols[<index>] (<name>).<key>``; the CLI names its options). A relative
+    file path is under the entry's root."""
     name = _field(entry, "name")
+    where = label or (lambda key: f"{_where(index, entry)}.{key}")
     if name not in runners.PROTOCOLS:
         raise KeyError(
-            f"{_where(index, entry)}: unknown protocol {name!r}; "
+            f"{where('name')}: unknown protocol {name!r}; "
             f"choose one of {', '.join(runners.PROTOCOLS)}"
         )
     root = Path(_field(entry, "root"))
     if not root.exists():
-        raise DataError(f"{_where(index, entry)}.root: {root}: data root does not exist")
+        raise DataError(f"{where('root')}: {root}: data root does not exist")
     kwargs = {"flip": flip, "down": down, "up": up, "resolutions": resolutions_of(entry)}
     align = _field(entry, "align", "auto") or "auto"
     if name in runners.ALIGNABLE:
         kwargs["align"] = align
     elif align not in ("auto", "none"):
         raise DataError(
-            f"{_where(index, entry)}.align: {name} is native low resolution (no landmarks, too "
+            f"{where('align')}: {name} is native low resolution (no landmarks, too "
             f"small for the face detector): align must be auto or none, not {align}"
         )
     for key, value in (_field(entry, "files") or {}).items():
         if key not in runners.PROTOCOL_FILES[name]:
-            raise KeyError(f"{_where(index, entry)}.files.{key}: not a file of {name}")
+            raise KeyError(f"{where(f'files.{key}')}: not a file of {name}")
         path = Path(value) if Path(value).is_absolute() else root / value
         if not path.is_file():
-            raise DataError(f"{_where(index, entry)}.files.{key}: {path}: file does not exist")
+            raise DataError(f"{where(f'files.{key}')}: {path}: file does not exist")
         kwargs[key] = str(path)
     return kwargs
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from vlrface.data import tinyface as tinyface_data
-from vlrface.protocols.common import SIZE, check_root, cmc_curve, embed_at, face_loader
-from vlrface.protocols.identification import CLOSED_SET_RANKS, closed_set_identification
+from vlrface.protocols.common import SIZE, check_root, embed_at, face_loader
+from vlrface.protocols.identification import CLOSED_SET_RANKS, closed_set_and_curve
 
 DISTRACTOR_ID = "-100"
 
@@ -63,10 +63,9 @@ def run_tinyface(
     metrics, cmc, curves = {}, {}, {}
     for r in res:
         key = f"eval.tinyface.devkit.{'native' if r is None else r}"
-        out = closed_set_identification(
+        out, curves[key] = closed_set_and_curve(
             emb[r][p], emb[None][g], probe["identity"].to_numpy(), gid, CLOSED_SET_RANKS
         )
         cmc[key] = out
-        curves[key] = cmc_curve(emb[r][p], emb[None][g], probe["identity"].to_numpy(), gid)
         metrics.update({f"{key}.{k}": float(v) for k, v in out.items()})
     return metrics, {"cmc": cmc, "cmc_curves": curves, "n_probes": len(p), "n_gallery": len(g)}

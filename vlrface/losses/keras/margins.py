@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from vlrface._keras import tf
-from vlrface.losses.quality import STATISTICS
+from vlrface.losses.quality import check_statistic
 
 
 @tf.keras.utils.register_keras_serializable(package="vlrface")
@@ -215,11 +215,9 @@ class LaplacianMarginHead(_MarginHead):
         **kwargs,
     ):
         super().__init__(n_classes, scale, margin, **kwargs)
-        if statistic not in STATISTICS:
-            raise ValueError(f"unknown quality statistic {statistic!r}; choose one of {STATISTICS}")
         self.quality_scale = float(quality_scale)
         self.min_margin, self.max_margin = float(min_margin), float(max_margin)
-        self.statistic = statistic
+        self.statistic = check_statistic(statistic)
 
     def margins(self, quality):
         q = tf.maximum(tf.stop_gradient(tf.cast(quality, tf.float32)), 1e-6)
@@ -246,8 +244,7 @@ def laplacian_quality(images, statistic: str = "mean_abs", pixel_scale: float = 
     ``pixel_scale`` maps the batch back to uint8 units: 128 for ``preprocess.normalize``'s
     ``(x - 127.5) / 128`` (the Laplacian ignores the offset), 1 for uint8 pixels.
     """
-    if statistic not in STATISTICS:
-        raise ValueError(f"unknown quality statistic {statistic!r}; choose one of {STATISTICS}")
+    check_statistic(statistic)
     x = tf.cast(images, tf.float32) * pixel_scale
     p = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")  # reflect-101, as cv2
     lap = p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:] - 4.0 * x

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlrface.losses.quality import STATISTICS
+from vlrface.losses.quality import check_statistic
 
 
 class SoftmaxHead(nn.Module):
@@ -151,11 +151,9 @@ class LaplacianMarginHead(_MarginHead):
         statistic: str = "mean_abs",
     ):
         super().__init__(dim, n_classes, scale, margin)
-        if statistic not in STATISTICS:
-            raise ValueError(f"unknown quality statistic {statistic!r}; choose one of {STATISTICS}")
         self.quality_scale = float(quality_scale)
         self.min_margin, self.max_margin = float(min_margin), float(max_margin)
-        self.statistic = statistic
+        self.statistic = check_statistic(statistic)
 
     def margins(self, quality):
         q = torch.as_tensor(quality, dtype=torch.float32).detach().clamp_min(1e-6)
@@ -169,8 +167,7 @@ class LaplacianMarginHead(_MarginHead):
 
 def laplacian_quality(images, statistic: str = "mean_abs", pixel_scale: float = 128.0):
     """Per-image Laplacian quality of an NCHW batch (see ``keras_margins.laplacian_quality``)."""
-    if statistic not in STATISTICS:
-        raise ValueError(f"unknown quality statistic {statistic!r}; choose one of {STATISTICS}")
+    check_statistic(statistic)
     x = images.float() * pixel_scale
     p = F.pad(x, (1, 1, 1, 1), mode="reflect")  # reflect-101, as cv2
     lap = p[:, :, :-2, 1:-1] + p[:, :, 2:, 1:-1] + p[:, :, 1:-1, :-2] + p[:, :, 1:-1, 2:] - 4.0 * x
