@@ -26,7 +26,6 @@ from steps import (
 )
 from vlrface import provenance, runs
 from vlrface.config.keras import parse
-from vlrface.data import versioning
 from vlrface.latency import sources
 from vlrface.references import pretrained_file
 

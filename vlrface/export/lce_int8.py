@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from vlrface._keras import tf
+from vlrface.logs import first_call_filtered
 
 layers = tf.keras.layers
 
@@ -114,9 +115,11 @@ def calibrate(
     """``{layer name: (low, high)}`` of the model input and every quantization point."""
     names = quantization_points(model)
     probe = tf.keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    # the process's first model run may XLA-compile: its start-up lines are dropped (vlrface.logs)
+    run = first_call_filtered(lambda batch: probe(batch, training=False))
     values: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for s in range(0, len(representative), batch_size):
-        outs = probe(representative[s : s + batch_size], training=False)
+        outs = run(representative[s : s + batch_size])
         outs = outs if isinstance(outs, list) else [outs]
         for n, o in zip(names, outs, strict=True):
             values[n].append(np.asarray(o).ravel())
