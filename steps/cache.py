@@ -52,6 +52,8 @@ PARTS = {
         "vlrface/keras_materializer.py",
         "vlrface/array_materializer.py",
         "vlrface/embedders.py",  # inference passes (vlrface.training.keras.embedding_table)
+        "vlrface/references.py",  # model.pretrained: a file or a registered version
+        "vlrface/distributed.py",  # processes > 1: the stage runs on local worker processes
     ),
     "torch_training": ("steps/training.py", *TORCH, "vlrface/provenance.py"),
     "evaluation": (

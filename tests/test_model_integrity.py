@@ -162,3 +162,28 @@ def test_a_model_directory_holding_a_pickle_is_refused(registered, tmp_path):
     (old / "python_model.pkl").write_bytes(pickle.dumps({"not": "loaded"}))
     with pytest.raises(IntegrityError, match=r"python_model.pkl of .* is a pickle"):
         serving.load(str(old))
+
+
+def test_mlflows_own_models_uri_load_leaves_the_version_loadable(registered, monkeypatch):
+    """``mlflow.pyfunc.load_model("models:/...")`` on a local artifact store writes MLflow's
+    ``registered_model_meta`` into the stored version itself: vlrface's verified load still takes
+    the version; the same name anywhere else in the tree is an extra file, refused."""
+    import mlflow
+    import mlflow.pyfunc
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    mlflow.set_tracking_uri(registered["uri"])
+    meta = stored(registered) / registry.MLFLOW_META
+    try:
+        mlflow.pyfunc.load_model("models:/m@champion")
+        assert meta.is_file()  # what MLflow does to a local store (the reason for the exception)
+        assert serving.load("models:/m@champion") is not None
+        nested = stored(registered) / "artifacts" / registry.MLFLOW_META
+        nested.write_text(meta.read_text())
+        try:
+            with pytest.raises(IntegrityError, match="artifacts/registered_model_meta of m v1"):
+                serving.load("models:/m@champion")
+        finally:
+            nested.unlink()
+    finally:
+        meta.unlink(missing_ok=True)

@@ -858,14 +858,20 @@ def list_versions(client: MlflowClient, name: str | None = None) -> list[dict]:
 # --- verified loads ---------------------------------------------------------------------------
 
 MANIFEST = "files.json"  # sha256 of every other file of a model directory (vlrface/registration.py)
+# MLflow's client writes this (the version's name and number) into a models:/ download; with a
+# local artifact store and no destination it writes it into the stored version itself (e.g.
+# mlflow.pyfunc.load_model("models:/<name>@champion")). vlrface never reads it.
+MLFLOW_META = "registered_model_meta"
 
 
 def check_tree(folder: Path, expected: dict[str, str], what: str) -> None:
     """Refuse ``folder`` unless every file ``expected`` names is there with that sha256 and no
-    other file (but ``files.json``) is; the error names the file."""
+    other file (but ``files.json`` and MLflow's ``registered_model_meta`` at the top) is; the
+    error names the file."""
     folder = Path(folder)
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {
-        MANIFEST
+        MANIFEST,
+        MLFLOW_META,
     }
     for name, sha in sorted(expected.items()):
         path = folder / name
