@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from vlrface.errors import VlrfaceError
+from vlrface.team import stop_groups
 
 KERAS_RESULT, TORCH_RESULT = "backbone.npz", "model.pt"
 EVENTS = "events.jsonl"  # the chief's progress, one JSON object a line
@@ -61,21 +61,6 @@ def _write_job(job_dir: Path, manifest: pd.DataFrame, **job) -> None:
     job_dir.mkdir(parents=True, exist_ok=True)
     manifest.reset_index(drop=True).to_parquet(job_dir / "manifest.parquet")
     (job_dir / "job.json").write_text(json.dumps(job, indent=1))
-
-
-def _terminate(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
 
 def _tail(path: Path, n: int = 600) -> str:
@@ -103,7 +88,7 @@ def _run_workers(
             failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
             if failed:
                 i = failed[0]
-                _terminate(procs)
+                stop_groups(procs, timeout=20)
                 who, code = f"worker {i}", codes[i]
                 if len(procs) == 1:  # torchrun: its failure report names the rank
                     import re
@@ -122,11 +107,11 @@ def _run_workers(
             if all(c == 0 for c in codes):
                 return
             if time.monotonic() > deadline:
-                _terminate(procs)
+                stop_groups(procs, timeout=20)
                 raise DistributedTrainingError(f"{what}: not finished after {timeout:.0f} s")
             time.sleep(0.2)
     except BaseException:
-        _terminate(procs)
+        stop_groups(procs, timeout=20)
         raise
 
 

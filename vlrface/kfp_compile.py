@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import yaml
 
 from vlrface.errors import ConfigError, StoreError
 from vlrface.infra import run_config, stack_definition
-from vlrface.team import LOCAL_S3_CREDENTIALS, _http_ok, _spawn, _wait, free_port
+from vlrface.team import LOCAL_S3_CREDENTIALS, _http_ok, _spawn, _wait, free_port, stop_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 # the ZenML server's venv (built on first use); VLRFACE_ZENML_SERVER_VENV: one you keep elsewhere
@@ -76,20 +75,6 @@ def ensure_server_venv(venv: Path = SERVER_VENV, python: str = sys.executable) -
         raise StoreError(f"ZenML server venv {venv}: pip failed: {done.stderr.strip()[-800:]}")
     stamp.write_text(want + "\n")
     return venv
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # each leads its own session (_spawn)
-        except ProcessLookupError:
-            continue
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 KUBECONFIG = """apiVersion: v1
@@ -217,7 +202,7 @@ def compile_spec(
         ok = True
         return target
     finally:
-        _stop(procs)
+        stop_groups(procs)
         if ok:
             shutil.rmtree(work, ignore_errors=True)  # kept when it failed: its logs name why
 

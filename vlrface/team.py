@@ -88,6 +88,23 @@ def _spawn(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
     )
 
 
+def stop_groups(procs: list[subprocess.Popen], timeout: float = 15) -> None:
+    """SIGTERM the process group each of ``procs`` leads (``start_new_session``), wait up to
+    ``timeout`` seconds for each, then SIGKILL the group of any still running."""
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def up(state_dir: str | Path, ports: dict | None = None, mlflow_timeout: float = 120) -> dict:
     """Start PostgreSQL, the local S3 and the MLflow server; returns the environment to use."""
     state_dir = Path(state_dir).resolve()
