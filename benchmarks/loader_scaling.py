@@ -1,11 +1,13 @@
 """Training-loader throughput against worker processes, and what a GPU node needs.
 
     TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/loader_scaling.py [--workers 0 1 2]
-        [--kind thread process] [--images 768] [--batch 64] [--epochs 2]
+        [--kind thread process] [--images 768] [--batch 64] [--epochs 2] [--copy | --no-copy]
 
 ``FaceBatches(workers=N, kind=K)`` (decode, VLR-degrade with p=0.5, flip, normalise, stack) over
 a synthetic 112 px CASIA-layout set; img/s is timed over the epochs after a first, warm-up epoch
-(pool start-up excluded); the batches are checked equal across worker counts and kinds. Prints
+(pool start-up excluded); the batches are checked equal across worker counts and kinds.
+Process workers hand batches over as the Keras training loop takes them: views of their
+shared-memory slot (``copy=False``, the default here); ``--copy`` times the copy-out mode. Prints
 JSON: per kind, img/s per worker count and the speed-up of 2 workers over 1; img/s per core (the
 best 1-worker figure), the load average before and after (on a shared machine the figures are
 only as clean as the load), and the cores a GPU consumes at ``--gpu-img-s`` (default 1700 img/s:
@@ -23,17 +25,21 @@ import tempfile
 import time
 
 
-def run(root, manifest, workers: int, batch: int, epochs: int, kind: str) -> tuple[float, str]:
+def run(
+    root, manifest, workers: int, batch: int, epochs: int, kind: str, copy: bool = False
+) -> tuple[float, str]:
     from vlrface.data.loader import FaceBatches
     from vlrface.data.records import label_map
     from vlrface.degrade import VLRPolicy
 
     fb = FaceBatches(root, manifest, label_map(manifest), batch, seed=0,
-                     vlr=VLRPolicy(probability=0.5), workers=workers, kind=kind)  # fmt: skip
+                     vlr=VLRPolicy(probability=0.5), workers=workers, kind=kind,
+                     copy=copy)  # fmt: skip
     digest = hashlib.sha256()
     try:
         for b in fb.epoch(0):  # warm-up: the pool starts, files enter the page cache
-            digest.update(b[0].tobytes())
+            for a in b:  # read before the next batch is asked for (the copy=False contract)
+                digest.update(a.tobytes())
         t0 = time.perf_counter()
         n = 0
         for e in range(1, epochs + 1):
@@ -53,6 +59,13 @@ def main() -> None:
     p.add_argument(
         "--kind", choices=["thread", "process"], nargs="+", default=["thread", "process"]
     )
+    p.add_argument(
+        "--copy",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="process workers: copy each batch out of shared memory (default: hand over views "
+        "of it, as the Keras training loop does)",
+    )
     p.add_argument("--gpu-img-s", type=float, default=1700.0)
     p.add_argument("--node-cores", type=int, default=8, help="CPU cores per GPU on the node")
     a = p.parse_args()
@@ -69,12 +82,13 @@ def main() -> None:
             for w in a.workers:
                 if w == 0 and kind != a.kind[0]:
                     continue  # 0 workers: one prefetch thread whatever the kind
-                rates[kind, w], d = run(tmp, manifest, w, a.batch, a.epochs, kind)
+                rates[kind, w], d = run(tmp, manifest, w, a.batch, a.epochs, kind, a.copy)
                 digests.add(d)
                 print(f"{kind} workers={w}: {rates[kind, w]:.1f} img/s", file=sys.stderr)
     out = {
         "images": len(manifest),
         "batch": a.batch,
+        "process_batches": "copied out of shared memory" if a.copy else "views of shared memory",
         "cpu_count": os.cpu_count(),
         "load_avg_before": load_before,
         "load_avg_after": os.getloadavg(),

@@ -1,6 +1,11 @@
 """The training loader's worker processes: the same batches, bit for bit, whatever their number
 (a batch is a pure function of seed, epoch and step), and a resumed epoch starts where it should."""
 
+import gc
+import os
+import sys
+import time
+
 import numpy as np
 import pytest
 
@@ -91,3 +96,70 @@ def test_a_keras_stage_trains_the_same_whatever_the_loader(faces):
         assert other_history == history
         for a, b in zip(first, weights, strict=True):
             assert np.array_equal(a, b)
+
+
+def _shm_slots() -> set[str]:
+    """This process's loader slots in /dev/shm (Linux)."""
+    from vlrface.data.loader import SLOT_PREFIX
+
+    mine = f"{SLOT_PREFIX}{os.getpid()}_"
+    return {n for n in os.listdir("/dev/shm") if n.startswith(mine)}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_zero_copy_batches_equal_the_copied_ones_until_the_next_is_asked(faces, workers):
+    """``copy=False``: process batches are views of their shared-memory slot, bit for bit the
+    copied ones, and a batch stays intact while the workers write the next ones (it is the
+    consumer's until it asks for the next)."""
+    root, manifest = faces
+    want = _epoch(faces, 0)
+    batches = FaceBatches(root, manifest, label_map(manifest), 4, seed=7, size=56,
+                          vlr=VLRPolicy(probability=0.7, sizes=(7, 14)), with_hr=True,
+                          workers=workers, kind="process", copy=False)  # fmt: skip
+    try:
+        got = 0
+        for batch, ref in zip(batches.epoch(1), want, strict=True):
+            assert not any(a.flags.owndata for a in batch)  # views, not copies
+            time.sleep(0.2)  # the batches ahead land in the other slots meanwhile
+            for x, y in zip(ref, batch, strict=True):
+                assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
+            got += 1
+        assert got == len(want)
+    finally:
+        batches.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm (Linux)")
+def test_zero_copy_epoch_abandoned_with_batches_held_closes_cleanly(faces):
+    """Closing, or dropping, an epoch while its views are held: no exception (no BufferError),
+    every slot unlinked at once, and the held batches keep their values."""
+    root, manifest = faces
+    want = _epoch(faces, 0)
+    batches = FaceBatches(root, manifest, label_map(manifest), 4, seed=7, size=56,
+                          vlr=VLRPolicy(probability=0.7, sizes=(7, 14)), with_hr=True,
+                          workers=2, kind="process", copy=False)  # fmt: skip
+    raised = []
+    hook, sys.unraisablehook = sys.unraisablehook, raised.append
+    try:
+        assert not _shm_slots()
+        first = batches.epoch(1)
+        held = [next(first), next(first)]
+        assert len(_shm_slots()) == 3  # two batches in flight + the one held
+        first.close()  # abandoned with batch 1 held
+        assert not _shm_slots()
+        second = batches.epoch(1, start=2)
+        held.append(next(second))
+        del second  # dropped, not closed: the garbage collector ends it
+        gc.collect()
+        assert not _shm_slots()
+        time.sleep(0.2)
+        for got, ref in zip(held[1:], want[1:3], strict=True):
+            for x, y in zip(ref, got, strict=True):
+                assert np.array_equal(x, y)
+        del held, got, x, y
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+        batches.close()
+    assert not raised, [r.exc_value for r in raised]
+    assert not _shm_slots()

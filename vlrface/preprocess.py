@@ -42,9 +42,14 @@ def load_face(root: str | Path, path: str, size: int | None = None) -> np.ndarra
     return decode_rgb(read_bytes(root, path), size, f"{root}/{path}")
 
 
-def normalize(batch: np.ndarray) -> np.ndarray:
-    """uint8 RGB ``(..., 3)`` -> float32 ``(x - 127.5) / 128``."""
-    return (batch.astype(np.float32) - 127.5) / 128.0
+def normalize(batch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 RGB ``(..., 3)`` -> float32 ``(x - 127.5) / 128``. With ``out`` (float32, the
+    batch's shape) the result is written there, with no temporaries; the values are the same bit
+    for bit (both steps are exact in float32)."""
+    if out is None:
+        return (batch.astype(np.float32) - 127.5) / 128.0
+    np.subtract(batch, np.float32(127.5), out=out, dtype=np.float32)
+    return np.divide(out, np.float32(128.0), out=out)
 
 
 def split_faces(manifest, root: str | Path, size: int, split: str, n: int) -> np.ndarray:

@@ -485,6 +485,9 @@ def train(
             desc=f"{desc} epoch {epoch + 1}/{stage.epochs}",
             unit="batch",
         )
+        # with process workers, ``batch`` is a view of its shared-memory slot, valid until the
+        # next turn of this loop (FaceBatches(copy=False), set in run_stage): use it within the
+        # turn, copy anything to keep
         for i, batch in enumerate(bar, start=first):
             x, y = batch[0], batch[1]
             x_hr = batch[2] if teacher is not None else zeros
@@ -807,6 +810,13 @@ def run_stage_here(
         kind=stage_cfg.loader_kind,
         teacher_table=table,
         max_batches=stage_cfg.steps_per_epoch,
+        # zero-copy hand-off (process workers): safe here because ``train`` is done with a batch
+        # before it asks for the next: ``feed`` turns each array into a tensor with
+        # ``tf.constant`` (a copy, checked for TF 2.16; and a build that aliased aligned numpy
+        # memory would still be safe: the step's loss depends on every input array and is read
+        # by ``float(loss)`` before the loop turns); ``len(y)`` is read before it too, and
+        # nothing keeps the batch (no prefetch of the loader's arrays, no callback sees them)
+        copy=False,
     )
     info = {
         "policy": policy.policy_dict() if policy is not None else None,
