@@ -66,7 +66,12 @@ from vlrface.preprocess import load_face, normalize
 
 
 class FaceBatches:
-    """Shuffled, augmented training batches ``(x float32 NHWC, y int32[, x_hr])``."""
+    """Shuffled, augmented training batches ``(x float32 NHWC, y int32[, x_hr])``.
+
+    ``copy=False`` (with ``kind="process"``): each batch is views of its shared-memory slot,
+    valid until the next batch is asked of the same generator; closing or dropping the generator
+    is safe and leaves the batches already yielded intact ("Zero-copy hand-off" above).
+    """
 
     def __init__(
         self,
