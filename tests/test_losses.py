@@ -324,8 +324,8 @@ def run_torch_plain(head):
 
 def test_the_loss_table_names_real_heads_with_their_parameters():
     """Each row of ``LOSS_HEADS`` names a Keras and a torch class (registered for loading, the
-    same class name) whose constructors take exactly the row's parameters, margin heads with a
-    ``cosine`` (the plain logits ``train_acc`` is measured on)."""
+    same class name) whose constructors take the row's parameters with the same defaults, margin
+    heads with a ``cosine`` (the plain logits ``train_acc`` is measured on)."""
     import inspect
 
     from vlrface._keras import custom_objects
@@ -338,6 +338,8 @@ def test_the_loss_table_names_real_heads_with_their_parameters():
         for cls in (k, t):
             takes = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
             assert set(row.params) <= takes, (kind, cls)
+        k_args, t_args = (inspect.signature(c.__init__).parameters for c in (k, t))
+        assert all(k_args[p].default == t_args[p].default for p in row.params), kind  # twins
         assert hasattr(k(3), "cosine") == hasattr(t(4, 3), "cosine") == (kind != "softmax")
     with pytest.raises(ValueError, match="unknown loss 'focal'"):
         head_class("focal", "keras")

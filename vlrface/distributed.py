@@ -355,16 +355,8 @@ def _keras_worker(job_dir: Path, job: dict, manifest: pd.DataFrame) -> None:
     if (job_dir / "teacher.keras").exists():
         teacher = load_keras(str(job_dir / "teacher.keras"))
     centres = np.load(job_dir / "centres.npy") if (job_dir / "centres.npy").exists() else None
-    die = _die_hook(0 if chief else 1)
-    emit = _Emitter(job_dir) if chief else None
-
-    def on_step(step, loss):
-        if emit is not None:
-            emit.step(step)
-        if die is not None:
-            die(step, loss)
-
-    backbone, centres, history = training.run_stage_here(
+    emit, on_step = _worker_hooks(job_dir, 0 if chief else 1)
+    backbone, centres, history = training.run_stage(
         manifest,
         job["root"],
         ModelConfig(**job["model"]),
@@ -378,6 +370,7 @@ def _keras_worker(job_dir: Path, job: dict, manifest: pd.DataFrame) -> None:
         on_start=(lambda info: emit("start", info=info)) if emit else None,
         on_epoch=(lambda e, r: emit("epoch", epoch=e, record=r)) if emit else None,
         teacher=teacher,
+        in_this_process=True,
     )
     weights = backbone.get_weights()  # every worker: reading synced variables is a collective
     if chief:
@@ -385,6 +378,22 @@ def _keras_worker(job_dir: Path, job: dict, manifest: pd.DataFrame) -> None:
         np.save(job_dir / "result_centres.npy", centres)
         (job_dir / "result.json").write_text(json.dumps({"history": history}))
         os.replace(job_dir / ".result.npz", job_dir / KERAS_RESULT)
+
+
+def _worker_hooks(job_dir: Path, rank: int):
+    """A worker's ``(emit, on_step)``: ``emit`` writes the chief's (rank 0's) events, None on
+    the other workers; ``on_step(step, ...)`` reports the step reached (chief) and runs
+    ``_die_hook``."""
+    die = _die_hook(rank)
+    emit = _Emitter(job_dir) if rank == 0 else None
+
+    def on_step(step, *rest):
+        if emit is not None:
+            emit.step(step)
+        if die is not None:
+            die(step, *rest)
+
+    return emit, on_step
 
 
 def _die_hook(rank: int):
@@ -472,15 +481,7 @@ def _torch_worker(job_dir: Path, job: dict, manifest: pd.DataFrame) -> None:
         tt.seed_everything(job["seed"])
         init, teacher = job_dir / "init.pt", job_dir / "teacher.pt"
         net = tt.load_model(init.read_bytes()) if init.exists() else tt.make_model(model_cfg)
-        die = _die_hook(rank)
-        emit = _Emitter(job_dir) if rank == 0 else None
-
-        def on_step(step, record):
-            if emit is not None:
-                emit.step(step)
-            if die is not None:
-                die(step, record)
-
+        emit, on_step = _worker_hooks(job_dir, rank)
         result = tt.train(
             net,
             manifest,

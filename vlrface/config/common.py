@@ -382,7 +382,7 @@ class PipelineBase(Section):
     """What both tracks' pipeline configurations share: the seed, the data, the synthetic demo
     set and the evaluation, a pre-training stage unless ``model.pretrained`` is given, and a
     promotion metric that the run logs. Each track adds ``model``, ``pretrain``, ``finetune``,
-    ``export``, ``latency`` and ``registry`` of its own types, and its ``metric_names``."""
+    ``export``, ``latency`` and ``registry`` of its own types."""
 
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
@@ -390,12 +390,14 @@ class PipelineBase(Section):
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
 
     def metric_names(self) -> list[str]:
-        """The names of the metrics the pipeline's evaluation logs for this configuration."""
-        return heldout_metric_names(self.data, self.evaluation)
+        """The names of the metrics the pipeline's evaluate step logs for this configuration
+        (the held-out verification's and ``evaluation.protocols``' known ahead)."""
+        return evaluation_metric_names(self.data, self.evaluation)
 
     def metric_prefixes(self) -> list[str]:
-        """Prefixes under which any metric name may be logged (names that depend on data)."""
-        return []
+        """Prefixes under which any metric name may be logged (protocols whose names depend on
+        the data)."""
+        return protocol_metric_prefixes(self.evaluation)
 
     @model_validator(mode="after")
     def _pretrain_or_pretrained(self):

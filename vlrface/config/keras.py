@@ -17,9 +17,7 @@ from vlrface.config.common import (
     TeacherBase,
     VLRConfig,
     deprecated,
-    evaluation_metric_names,
     policy_builds,
-    protocol_metric_prefixes,
     validate,
     zoo_name,
 )
@@ -282,13 +280,6 @@ class PipelineConfig(PipelineBase):
     export: ExportConfig = Field(default_factory=ExportConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
-
-    def metric_names(self) -> list[str]:
-        """The names of the metrics ``evaluate_model`` will log for this configuration."""
-        return evaluation_metric_names(self.data, self.evaluation)
-
-    def metric_prefixes(self) -> list[str]:
-        return protocol_metric_prefixes(self.evaluation)
 
 
 def parse(raw: dict, source: str = "config") -> PipelineConfig:

@@ -20,9 +20,6 @@ from vlrface.config.common import (
     Section,
     StageBase,
     TeacherBase,
-    check_registry_metrics,
-    evaluation_metric_names,
-    protocol_metric_prefixes,
     validate,
     zoo_name,
 )
@@ -137,10 +134,6 @@ class TorchPipelineConfig(PipelineBase):
     latency: OnnxLatencyConfig = Field(default_factory=OnnxLatencyConfig)
     registry: TorchRegistryConfig = Field(default_factory=TorchRegistryConfig)
 
-    def metric_names(self) -> list[str]:
-        """The names of the metrics ``evaluate_onnx`` will log for this configuration."""
-        return evaluation_metric_names(self.data, self.evaluation)
-
     @model_validator(mode="after")
     def _protocols_on_onnx(self):
         for i, entry in enumerate(self.evaluation.protocols):
@@ -155,13 +148,6 @@ class TorchPipelineConfig(PipelineBase):
     def _pretrain_has_no_teacher(self):
         if self.pretrain is not None and self.pretrain.teacher is not None:
             raise ValueError("pretrain.teacher: only the fine-tune stage has a teacher")
-        return self
-
-    @model_validator(mode="after")
-    def _compare_metric_exists(self):
-        check_registry_metrics(
-            self.registry, self.metric_names(), protocol_metric_prefixes(self.evaluation)
-        )
         return self
 
 

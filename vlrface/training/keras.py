@@ -58,7 +58,7 @@ from vlrface.training.common import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LOSSES", "NonFiniteLossError", "Stage", "run_stage", "run_stage_here", "train"]
+__all__ = ["LOSSES", "NonFiniteLossError", "Stage", "run_stage", "train"]
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -675,6 +675,7 @@ def run_stage(
     on_start: Callable[[dict], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
     teacher: tf.keras.Model | None = None,
+    in_this_process: bool = False,
 ):
     """Train one stage on the manifest's train split; returns ``(backbone, centres, history)``.
 
@@ -687,10 +688,16 @@ def run_stage(
     ``strategy: multi_worker`` with ``processes: N > 1``: the stage runs on N local worker
     processes (``vlrface.distributed.run_keras_stage``); the chief's ``on_start``/``on_epoch``
     figures reach the callbacks here while it trains, and the result is the chief's.
+    ``in_this_process``: train here whatever ``processes`` says (what each of those worker
+    processes runs; with ``strategy: multi_worker`` the cluster is ``TF_CONFIG``'s).
     """
-    if stage_cfg.weight_ensemble is not None and backbone is None:
+    from vlrface.data.records import label_map
+    from vlrface.models.keras import build_model
+
+    alpha = stage_cfg.weight_ensemble
+    if alpha is not None and backbone is None:
         raise ConfigError(f"{desc}.weight_ensemble needs a starting backbone (a fine-tune)")
-    if stage_cfg.processes > 1:
+    if stage_cfg.processes > 1 and not in_this_process:
         if on_step is not None:
             raise ValueError(f"{desc}: on_step runs in this process only (processes: 1)")
         from vlrface.distributed import run_keras_stage
@@ -699,35 +706,6 @@ def run_stage(
             manifest, root, model_cfg, stage_cfg, seed, backbone=backbone, centres=centres,
             desc=desc, on_epoch=on_epoch, progress=progress, on_start=on_start, teacher=teacher,
         )  # fmt: skip
-    return run_stage_here(
-        manifest, root, model_cfg, stage_cfg, seed, backbone, centres, desc, on_epoch, progress,
-        on_start, on_step, teacher,
-    )  # fmt: skip
-
-
-def run_stage_here(
-    manifest,
-    root: str,
-    model_cfg,
-    stage_cfg,
-    seed: int,
-    backbone: tf.keras.Model | None = None,
-    centres: np.ndarray | None = None,
-    desc: str = "train",
-    on_epoch: Callable[[int, dict], None] | None = None,
-    progress: bool = True,
-    on_start: Callable[[dict], None] | None = None,
-    on_step: Callable[[int, float], None] | None = None,
-    teacher: tf.keras.Model | None = None,
-):
-    """``run_stage`` in this process, whatever ``processes`` says (what each worker process of
-    a multi-worker stage runs; with ``strategy: multi_worker`` the cluster is ``TF_CONFIG``'s)."""
-    from vlrface.data.records import label_map
-    from vlrface.models.keras import build_model
-
-    alpha = stage_cfg.weight_ensemble
-    if alpha is not None and backbone is None:
-        raise ConfigError(f"{desc}.weight_ensemble needs a starting backbone (a fine-tune)")
     seed_everything(seed)
     train_df = manifest[manifest["split"] == "train"]
     labels = label_map(train_df)

@@ -20,7 +20,7 @@ Reconstruction choice, the 128-d head: Table 2's figures are those of the backbo
 (``output_head=False``), just as Table 2's BinaryFaceNet row excludes its output head: depth 28
 has 893,251,584 binary and 49,997,824 float MACs (Table 2: 893.2 M, 49.99 M; a float 576 -> 128
 Dense alone would make it 50.07 M) and 4,554,496 weights (4.5 M). The head here is QuickNet's
-(``vlrface.models.keras.quicknet.pooled_embedding_head``): global average pool ->
+(``vlrface.models.keras.larq_zoo.pooled_embedding_head``): global average pool ->
 Dense(``embedding``, no bias) -> BN, which adds ``C x 128`` float MACs and ``C x 128 + 256``
 weights for the last block's ``C`` channels (576, 640 and 800 for depths 28, 37 and 45): +1.6 %,
 +1.0 % and +0.8 % of the backbone's weights.
@@ -28,10 +28,8 @@ weights for the last block's ``C`` channels (576, 640 and 800 for depths 28, 37 
 
 from __future__ import annotations
 
-import larq as lq
-
 from vlrface._keras import tf
-from vlrface.models.keras.quicknet import pooled_embedding_head
+from vlrface.models.keras.larq_zoo import binary_conv, zoo_model
 
 layers = tf.keras.layers
 
@@ -78,17 +76,7 @@ def _stem(x, input_size: int):
 def _dense_layer(x, name: str):
     """BN -> binary 3x3 conv of ``GROWTH_RATE`` channels -> concatenate to the input."""
     y = _bn(f"{name}_bn")(x)
-    y = lq.layers.QuantConv2D(
-        GROWTH_RATE,
-        3,
-        padding="same",
-        input_quantizer=lq.quantizers.SteSign(clip_value=CLIP),
-        kernel_quantizer=lq.quantizers.SteSign(clip_value=CLIP),
-        kernel_constraint=lq.constraints.WeightClip(clip_value=CLIP),
-        kernel_initializer="glorot_normal",
-        use_bias=False,
-        name=f"{name}_bconv",
-    )(y)
+    y = binary_conv(GROWTH_RATE, CLIP, f"{name}_bconv")(y)
     return layers.Concatenate(name=f"{name}_concat")([x, y])
 
 
@@ -121,16 +109,12 @@ def build_binarydensenet(
     input_size: int = 112,
     output_head: bool = True,
 ) -> tf.keras.Model:
-    """Build BinaryDenseNet-``depth`` on a normalised ``(N, input_size, input_size, 3)`` input.
-
-    With ``output_head`` (default) the model ends in the ``embedding``-d descriptor; without it,
-    in the backbone's last feature map (the network that BinaryFaceNet's Table 2 measures).
-    """
+    """Build BinaryDenseNet-``depth``, with or without its head (``larq_zoo.zoo_model``)."""
     if depth not in DEPTHS:
         raise ValueError(f"unknown BinaryDenseNet depth {depth!r}; known: {sorted(DEPTHS)}")
     blocks, reductions = DEPTHS[depth]
-    inp = layers.Input((input_size, input_size, 3), name="input")
-    x = _backbone(inp, input_size, blocks, reductions)
-    if output_head:
-        x = pooled_embedding_head(x, embedding)
-    return tf.keras.Model(inp, x, name=f"binary_densenet{depth}")
+    return zoo_model(
+        lambda x: _backbone(x, input_size, blocks, reductions), f"binary_densenet{depth}",
+        embedding, input_size, output_head,
+        head_relu=False,  # the backbone ends on BN -> ReLU
+    )  # fmt: skip

@@ -30,10 +30,10 @@ BinaryFaceNet's checkpoint has) would add nine times as much.
 
 from __future__ import annotations
 
-import larq as lq
 import numpy as np
 
 from vlrface._keras import tf
+from vlrface.models.keras.larq_zoo import binary_conv, zoo_model
 
 layers = tf.keras.layers
 
@@ -93,19 +93,7 @@ def _stem(x, filters: int):
 
 def _residual_block(x, name: str):
     """Binary 3x3 conv (ReLU after it) -> BN -> add the input; width and size unchanged."""
-    y = lq.layers.QuantConv2D(
-        int(x.shape[-1]),
-        3,
-        padding="same",
-        pad_values=1.0,
-        activation="relu",
-        input_quantizer=lq.quantizers.SteSign(clip_value=CLIP),
-        kernel_quantizer=lq.quantizers.SteSign(clip_value=CLIP),
-        kernel_constraint=lq.constraints.WeightClip(clip_value=CLIP),
-        kernel_initializer="glorot_normal",
-        use_bias=False,
-        name=f"{name}_bconv",
-    )(x)
+    y = binary_conv(int(x.shape[-1]), CLIP, f"{name}_bconv", pad_values=1.0, activation="relu")(x)
     y = _bn(f"{name}_bn", momentum=0.9, epsilon=1e-5)(y)
     return layers.Add(name=f"{name}_add")([x, y])
 
@@ -140,34 +128,17 @@ def _backbone(x, blocks: tuple[int, ...], filters: tuple[int, ...]):
     return x
 
 
-def pooled_embedding_head(x, embedding: int):
-    """Global average pool -> Dense(``embedding``, no bias) -> BN: the face descriptor."""
-    x = layers.AveragePooling2D(pool_size=tuple(x.shape[1:3]), name="head_pool")(x)
-    x = layers.Flatten(name="head_flatten")(x)
-    x = layers.Dense(
-        embedding, use_bias=False, kernel_initializer="glorot_normal", name="head_dense"
-    )(x)
-    x = _bn("head_bn")(x)
-    return layers.Activation("linear", dtype="float32", name="embedding")(x)
-
-
 def build_quicknet(
     variant: str = "quicknet",
     embedding: int = 128,
     input_size: int = 112,
     output_head: bool = True,
 ) -> tf.keras.Model:
-    """Build a QuickNet variant on a normalised ``(N, input_size, input_size, 3)`` input.
-
-    With ``output_head`` (default) the model ends in the ``embedding``-d descriptor; without it,
-    in the backbone's last feature map (the network that BinaryFaceNet's Table 2 measures).
-    """
+    """Build a QuickNet variant, with or without its head (``larq_zoo.zoo_model``)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown QuickNet variant {variant!r}; known: {', '.join(VARIANTS)}")
     blocks, filters = VARIANTS[variant]
-    inp = layers.Input((input_size, input_size, 3), name="input")
-    x = _backbone(inp, blocks, filters)
-    if output_head:
-        x = layers.Activation("relu", name="head_relu")(x)
-        x = pooled_embedding_head(x, embedding)
-    return tf.keras.Model(inp, x, name=variant)
+    return zoo_model(
+        lambda x: _backbone(x, blocks, filters), variant, embedding, input_size, output_head,
+        head_relu=True,  # the backbone ends on a BN
+    )  # fmt: skip
