@@ -37,6 +37,13 @@ the history. ``train`` resumes from one when it finds it, and the resumed run is
 uninterrupted one (``tests/test_torch_training.py``). Determinism: ``seed_everything`` seeds
 torch, numpy and ``random``; ``torch.use_deterministic_algorithms(True)`` is on while training.
 
+Loader: a batch is a pure function of its rows, ``(seed, epoch, batch)`` and the step's
+policy (``Batches.get``). ``loader_kind: thread`` decodes its rows in ``loader_workers`` threads
+while the step waits; ``loader_kind: process`` computes the batches of the steps left ahead in
+``loader_workers`` spawned processes through shared memory (``vlrface.data.loader.SlotWorkers``
+running ``Batches.fill``, each DDP rank its own): the same tensors, bit for bit, so neither key
+enters the checkpoint's fingerprint.
+
 Device: ``device`` (``cpu`` default, ``cuda``, ``auto``) holds the student, head and teacher
 during training; data are prepared on the CPU; the models come back on the CPU. On CUDA,
 ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` is set (if unset) for deterministic cuBLAS, and the CUDA RNG
