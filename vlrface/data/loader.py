@@ -21,8 +21,9 @@ and numpy release the GIL, the Python between them does not), ``kind="process"``
 processes (no TF state forked; ``SlotWorkers``, which the PyTorch trainer's process loader uses
 too): each gets the loader once, when it starts, then per batch only ``(epoch, step, indices,
 slot)``, and normalises the batch straight into a shared-memory slot (one per batch in flight,
-mapped once per worker): no batch is pickled. ``workers=0``: one
-background thread, as before. The pool lives until ``close()`` (or the object is collected).
+mapped once per worker): no batch is pickled. A worker process that dies (killed, out of memory)
+is a ``LoaderError`` naming the batch, and the slots are unlinked. ``workers=0``: one background
+thread, as before. The pool lives until ``close()`` (or the object is collected).
 
 Zero-copy hand-off (``copy=False``, process workers only): a batch is yielded as arrays that
 *are* its shared-memory slot, not a copy of it (9.6 MB a batch of 64 at 112 px the training
@@ -57,6 +58,7 @@ import os
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import shared_memory
 from pathlib import Path
 
@@ -64,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 from vlrface.degrade import CrossResolutionPolicy, CurriculumPolicy
+from vlrface.errors import LoaderError
 from vlrface.preprocess import load_face, normalize
 
 
@@ -277,8 +280,8 @@ class SlotWorkers:
 
     ``source`` (picklable) goes to each process once, when it starts; a job is a tuple of
     arguments, and the process runs ``source.<method>(*job, alloc=alloc)``, which takes every
-    array it returns from ``alloc(shape, dtype)`` (views of the job's slot) and fills them in
-    place. ``stream`` yields each job's arrays in the jobs' order, ``workers`` jobs computing
+    array of the batch from ``alloc(shape, dtype)`` (views of the job's slot, in order) and
+    fills it in place; the arrays are the job's batch, what the method returns is ignored. ``stream`` yields each job's arrays in the jobs' order, ``workers`` jobs computing
     ahead of the one yielded; the hand-off (``copy``) is the module docstring's. Spawned, not
     forked: no TF or torch state is inherited. The processes live until ``close()``."""
 
@@ -288,7 +291,7 @@ class SlotWorkers:
 
         if workers < 1:
             raise ValueError(f"SlotWorkers needs workers >= 1, not {workers}")
-        self.workers, self.method = workers, method
+        self.source, self.workers, self.method = source, workers, method
         ctx = mp.get_context("spawn")
         self.pool = ProcessPoolExecutor(
             workers, mp_context=ctx, initializer=_init_worker, initargs=(source,)
@@ -296,6 +299,16 @@ class SlotWorkers:
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
+
+    def _died(self, job) -> LoaderError:
+        """The error of a pool whose process died, naming the loader and the job's ``(epoch,
+        step)`` (its first two integer arguments, in both loaders' jobs)."""
+        ints = [int(a) for a in job if isinstance(a, int | np.integer) and not isinstance(a, bool)]
+        return LoaderError(
+            f"loader worker process died (killed, or out of memory?) by {type(self.source).__name__}"
+            f".{self.method} (epoch, step) {tuple(ints[:2])}: the process loader is broken; "
+            "rerun (training resumes from its last checkpoint)"
+        )
 
     def stream(self, jobs, nbytes: int, copy: bool = True):
         """Yield the arrays of each of ``jobs`` (a tuple per job, ``nbytes`` at most), in order.
@@ -317,11 +330,18 @@ class SlotWorkers:
                         break
                     slot = free.pop()
                     args = (self.method, tuple(job), slots[slot].name, len(slots))
-                    pending.append((self.pool.submit(_shared_batch, *args), slot))
+                    try:
+                        pending.append((self.pool.submit(_shared_batch, *args), slot, job))
+                    except BrokenProcessPool:
+                        raise self._died(job) from None
                 if not pending:
                     return
-                future, slot = pending.popleft()
-                batch = tuple(slots[slot].array(*a) for a in future.result())
+                future, slot, job = pending.popleft()
+                try:
+                    layout = future.result()
+                except BrokenProcessPool:
+                    raise self._died(job) from None
+                batch = tuple(slots[slot].array(*a) for a in layout)
                 if copy:
                     batch = tuple(a.copy() for a in batch)
                     free.append(slot)
@@ -331,9 +351,9 @@ class SlotWorkers:
                 del batch
                 free.append(slot)
         finally:
-            for future, _ in pending:
+            for future, *_ in pending:
                 future.cancel()
-            for future, _ in pending:  # a slot may still be written: wait for those
+            for future, *_ in pending:  # a slot may still be written: wait for those
                 if not future.cancelled():
                     try:
                         future.result()
