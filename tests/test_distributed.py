@@ -233,3 +233,33 @@ def test_keras_fine_tune_from_a_given_backbone_and_centres(data, keras_runs, tmp
     for a, b in zip(ref_w, backbone.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ref_c, centres, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_ddp_with_process_loaders_trains_as_with_threads(data, torch_runs, tmp_path):
+    """``loader_kind: process`` under DDP: each rank computes its own rows of each batch ahead
+    in its own spawned worker (shared memory), and the run ends where the threaded one does."""
+    import os
+
+    from vlrface.config.torch import TorchModelConfig
+    from vlrface.data.loader import SLOT_PREFIX
+    from vlrface.training import torch as tt
+
+    root, manifest = data
+    _, _, run, _, init, _ = torch_runs
+
+    def orphans() -> set[str]:  # slots of processes that have exited (any other is in use)
+        if not os.path.isdir("/dev/shm"):
+            return set()
+        names = [n for n in os.listdir("/dev/shm") if n.startswith(SLOT_PREFIX)]
+        pid = lambda n: n[len(SLOT_PREFIX) :].split("_")[0]  # noqa: E731
+        return {n for n in names if not os.path.exists(f"/proc/{pid(n)}")}
+
+    before = orphans()
+    stage = _torch_stage(tmp_path / "ckpt", loader_workers=1, loader_kind="process")
+    procs = tt.run_stage("finetune", manifest, root, 32, TorchModelConfig(**TORCH_MODEL), stage,
+                         0, init=init)  # fmt: skip
+    assert procs.steps == run.steps and len(procs.history) == len(run.history)
+    np.testing.assert_allclose(
+        _flat(tt.load_model(procs.model)), _flat(tt.load_model(run.model)), atol=1e-6
+    )
+    assert not orphans() - before  # the ranks, gone, left no slot behind

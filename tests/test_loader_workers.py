@@ -163,3 +163,31 @@ def test_zero_copy_epoch_abandoned_with_batches_held_closes_cleanly(faces):
         batches.close()
     assert not raised, [r.exc_value for r in raised]
     assert not _shm_slots()
+
+
+def test_a_dead_process_worker_is_a_clear_error_and_frees_the_slots(faces):
+    """A worker process killed mid-epoch (out of memory, say): the next batch raises
+    ``LoaderError`` naming the loader and the batch, and the epoch's slots are unlinked."""
+    import signal
+
+    from vlrface.errors import LoaderError
+
+    root, manifest = faces
+    batches = FaceBatches(root, manifest, label_map(manifest), 4, seed=7, size=56,
+                          vlr=VLRPolicy(probability=0.7, sizes=(7, 14)), with_hr=True,
+                          workers=2, kind="process")  # fmt: skip
+    try:
+        epoch = batches.epoch(1)
+        next(epoch)
+        pool = batches._pool.pool
+        os.kill(next(iter(pool._processes)), signal.SIGKILL)  # one of this test's own workers
+        for _ in range(200):  # the pool notices the death
+            if pool._broken:
+                break
+            time.sleep(0.05)
+        with pytest.raises(LoaderError, match=r"loader worker process died .*FaceBatches\._batch"):
+            list(epoch)
+        if os.path.isdir("/dev/shm"):
+            assert not _shm_slots()
+    finally:
+        batches.close()

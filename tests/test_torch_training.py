@@ -301,6 +301,12 @@ def test_bad_stage_config_names_the_key():
         parse_torch({**base, "finetune": {"head": {"kind": "arcface", "margn": 0.5}}}, "x")
     with pytest.raises(ConfigError, match=r"'finetune\.schedule\.levels'.*strictly decreasing"):
         parse_torch({**base, "finetune": {"schedule": {"kind": "plateau", "levels": [1, 2]}}}, "x")
+    with pytest.raises(ConfigError, match=r"'finetune'.*loader_kind: process needs loader_work"):
+        parse_torch({**base, "finetune": {"loader_kind": "process"}}, "x")
+    with pytest.raises(ConfigError, match=r"'finetune\.loader_kind'"):
+        parse_torch({**base, "finetune": {"loader_kind": "fork", "loader_workers": 2}}, "x")
+    ok = parse_torch({**base, "finetune": {"loader_kind": "process", "loader_workers": 2}}, "x")
+    assert (ok.finetune.loader_kind, ok.finetune.loader_workers) == ("process", 2)
 
 
 def test_checkpoint_bytes_rebuild_the_model_and_ddp_is_a_no_op_in_one_process(tmp_path):
@@ -352,3 +358,49 @@ def test_train_acc_is_measured_without_the_margin(data):
                              head={"kind": "cosface", "margin": 2.0})  # fmt: skip
     result = train(tiny(), manifest, root, stage, seed=1, image_size=32)
     assert max(r["acc"] for r in result.history) > 0
+
+
+def _shm_slots() -> set[str]:
+    """This process's loader slots in /dev/shm (Linux)."""
+    import os
+
+    from vlrface.data.loader import SLOT_PREFIX
+
+    mine = f"{SLOT_PREFIX}{os.getpid()}_"
+    return {n for n in os.listdir("/dev/shm") if n.startswith(mine)}
+
+
+def test_process_loader_trains_the_same_weights_and_leaks_no_shared_memory(data, tmp_path):
+    """``loader_kind: process``: batches computed ahead by 2 spawned processes through shared
+    memory give the weights and history of the inline loader, bit for bit, with a curriculum
+    (the policy at each batch's own step) and a teacher (the HR batch); a run stopped by an
+    exception frees its slots, and resuming it mid-epoch (another loader start) still lands on
+    the same bits. The loader never enters the checkpoint's fingerprint."""
+    import os
+
+    from vlrface.training.torch import _fingerprint
+
+    root, manifest = data
+    base = {**STAGE, "teacher": {"lam": 0.1}}  # 4 steps/epoch, 12 steps
+    inline = TorchStageConfig(**base)
+    procs = TorchStageConfig(**base, loader_workers=2, loader_kind="process")
+    assert _fingerprint(procs, 1, manifest) == _fingerprint(inline, 1, manifest)
+    teacher = tiny(seed=5)
+    full = train(tiny(), manifest, root, inline, 1, image_size=32, teacher=teacher)
+    want = params(full.model)
+
+    linux = os.path.isdir("/dev/shm")
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Kill):
+        train(tiny(), manifest, root, procs, 1, image_size=32, teacher=teacher,
+              checkpoint_dir=ckpt, on_step=killer(7))  # fmt: skip
+    assert not linux or not _shm_slots()
+    slots = []  # the slots in use at each step: the batches did come through shared memory
+    in_use = lambda *_: slots.append(len(_shm_slots()))  # noqa: E731
+    resumed = train(tiny(seed=99), manifest, root, procs, 1, image_size=32, teacher=teacher,
+                    checkpoint_dir=ckpt, on_step=in_use)  # fmt: skip
+    assert not linux or (not _shm_slots() and max(slots) == 3)  # 2 ahead + the one in use
+    assert resumed.resumed_from == 6 and resumed.steps == 12
+    assert same_bits(params(resumed.model), want)
+    assert same_bits(params(resumed.head), params(full.head))
+    assert resumed.history == full.history

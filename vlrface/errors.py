@@ -34,3 +34,8 @@ class StoreError(VlrfaceError):
 
 class IntegrityError(VlrfaceError):
     """A model file whose sha256 is not the one recorded for it (or a file nobody recorded)."""
+
+
+class LoaderError(VlrfaceError):
+    """A training loader's worker process died (killed, out of memory); the message names the
+    loader and the batch it was computing."""

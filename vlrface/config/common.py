@@ -242,8 +242,12 @@ class StageBase(Section):
     degrade: dict[str, Any] | None = None
     flip: bool = True
     checkpoint_dir: str | None = None
-    # threads that decode (and degrade) ahead; batches are the same whatever the number
+    # workers that decode (and degrade) batches ahead; batches are the same whatever the number
     loader_workers: int = Field(0, ge=0)
+    # what runs `loader_workers`: threads, or spawned processes writing each batch into shared
+    # memory (vlrface.data.loader.SlotWorkers; process needs loader_workers >= 1); the batches,
+    # and so the trained weights, are the same either way
+    loader_kind: Literal["thread", "process"] = "thread"
     # training processes started on this machine (vlrface.distributed): > 1 goes with the Keras
     # track's `strategy: multi_worker` (TF_CONFIG on loopback ports) or the PyTorch track's
     # `ddp: true` (torchrun, gloo); the chief (worker / rank 0) alone writes checkpoints and the
@@ -269,6 +273,8 @@ class StageBase(Section):
             raise ValueError(
                 f"processes: {self.processes} needs {self.DISTRIBUTED} (one process otherwise)"
             )
+        if self.loader_kind == "process" and self.loader_workers == 0:
+            raise ValueError("loader_kind: process needs loader_workers >= 1")
         return self
 
     @model_validator(mode="wrap")

@@ -133,9 +133,6 @@ class StageConfig(StageBase):
     # (vlrface.distributed); with `processes: 1` the cluster comes from TF_CONFIG
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     mixed_precision: bool = False  # GPU only; ignored (and logged) on a CPU
-    # what runs `loader_workers`: threads, or spawned processes writing each batch into shared
-    # memory (vlrface.data.loader.FaceBatches); the batches are the same either way
-    loader_kind: Literal["thread", "process"] = "thread"
 
     DISTRIBUTED: ClassVar[str] = "strategy: multi_worker"
 
@@ -174,8 +171,6 @@ class StageConfig(StageBase):
     def _stage_is_consistent(self):
         if (self.checkpoint_every or self.resume) and not self.checkpoint_dir:
             raise ValueError("'checkpoint_every' and 'resume' need 'checkpoint_dir'")
-        if self.loader_kind == "process" and self.loader_workers == 0:
-            raise ValueError("loader_kind: process needs loader_workers >= 1")
         return self
 
     @classmethod

@@ -18,10 +18,12 @@ Workers: a batch is a pure function of ``(seed, epoch, step)``, so ``workers=N``
 degrades and stacks N batches at once and yields them in order: the batches are the same, bit for
 bit, whatever ``N``. ``kind="thread"`` (default) runs them in N threads (OpenCV's decode/resize
 and numpy release the GIL, the Python between them does not), ``kind="process"`` in N spawned
-processes (no TF state forked): each gets the loader once, when it starts, then per batch only
-``(epoch, step, indices, slot)``, and normalises the batch straight into a shared-memory slot
-(one per batch in flight, mapped once per worker): no batch is pickled. ``workers=0``: one
-background thread, as before. The pool lives until ``close()`` (or the object is collected).
+processes (no TF state forked; ``SlotWorkers``, which the PyTorch trainer's process loader uses
+too): each gets the loader once, when it starts, then per batch only ``(epoch, step, indices,
+slot)``, and normalises the batch straight into a shared-memory slot (one per batch in flight,
+mapped once per worker): no batch is pickled. A worker process that dies (killed, out of memory)
+is a ``LoaderError`` naming the batch, and the slots are unlinked. ``workers=0``: one background
+thread, as before. The pool lives until ``close()`` (or the object is collected).
 
 Zero-copy hand-off (``copy=False``, process workers only): a batch is yielded as arrays that
 *are* its shared-memory slot, not a copy of it (9.6 MB a batch of 64 at 112 px the training
@@ -54,7 +56,9 @@ from __future__ import annotations
 import mmap
 import os
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import shared_memory
 from pathlib import Path
 
@@ -62,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 from vlrface.degrade import CrossResolutionPolicy, CurriculumPolicy
+from vlrface.errors import LoaderError
 from vlrface.preprocess import load_face, normalize
 
 
@@ -115,7 +120,10 @@ class FaceBatches:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            if isinstance(self._pool, SlotWorkers):
+                self._pool.close()
+            else:
+                self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
     def __del__(self):
@@ -129,13 +137,7 @@ class FaceBatches:
             return ThreadPoolExecutor(max_workers=1)
         if self._pool is None:
             if self.kind == "process":
-                import multiprocessing as mp
-                from concurrent.futures import ProcessPoolExecutor
-
-                ctx = mp.get_context("spawn")
-                self._pool = ProcessPoolExecutor(
-                    self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self,)
-                )
+                self._pool = SlotWorkers(self, self.workers)
             else:
                 self._pool = ThreadPoolExecutor(self.workers)
         return self._pool
@@ -188,48 +190,21 @@ class FaceBatches:
         if not 0 <= start <= len(chunks):
             raise ValueError(f"start batch {start} is outside the epoch's {len(chunks)} batches")
         pool = self._executor()
+        if isinstance(pool, SlotWorkers):  # the batches come through shared-memory slots
+            jobs = ((epoch, s, chunks[s]) for s in range(start, len(chunks)))
+            yield from pool.stream(jobs, self._batch_nbytes(), copy=self.copy)
+            return
         ahead = max(self.workers, 1)  # batches decoding ahead of the one yielded
-        shared = self.workers > 0 and self.kind == "process"
-        # this epoch's shared-memory slots: one per batch in flight, plus the one yielded (an
-        # epoch abandoned and one started before it is collected never share a slot)
-        slots = [_Slot(self._batch_nbytes()) for _ in range(ahead + 1 if shared else 0)]
-        free = list(range(len(slots)))
-        pending: dict[int, tuple] = {}
+        pending = {}
         try:
             for step in range(start, len(chunks)):
                 for s in range(step, min(step + ahead + 1, len(chunks))):
-                    if s in pending:
-                        continue
-                    if shared:
-                        slot = free.pop()
-                        args = (epoch, s, chunks[s], slots[slot].name, len(slots))
-                        pending[s] = (pool.submit(_shared_batch, *args), slot)
-                    else:
-                        pending[s] = (pool.submit(self._batch, epoch, s, chunks[s]), None)
-                future, slot = pending.pop(step)
-                if slot is None:
-                    yield future.result()
-                    continue
-                batch = tuple(slots[slot].array(*a) for a in future.result())
-                if self.copy:
-                    batch = tuple(a.copy() for a in batch)
-                    free.append(slot)
-                    yield batch
-                    continue
-                yield batch  # views of the slot: the consumer's until it asks for the next
-                del batch
-                free.append(slot)
+                    if s not in pending:
+                        pending[s] = pool.submit(self._batch, epoch, s, chunks[s])
+                yield pending.pop(step).result()
         finally:
-            for future, _ in pending.values():
+            for future in pending.values():
                 future.cancel()
-            for future, _ in pending.values():  # a slot may still be written: wait for those
-                if shared and not future.cancelled():
-                    try:
-                        future.result()
-                    except Exception:
-                        pass
-            for slot in slots:
-                slot.release()
             if self.workers == 0:
                 pool.shutdown(wait=True)
 
@@ -295,14 +270,107 @@ class _Slot:
             self.map = None
 
 
-# process workers: the loader arrives once per process; a batch goes through shared memory
-_WORKER: FaceBatches | None = None
+_END = object()  # the end of a stream's jobs
+
+
+class SlotWorkers:
+    """``workers`` spawned processes that compute batches straight into shared memory, yielded in
+    order: the process pool of both tracks' loaders (``FaceBatches(kind="process")`` and the
+    PyTorch trainer's ``vlrface.training.torch.Batches``).
+
+    ``source`` (picklable) goes to each process once, when it starts; a job is a tuple of
+    arguments, and the process runs ``source.<method>(*job, alloc=alloc)``, which takes every
+    array of the batch from ``alloc(shape, dtype)`` (views of the job's slot, in order) and
+    fills it in place; the arrays are the job's batch, what the method returns is ignored. ``stream`` yields each job's arrays in the jobs' order, ``workers`` jobs computing
+    ahead of the one yielded; the hand-off (``copy``) is the module docstring's. Spawned, not
+    forked: no TF or torch state is inherited. The processes live until ``close()``."""
+
+    def __init__(self, source, workers: int, method: str = "_batch"):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        if workers < 1:
+            raise ValueError(f"SlotWorkers needs workers >= 1, not {workers}")
+        self.source, self.workers, self.method = source, workers, method
+        ctx = mp.get_context("spawn")
+        self.pool = ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(source,)
+        )
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+    def _died(self, job) -> LoaderError:
+        """The error of a pool whose process died, naming the loader and the job's ``(epoch,
+        step)`` (its first two integer arguments, in both loaders' jobs)."""
+        ints = [int(a) for a in job if isinstance(a, int | np.integer) and not isinstance(a, bool)]
+        return LoaderError(
+            f"loader worker process died (killed, or out of memory?) by {type(self.source).__name__}"
+            f".{self.method} (epoch, step) {tuple(ints[:2])}: the process loader is broken; "
+            "rerun (training resumes from its last checkpoint)"
+        )
+
+    def stream(self, jobs, nbytes: int, copy: bool = True):
+        """Yield the arrays of each of ``jobs`` (a tuple per job, ``nbytes`` at most), in order.
+        ``copy=False``: views of the job's slot, valid until the next is asked (module
+        docstring); closing or dropping the generator waits for the jobs being written, then
+        unlinks every slot."""
+        ahead = self.workers  # jobs computing ahead of the one yielded
+        # this stream's slots: one per job in flight, plus the one yielded (a stream abandoned
+        # and one started before it is collected never share a slot)
+        slots = [_Slot(nbytes) for _ in range(ahead + 1)]
+        free = list(range(len(slots)))
+        pending: deque = deque()
+        jobs = iter(jobs)
+        try:
+            while True:
+                while free and len(pending) < ahead + 1:
+                    job = next(jobs, _END)
+                    if job is _END:
+                        break
+                    slot = free.pop()
+                    args = (self.method, tuple(job), slots[slot].name, len(slots))
+                    try:
+                        pending.append((self.pool.submit(_shared_batch, *args), slot, job))
+                    except BrokenProcessPool:
+                        raise self._died(job) from None
+                if not pending:
+                    return
+                future, slot, job = pending.popleft()
+                try:
+                    layout = future.result()
+                except BrokenProcessPool:
+                    raise self._died(job) from None
+                batch = tuple(slots[slot].array(*a) for a in layout)
+                if copy:
+                    batch = tuple(a.copy() for a in batch)
+                    free.append(slot)
+                    yield batch
+                    continue
+                yield batch  # views of the slot: the consumer's until it asks for the next
+                del batch
+                free.append(slot)
+        finally:
+            for future, *_ in pending:
+                future.cancel()
+            for future, *_ in pending:  # a slot may still be written: wait for those
+                if not future.cancelled():
+                    try:
+                        future.result()
+                    except Exception:
+                        pass
+            for slot in slots:
+                slot.release()
+
+
+# process workers: the source arrives once per process; a batch goes through shared memory
+_WORKER = None  # this process's SlotWorkers source (a FaceBatches, a torch Batches)
 _MAPS: dict[str, mmap.mmap] = {}  # this worker's mappings of the slots, most recently used last
 
 
-def _init_worker(batches: FaceBatches) -> None:
+def _init_worker(source) -> None:
     global _WORKER
-    _WORKER = batches
+    _WORKER = source
 
 
 def _slot_map(name: str, keep: int) -> mmap.mmap:
@@ -321,9 +389,9 @@ def _slot_map(name: str, keep: int) -> mmap.mmap:
     return mm
 
 
-def _shared_batch(epoch: int, step: int, idx: np.ndarray, name: str, keep: int) -> list:
-    """Compute batch ``step`` in this worker straight into shared memory ``name`` (one of
-    ``keep`` slots in use); returns ``[(dtype, shape, offset)]`` per array."""
+def _shared_batch(method: str, job: tuple, name: str, keep: int) -> list:
+    """Run ``_WORKER.<method>(*job)`` in this worker straight into shared memory ``name`` (one
+    of ``keep`` slots in use); returns ``[(dtype, shape, offset)]`` per array."""
     mm = _slot_map(name, keep)
     layout, end = [], 0
 
@@ -337,5 +405,5 @@ def _shared_batch(epoch: int, step: int, idx: np.ndarray, name: str, keep: int) 
         end = offset + -(-nbytes // 64) * 64  # 64-byte aligned arrays
         return np.frombuffer(mm, dtype, int(np.prod(shape)), offset).reshape(shape)
 
-    _WORKER._batch(epoch, step, idx, alloc)
+    getattr(_WORKER, method)(*job, alloc=alloc)
     return layout

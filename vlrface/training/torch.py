@@ -37,6 +37,13 @@ the history. ``train`` resumes from one when it finds it, and the resumed run is
 uninterrupted one (``tests/test_torch_training.py``). Determinism: ``seed_everything`` seeds
 torch, numpy and ``random``; ``torch.use_deterministic_algorithms(True)`` is on while training.
 
+Loader: a batch is a pure function of its rows, ``(seed, epoch, batch)`` and the step's
+policy (``Batches.get``). ``loader_kind: thread`` decodes its rows in ``loader_workers`` threads
+while the step waits; ``loader_kind: process`` computes the batches of the steps left ahead in
+``loader_workers`` spawned processes through shared memory (``vlrface.data.loader.SlotWorkers``
+running ``Batches.fill``, each DDP rank its own): the same tensors, bit for bit, so neither key
+enters the checkpoint's fingerprint.
+
 Device: ``device`` (``cpu`` default, ``cuda``, ``auto``) holds the student, head and teacher
 during training; data are prepared on the CPU; the models come back on the CPU. On CUDA,
 ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` is set (if unset) for deterministic cuBLAS, and the CUDA RNG
@@ -275,6 +282,9 @@ class Batches:
             raise ConfigError("training manifest: rows without a class label")
         self.pool = ThreadPoolExecutor(workers) if workers else None
 
+    def __getstate__(self):  # to a process worker: it decodes in its own thread
+        return {**self.__dict__, "pool": None}
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -301,6 +311,52 @@ class Batches:
         student = to_tensor(np.stack(lr), self.spec)
         hr_batch = to_tensor(np.stack(hr), self.spec) if teacher else None
         return student, hr_batch, torch.from_numpy(self.labels[idx])
+
+    def fill(self, idx: np.ndarray, epoch: int, batch: int, policy, teacher: bool, alloc) -> None:
+        """``get``'s batch written into ``alloc``'s arrays (a ``SlotWorkers`` job: shared
+        memory): ``[epoch, batch]`` (int64), the student batch, the labels, then the HR batch
+        with a teacher. Bit for bit ``get``'s tensors: they are copied, not recomputed."""
+        student, hr_batch, labels = self.get(idx, epoch, batch, policy, teacher)
+        alloc((2,), np.int64)[:] = (epoch, batch)
+        for t in (student, labels) + ((hr_batch,) if teacher else ()):
+            a = t.numpy()
+            alloc(a.shape, a.dtype)[...] = a
+
+    def nbytes(self, rows: int, teacher: bool) -> int:
+        """The most bytes ``fill`` writes for ``rows`` rows (a shared-memory slot's size)."""
+        side = self.spec.input_size
+        image = rows * 3 * side * side * 4  # float32 NCHW
+        return 16 + image * (2 if teacher else 1) + rows * 8 + 4 * 64  # 64-byte alignment
+
+
+def _planned(stage: TorchStageConfig, n: int, seed: int, policy, teacher: bool, rank: int,
+             world: int, step: int, epoch: int, batch: int, total: int):  # fmt: skip
+    """``Batches.get``'s arguments for every step ``train`` has left from ``(step, epoch,
+    batch)``, in order (its loop's arithmetic: the epoch's order, this rank's rows, the policy at
+    the step the batch belongs to): the jobs of the process loader."""
+    steps_per_epoch = n // stage.batch_size
+    while epoch < stage.epochs and step < total:
+        order = epoch_order(n, seed, epoch)
+        for b in range(batch, steps_per_epoch):
+            if step >= total:
+                return
+            idx = order[b * stage.batch_size : (b + 1) * stage.batch_size][rank::world]
+            now = policy.at(step) if isinstance(policy, CurriculumPolicy) else policy
+            yield idx, epoch, b, now, teacher
+            step += 1
+        epoch, batch = epoch + 1, 0
+
+
+def _from_slots(stream, epoch: int, batch: int):
+    """The next batch of a ``SlotWorkers`` stream of ``Batches.fill`` jobs, as ``get``'s
+    ``(student, hr | None, labels)``; the stream must be at ``(epoch, batch)``."""
+    key, x, y, *hr = next(stream)
+    if (int(key[0]), int(key[1])) != (epoch, batch):
+        raise RuntimeError(
+            f"process loader out of step: batch {tuple(key)} for (epoch, batch) {(epoch, batch)}"
+        )
+    # the stream copies each batch out of its slot: these tensors own their memory
+    return torch.from_numpy(x), torch.from_numpy(hr[0]) if hr else None, torch.from_numpy(y)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -383,7 +439,8 @@ def data_hash(manifest: pd.DataFrame) -> str:
 
 
 def _fingerprint(stage: TorchStageConfig, seed: int, manifest: pd.DataFrame) -> dict:
-    skip = {"progress", "loader_workers", "checkpoint_every", "checkpoint_dir"}
+    # how batches are loaded never changes them: not part of what a checkpoint must match
+    skip = {"progress", "loader_workers", "loader_kind", "checkpoint_every", "checkpoint_dir"}
     if stage.processes == 1:  # as before the key existed: earlier checkpoints still resume
         skip.add("processes")
     return {
@@ -457,9 +514,9 @@ def train(
     total = min(total, stage.max_steps) if stage.max_steps else total
     policy = build_policy(stage.degrade, total)
     spec = model.preprocessing
-    batches = Batches(
-        root, manifest, labels, spec, image_size, stage.flip, seed, workers=stage.loader_workers
-    )
+    threads = stage.loader_workers if stage.loader_kind == "thread" else 0
+    batches = Batches(root, manifest, labels, spec, image_size, stage.flip, seed, workers=threads)
+    slot_workers = stream = None  # loader_kind: process (started once the position is known)
 
     device = resolve_device(stage.device)
     if device.type == "cuda":  # cuBLAS needs a fixed workspace to be deterministic
@@ -556,6 +613,14 @@ def train(
                 return f"the last good checkpoint {ckpt_path} is kept"
             return "no checkpoint was written"
 
+        if stage.loader_kind == "process":  # batches computed ahead in spawned processes
+            from vlrface.data.loader import SlotWorkers
+
+            slot_workers = SlotWorkers(batches, stage.loader_workers, method="fill")
+            jobs = _planned(stage, len(manifest), seed, policy, teacher is not None, rank, world,
+                            step, epoch, start_batch, total)  # fmt: skip
+            rows = -(-stage.batch_size // world)  # this rank's rows of a batch, at most
+            stream = slot_workers.stream(jobs, batches.nbytes(rows, teacher is not None))
         model.train()
         head.train()
         bar = tqdm(total=total, initial=step, desc=desc, unit="step", disable=not stage.progress)
@@ -566,7 +631,10 @@ def train(
                     break
                 idx = order[b * stage.batch_size : (b + 1) * stage.batch_size][rank::world]
                 now = policy.at(step) if isinstance(policy, CurriculumPolicy) else policy
-                x, x_hr, y = batches.get(idx, epoch, b, now, teacher is not None)
+                if stream is None:
+                    x, x_hr, y = batches.get(idx, epoch, b, now, teacher is not None)
+                else:  # the same batch, computed ahead by a process worker
+                    x, x_hr, y = _from_slots(stream, epoch, b)
                 x, y = x.to(device), y.to(device)
                 x_hr = x_hr.to(device) if x_hr is not None else None
                 lr = schedule.lr_for(epoch, sched_state)
@@ -643,6 +711,10 @@ def train(
         bar.close()
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
+        if stream is not None:  # waits for the batches being written, unlinks every slot
+            stream.close()
+        if slot_workers is not None:
+            slot_workers.close()
         if batches.pool is not None:
             batches.pool.shutdown()
     model.eval()
@@ -743,7 +815,7 @@ def run_stage(
         run.policy = build_policy(stage.degrade, max(total, 1)).policy_dict()
     key = {
         "prefix": prefix,
-        "stage": stage.model_dump(mode="json"),
+        "stage": stage.model_dump(mode="json", exclude={"loader_kind"}),  # never changes a batch
         "seed": seed,
         "data": data_hash(rows),
         "init": hashlib.sha256(init).hexdigest() if init is not None else None,
