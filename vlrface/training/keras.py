@@ -486,7 +486,7 @@ def train(
             unit="batch",
         )
         # with process workers, ``batch`` is a view of its shared-memory slot, valid until the
-        # next turn of this loop (FaceBatches(copy=False), set in run_stage_here): use it in the
+        # next turn of this loop (FaceBatches(copy=False), set in run_stage): use it in the
         # turn, copy anything to keep
         for i, batch in enumerate(bar, start=first):
             x, y = batch[0], batch[1]
