@@ -2,12 +2,17 @@
 
     TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/loader_scaling.py [--workers 0 1 2]
         [--kind thread process] [--images 768] [--batch 64] [--epochs 2] [--copy | --no-copy]
+        [--track keras | torch]
 
-``FaceBatches(workers=N, kind=K)`` (decode, VLR-degrade with p=0.5, flip, normalise, stack) over
-a synthetic 112 px CASIA-layout set; img/s is timed over the epochs after a first, warm-up epoch
-(pool start-up excluded); the batches are checked equal across worker counts and kinds.
-Process workers hand batches over as the Keras training loop takes them: views of their
-shared-memory slot (``copy=False``, the default here); ``--copy`` times the copy-out mode. Prints
+``--track keras`` (default): ``FaceBatches(workers=N, kind=K)`` (decode, VLR-degrade with
+p=0.5, flip, normalise, stack); ``--track torch``: the PyTorch trainer's ``Batches.get`` (the
+same work, NCHW tensors), inline or decoding in N threads (``loader_kind: thread``), or computed
+ahead in N processes (``loader_kind: process``: ``SlotWorkers`` running ``Batches.fill``, views
+of the slot, as the trainer takes them); over a synthetic 112 px CASIA-layout set; img/s is timed
+over the epochs after a first, warm-up epoch (pool start-up excluded); the batches are checked
+equal across worker counts and kinds. Keras process workers hand batches over as the Keras
+training loop takes them: views of their shared-memory slot (``copy=False``, the default here);
+``--copy`` times the copy-out mode. Prints
 JSON: per kind, img/s per worker count and the speed-up of 2 workers over 1; img/s per core (the
 best 1-worker figure), the load average before and after (on a shared machine the figures are
 only as clean as the load), and the cores a GPU consumes at ``--gpu-img-s`` (default 1700 img/s:
@@ -50,6 +55,52 @@ def run(
         fb.close()
 
 
+def run_torch(
+    root, manifest, workers: int, batch: int, epochs: int, kind: str, copy: bool = False
+) -> tuple[float, str]:
+    """``run`` for the PyTorch trainer's loader, as ``vlrface.training.torch.train`` drives it."""
+    from vlrface.data.loader import SlotWorkers
+    from vlrface.data.records import label_map
+    from vlrface.degrade import VLRPolicy
+    from vlrface.models.torch import Preprocessing
+    from vlrface.training.torch import Batches, epoch_order
+
+    spec = Preprocessing(112, "RGB", (127.5,) * 3, (128.0,) * 3)
+    if copy:
+        raise SystemExit("--copy: the PyTorch trainer takes views of the slots; time --track keras")
+    threads = workers if kind == "thread" else 0
+    batches = Batches(root, manifest, label_map(manifest), spec, 112, True, 0, workers=threads)
+    policy, steps = VLRPolicy(probability=0.5), len(manifest) // batch
+
+    def jobs(first: int, last: int):
+        for e in range(first, last + 1):
+            order = epoch_order(len(manifest), 0, e)
+            for b in range(steps):
+                yield order[b * batch : (b + 1) * batch], e, b, policy, False
+
+    pool = SlotWorkers(batches, workers, method="fill") if kind == "process" and workers else None
+    if pool is None:
+        stream = (batches.get(*job)[0].numpy() for job in jobs(0, epochs))
+    else:  # [epoch, batch], student, labels: views of the slot, as the trainer takes them
+        nbytes = batches.nbytes(batch, False)
+        stream = (b[1] for b in pool.stream(jobs(0, epochs), nbytes, copy=False))
+    digest = hashlib.sha256()
+    try:
+        for _ in range(steps):  # warm-up epoch
+            digest.update(next(stream).tobytes())
+        t0 = time.perf_counter()
+        n = 0
+        for x in stream:
+            n += len(x)
+        return n / (time.perf_counter() - t0), digest.hexdigest()[:16]
+    finally:
+        if pool is not None:
+            stream.close()
+            pool.close()
+        if batches.pool is not None:
+            batches.pool.shutdown()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
@@ -66,6 +117,7 @@ def main() -> None:
         help="process workers: copy each batch out of shared memory (default: hand over views "
         "of it, as the Keras training loop does)",
     )
+    p.add_argument("--track", choices=["keras", "torch"], default="keras")
     p.add_argument("--gpu-img-s", type=float, default=1700.0)
     p.add_argument("--node-cores", type=int, default=8, help="CPU cores per GPU on the node")
     a = p.parse_args()
@@ -82,10 +134,14 @@ def main() -> None:
             for w in a.workers:
                 if w == 0 and kind != a.kind[0]:
                     continue  # 0 workers: one prefetch thread whatever the kind
-                rates[kind, w], d = run(tmp, manifest, w, a.batch, a.epochs, kind, a.copy)
+                if a.track == "torch":
+                    rates[kind, w], d = run_torch(tmp, manifest, w, a.batch, a.epochs, kind, a.copy)
+                else:
+                    rates[kind, w], d = run(tmp, manifest, w, a.batch, a.epochs, kind, a.copy)
                 digests.add(d)
                 print(f"{kind} workers={w}: {rates[kind, w]:.1f} img/s", file=sys.stderr)
     out = {
+        "track": a.track,
         "images": len(manifest),
         "batch": a.batch,
         "process_batches": "copied out of shared memory" if a.copy else "views of shared memory",

@@ -281,9 +281,10 @@ class SlotWorkers:
     ``source`` (picklable) goes to each process once, when it starts; a job is a tuple of
     arguments, and the process runs ``source.<method>(*job, alloc=alloc)``, which takes every
     array of the batch from ``alloc(shape, dtype)`` (views of the job's slot, in order) and
-    fills it in place; the arrays are the job's batch, what the method returns is ignored. ``stream`` yields each job's arrays in the jobs' order, ``workers`` jobs computing
-    ahead of the one yielded; the hand-off (``copy``) is the module docstring's. Spawned, not
-    forked: no TF or torch state is inherited. The processes live until ``close()``."""
+    fills it in place; the arrays are the job's batch, what the method returns is ignored.
+    ``stream`` yields each job's arrays in the jobs' order, ``workers`` jobs computing ahead of
+    the one yielded; the hand-off (``copy``) is the module docstring's. Spawned, not forked: no
+    TF or torch state is inherited. The processes live until ``close()``."""
 
     def __init__(self, source, workers: int, method: str = "_batch"):
         import multiprocessing as mp

@@ -253,12 +253,15 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
 
 
-def to_tensor(faces: np.ndarray, spec: Preprocessing) -> torch.Tensor:
-    """uint8 RGB NHWC faces -> the model's normalised NCHW batch in its channel order."""
+def to_tensor(faces: np.ndarray, spec: Preprocessing, alloc=np.empty) -> torch.Tensor:
+    """uint8 RGB NHWC faces -> the model's normalised NCHW batch in its channel order, written
+    into ``alloc(shape, dtype)``'s array (a shared-memory slot in a process worker)."""
     x = spec.normalize(spec.geometry(faces))
     if spec.channel_order.upper() == "BGR":
         x = x[..., ::-1]
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    out = alloc((x.shape[0], x.shape[3], x.shape[1], x.shape[2]), np.float32)
+    out[...] = x.transpose(0, 3, 1, 2)
+    return torch.from_numpy(out)
 
 
 class Batches:
@@ -291,7 +294,9 @@ class Batches:
     def _load(self, i: int) -> np.ndarray:
         return load_face(self.root, self.paths[i], self.size)
 
-    def get(self, idx: np.ndarray, epoch: int, batch: int, policy, teacher: bool):
+    def get(self, idx: np.ndarray, epoch: int, batch: int, policy, teacher: bool, alloc=np.empty):
+        """``(student, hr | None, labels)`` tensors of the rows ``idx``, their arrays taken from
+        ``alloc(shape, dtype)`` in that order."""
         hr = list(self.pool.map(self._load, idx) if self.pool else map(self._load, idx))
         if policy is None:
             lr = hr
@@ -308,19 +313,18 @@ class Batches:
             ]
             hr = [img[:, ::-1] if f else img for img, f in zip(hr, flips, strict=True)]
             lr = [img[:, ::-1] if f else img for img, f in zip(lr, flips, strict=True)]
-        student = to_tensor(np.stack(lr), self.spec)
-        hr_batch = to_tensor(np.stack(hr), self.spec) if teacher else None
-        return student, hr_batch, torch.from_numpy(self.labels[idx])
+        student = to_tensor(np.stack(lr), self.spec, alloc)
+        hr_batch = to_tensor(np.stack(hr), self.spec, alloc) if teacher else None
+        labels = alloc(idx.shape, self.labels.dtype)
+        np.take(self.labels, idx, out=labels)
+        return student, hr_batch, torch.from_numpy(labels)
 
     def fill(self, idx: np.ndarray, epoch: int, batch: int, policy, teacher: bool, alloc) -> None:
-        """``get``'s batch written into ``alloc``'s arrays (a ``SlotWorkers`` job: shared
-        memory): ``[epoch, batch]`` (int64), the student batch, the labels, then the HR batch
-        with a teacher. Bit for bit ``get``'s tensors: they are copied, not recomputed."""
-        student, hr_batch, labels = self.get(idx, epoch, batch, policy, teacher)
+        """``get``'s batch computed straight into ``alloc``'s arrays (a ``SlotWorkers`` job:
+        shared memory): ``[epoch, batch]`` (int64), then ``get``'s student batch, HR batch (with
+        a teacher) and labels, bit for bit."""
         alloc((2,), np.int64)[:] = (epoch, batch)
-        for t in (student, labels) + ((hr_batch,) if teacher else ()):
-            a = t.numpy()
-            alloc(a.shape, a.dtype)[...] = a
+        self.get(idx, epoch, batch, policy, teacher, alloc)
 
     def nbytes(self, rows: int, teacher: bool) -> int:
         """The most bytes ``fill`` writes for ``rows`` rows (a shared-memory slot's size)."""
@@ -349,14 +353,20 @@ def _planned(stage: TorchStageConfig, n: int, seed: int, policy, teacher: bool, 
 
 def _from_slots(stream, epoch: int, batch: int):
     """The next batch of a ``SlotWorkers`` stream of ``Batches.fill`` jobs, as ``get``'s
-    ``(student, hr | None, labels)``; the stream must be at ``(epoch, batch)``."""
-    key, x, y, *hr = next(stream)
+    ``(student, hr | None, labels)``; the stream must be at ``(epoch, batch)``. The tensors are
+    views of the batch's shared-memory slot (``stream(copy=False)``): valid until the stream is
+    asked for the next batch."""
+    key, x, *rest = next(stream)
+    hr, y = (rest[0], rest[1]) if len(rest) == 2 else (None, rest[0])
     if (int(key[0]), int(key[1])) != (epoch, batch):
         raise RuntimeError(
             f"process loader out of step: batch {tuple(key)} for (epoch, batch) {(epoch, batch)}"
         )
-    # the stream copies each batch out of its slot: these tensors own their memory
-    return torch.from_numpy(x), torch.from_numpy(hr[0]) if hr else None, torch.from_numpy(y)
+    return (
+        torch.from_numpy(x),
+        torch.from_numpy(hr) if hr is not None else None,
+        torch.from_numpy(y),
+    )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -620,7 +630,15 @@ def train(
             jobs = _planned(stage, len(manifest), seed, policy, teacher is not None, rank, world,
                             step, epoch, start_batch, total)  # fmt: skip
             rows = -(-stage.batch_size // world)  # this rank's rows of a batch, at most
-            stream = slot_workers.stream(jobs, batches.nbytes(rows, teacher is not None))
+            # zero-copy hand-off: the batch's tensors are views of its slot, which a worker may
+            # overwrite once the next batch is asked for. Safe in this loop: a turn is done with
+            # its batch before the next turn asks (forward, backward and the step's figures are
+            # synchronous, ``_global`` returns floats; ``.to("cpu")`` aliases, and a CUDA copy
+            # from pageable memory has read the host buffer when it returns), and nothing keeps
+            # ``x``, ``x_hr`` or ``y`` past the turn (autograd frees what it saved at backward)
+            stream = slot_workers.stream(
+                jobs, batches.nbytes(rows, teacher is not None), copy=False
+            )
         model.train()
         head.train()
         bar = tqdm(total=total, initial=step, desc=desc, unit="step", disable=not stage.progress)
