@@ -60,8 +60,17 @@ def test_stack_imports_into_zenml(stack, tmp_path):
     assert confs["experiment_tracker"]["tracking_uri"].startswith("http")
     if stack != "local":
         assert {"container_registry", "image_builder", "step_operator"} <= set(confs)
-    env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zen")}
-    env.pop("ZENML_REPOSITORY_PATH", None)
+    # a ZenML store and repository of the test's own: the flavor is registered from the
+    # project's root (its source), and nothing is written into the checkout's .zen/
+    (tmp_path / "repo" / ".zen").mkdir(parents=True)
+    env = {
+        **os.environ,
+        "ZENML_CONFIG_PATH": str(tmp_path / "zen"),
+        "ZENML_REPOSITORY_PATH": str(tmp_path / "repo"),
+        "ZENML_CUSTOM_SOURCE_ROOT": str(ROOT),
+    }
+    repo_config = ROOT / ".zen" / "config.yaml"
+    before = repo_config.read_bytes() if repo_config.is_file() else None
     zenml = [str(BIN / "zenml")]
     for secret, values in {
         "vlrface_s3": ["--aws_access_key_id=test", "--aws_secret_access_key=test"],
@@ -81,6 +90,8 @@ def test_stack_imports_into_zenml(stack, tmp_path):
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    after = repo_config.read_bytes() if repo_config.is_file() else None
+    assert after == before, f"{repo_config}: the test changed the checkout's active stack"
     out = tmp_path / "exported.yaml"
     exported = subprocess.run(
         [*zenml, "stack", "export", doc["stack_name"], str(out)],

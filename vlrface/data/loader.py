@@ -242,7 +242,8 @@ def _own_map(shm: shared_memory.SharedMemory) -> mmap.mmap:
 
 
 class _Slot:
-    """One batch's shared memory, created by the training process for one epoch."""
+    """One batch's shared memory, created by the training process for one stream (a Keras epoch,
+    a PyTorch run)."""
 
     def __init__(self, size: int):
         # a name of our own (pid + 64 random bits): never reused while a worker may map it
