@@ -7,6 +7,7 @@ no secret value in the spec. ``apply_to_task`` is also checked on a one-task KFP
 import pytest
 import yaml
 
+from tests.conftest import ROOT
 from vlrface.errors import ConfigError
 from vlrface.infra import INFRA, run_config, secret_env
 
@@ -37,7 +38,11 @@ def spec(tmp_path_factory):
     from vlrface.kfp_compile import compile_spec, ensure_server_venv
 
     venv = ensure_server_venv()  # .infra/zenml-server: about a minute when it is missing
+    repo_config = ROOT / ".zen" / "config.yaml"  # the checkout's active stack: not the compile's
+    before = repo_config.read_bytes() if repo_config.is_file() else None
     path = compile_spec(tmp_path_factory.mktemp("kfp"), venv=venv, secrets=PLANTED)
+    after = repo_config.read_bytes() if repo_config.is_file() else None
+    assert after == before, f"{repo_config}: the compile changed the checkout's active stack"
     return path
 
 

@@ -134,10 +134,16 @@ def compile_spec(
                      aws_secret_access_key=LOCAL_S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
                      ).create_bucket(Bucket=bucket)  # fmt: skip
 
+        # the server and the client each get a ZenML repository of their own: found from the
+        # working directory instead (the project's root), either would make its stack the
+        # checkout's active one (.zen/config.yaml)
+        for repo in ("server-repo", "repo"):
+            (work / repo / ".zen").mkdir(parents=True)
         server_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(work),
             "ZENML_CONFIG_PATH": str(work / "server"),
+            "ZENML_REPOSITORY_PATH": str(work / "server-repo"),
             "ZENML_STORE_URL": f"sqlite:///{work / 'server.db'}",
             "ZENML_SERVER_AUTH_SCHEME": "NO_AUTH",
             "ZENML_SERVER_DEPLOYMENT_TYPE": "local",
@@ -156,6 +162,7 @@ def compile_spec(
         env = {
             **base,
             "ZENML_CONFIG_PATH": str(work / "client"),
+            "ZENML_REPOSITORY_PATH": str(work / "repo"),
             "ZENML_STORE_URL": server,
             "ZENML_ANALYTICS_OPT_IN": "false",
             "ZENML_ENABLE_RICH_TRACEBACK": "false",
