@@ -337,7 +337,7 @@ def _planned(stage: TorchStageConfig, n: int, seed: int, policy, teacher: bool, 
              world: int, step: int, epoch: int, batch: int, total: int):  # fmt: skip
     """``Batches.get``'s arguments for every step ``train`` has left from ``(step, epoch,
     batch)``, in order (its loop's arithmetic: the epoch's order, this rank's rows, the policy at
-    the step the batch belongs to): the jobs of the process loader."""
+    the step the batch belongs to): what the loop trains on, and the process loader's jobs."""
     steps_per_epoch = n // stage.batch_size
     while epoch < stage.epochs and step < total:
         order = epoch_order(n, seed, epoch)
@@ -623,12 +623,15 @@ def train(
                 return f"the last good checkpoint {ckpt_path} is kept"
             return "no checkpoint was written"
 
+        def plan():  # ``Batches.get``'s arguments of every step left, in order
+            return _planned(stage, len(manifest), seed, policy, teacher is not None, rank, world,
+                            step, epoch, start_batch, total)  # fmt: skip
+
+        steps_left = plan()
         if stage.loader_kind == "process":  # batches computed ahead in spawned processes
             from vlrface.data.loader import SlotWorkers
 
             slot_workers = SlotWorkers(batches, stage.loader_workers, method="fill")
-            jobs = _planned(stage, len(manifest), seed, policy, teacher is not None, rank, world,
-                            step, epoch, start_batch, total)  # fmt: skip
             rows = -(-stage.batch_size // world)  # this rank's rows of a batch, at most
             # zero-copy hand-off: the batch's tensors are views of its slot, which a worker may
             # overwrite once the next batch is asked for. Safe in this loop: a turn is done with
@@ -637,18 +640,16 @@ def train(
             # from pageable memory has read the host buffer when it returns), and nothing keeps
             # ``x``, ``x_hr`` or ``y`` past the turn (autograd frees what it saved at backward)
             stream = slot_workers.stream(
-                jobs, batches.nbytes(rows, teacher is not None), copy=False
+                plan(), batches.nbytes(rows, teacher is not None), copy=False
             )
         model.train()
         head.train()
         bar = tqdm(total=total, initial=step, desc=desc, unit="step", disable=not stage.progress)
         while epoch < stage.epochs and step < total:
-            order = epoch_order(len(manifest), seed, epoch)
             for b in range(start_batch, steps_per_epoch):
                 if step >= total:
                     break
-                idx = order[b * stage.batch_size : (b + 1) * stage.batch_size][rank::world]
-                now = policy.at(step) if isinstance(policy, CurriculumPolicy) else policy
+                idx, _, _, now, _ = next(steps_left)  # this step's rows and policy
                 if stream is None:
                     x, x_hr, y = batches.get(idx, epoch, b, now, teacher is not None)
                 else:  # the same batch, computed ahead by a process worker
