@@ -287,7 +287,7 @@ def run_keras_stage(
 
     from vlrface._keras import load_keras, save_keras
     from vlrface.models.keras import build_model
-    from vlrface.training.keras import freeze_batch_norm
+    from vlrface.training.keras import freeze_batch_norm, freeze_layers
 
     if stage_cfg.checkpoint_dir:
         job_dir, temp = Path(stage_cfg.checkpoint_dir) / "job", False
@@ -314,6 +314,8 @@ def run_keras_stage(
     result.set_weights(weights)
     if stage_cfg.freeze_bn:  # as the single-process stage returns it
         freeze_batch_norm(result)
+    if stage_cfg.freeze is not None:
+        freeze_layers(result, stage_cfg.freeze)
     if temp:
         shutil.rmtree(job_dir, ignore_errors=True)
     return result, centres, history

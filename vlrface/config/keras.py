@@ -118,6 +118,10 @@ class StageConfig(StageBase):
     # BatchNormalization in inference mode (moving statistics, scale and offset kept): a
     # fine-tune on degraded faces then cannot shift the statistics the HR faces are normalised by
     freeze_bn: bool = False
+    # layers that keep their starting weights: `quantized` (larq's binary/quantized layers: a
+    # fine-tune then trains only the full-precision ones, so no binary weight flips sign) or
+    # `float` (the full-precision layers: only the quantized ones train); null: every layer
+    freeze: Literal["quantized", "float"] | None = None
     # weight-space ensemble with the stage's starting backbone (WiSE-FT: Wortsman et al., "Robust
     # fine-tuning of zero-shot models", CVPR 2022): the stage ends with alpha x trained + (1 -
     # alpha) x starting weights (moving BN statistics included); null: the trained weights.

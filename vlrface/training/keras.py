@@ -94,6 +94,7 @@ class Stage:
     strategy: str = "default"
     mixed_precision: bool = False
     freeze_bn: bool = False
+    freeze: str | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -398,6 +399,7 @@ def train(
         "distill": _distill_key(stage) if teacher is not None else None,
         "policy": batches.vlr.policy_dict() if batches.vlr is not None else None,
         "freeze_bn": stage.freeze_bn,
+        "freeze": stage.freeze,
     }
     ckpt = None
     if stage.checkpoint_dir:
@@ -567,6 +569,7 @@ def stage_from_config(stage_cfg) -> Stage:
         strategy=stage_cfg.strategy,
         mixed_precision=stage_cfg.mixed_precision,
         freeze_bn=stage_cfg.freeze_bn,
+        freeze=stage_cfg.freeze,
     )
 
 
@@ -578,6 +581,26 @@ def freeze_batch_norm(model: tf.keras.Model) -> int:
     frozen = 0
     for layer in model.submodules:
         if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+    return frozen
+
+
+def freeze_layers(model: tf.keras.Model, which: str) -> int:
+    """Keep the starting weights of ``model``'s ``quantized`` layers (larq's quantized layers)
+    or of its ``float`` layers (the other layers with weights; BatchNormalization is
+    ``freeze_bn``'s). Returns how many layers it froze."""
+    from larq.layers_base import BaseLayer
+
+    if which not in ("quantized", "float"):
+        raise ValueError(f"freeze: expected quantized or float, got {which!r}")
+    frozen = 0
+    for layer in model.submodules:
+        if isinstance(layer, tf.keras.Model) or not getattr(layer, "weights", None):
+            continue
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            continue
+        if isinstance(layer, BaseLayer) == (which == "quantized"):
             layer.trainable = False
             frozen += 1
     return frozen
@@ -748,6 +771,9 @@ def run_stage(
             backbone = clone
     if stage.freeze_bn:
         log.info("%s: %d BatchNormalization layers frozen", desc, freeze_batch_norm(backbone))
+    if stage.freeze is not None:
+        log.info("%s: %d %s layers frozen", desc, freeze_layers(backbone, stage.freeze),
+                 stage.freeze)  # fmt: skip
     start_weights = [w.copy() for w in backbone.get_weights()] if alpha is not None else None
     if teacher is None and stage_cfg.teacher is not None:
         teacher = load_teacher(stage_cfg.teacher)
@@ -819,6 +845,7 @@ def run_stage(
         ),
         "head_init": stage_cfg.head_init,
         "freeze_bn": stage.freeze_bn,
+        "freeze": stage.freeze,
         "weight_ensemble": stage_cfg.weight_ensemble,
         "steps_per_epoch": len(batches),
         "total_steps": stage.epochs * len(batches),
