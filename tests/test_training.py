@@ -15,6 +15,7 @@ import larq as lq
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from vlrface._keras import tf
 from vlrface.config.keras import StageConfig, TeacherConfig
@@ -406,6 +407,39 @@ def test_freeze_bn_keeps_batch_norm_and_trains_the_rest(faces, tmp_path):
 
     assert train_once(True) == (False, True)
     assert train_once(False) == (True, True)
+
+
+def test_freeze_keeps_one_kind_of_layer_and_trains_the_other(faces):
+    """``freeze: quantized`` keeps every larq layer's weights and trains the float ones;
+    ``freeze: float`` the reverse; the returned model keeps them frozen (so does its info)."""
+
+    def kinds(model):
+        quant, flt = [], []
+        for layer in model.layers:
+            if not layer.weights or isinstance(layer, tf.keras.layers.BatchNormalization):
+                continue
+            (quant if isinstance(layer, lq.layers.QuantConv2D) else flt).extend(
+                w.numpy().copy() for w in layer.weights
+            )
+        return quant, flt
+
+    root, manifest = faces
+    moved = {}
+    for which in ("quantized", "float", None):
+        backbone = tiny_backbone(4)
+        before = kinds(backbone)
+        infos = []
+        cfg = StageConfig(epochs=1, batch_size=4, lr=0.05, freeze=which)
+        trained, _, _ = run_stage(
+            manifest, str(root), None, cfg, seed=7, backbone=backbone, desc="t",
+            progress=False, on_start=infos.append,
+        )  # fmt: skip
+        assert infos[0]["freeze"] == which
+        after = kinds(trained)
+        moved[which] = tuple(not same(a, b) for a, b in zip(after, before, strict=True))
+    assert moved == {"quantized": (False, True), "float": (True, False), None: (True, True)}
+    with pytest.raises(ValidationError):
+        StageConfig(epochs=1, batch_size=4, lr=0.05, freeze="binary")
 
 
 def test_weight_ensemble_blends_trained_and_starting_weights(faces, tmp_path):
