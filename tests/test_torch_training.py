@@ -287,6 +287,40 @@ def test_step_and_plateau_schedules():
     assert run(ScheduleConfig(kind="constant"), 0.5, [1.0, 2.0])[0] == [0.5, 0.5]
 
 
+def test_warmup_ramps_the_first_steps_and_resumes_exactly(data, tmp_path):
+    """``schedule.warmup_steps``: the first steps' rates rise linearly to the schedule's
+    (``LRSchedule.lr_at``), then follow it; a run killed inside the warm-up resumes bit-exact."""
+    from vlrface.config.common import ScheduleConfig
+    from vlrface.training.common import LRSchedule
+
+    sched = LRSchedule.from_config(ScheduleConfig(milestones=[1], warmup_steps=4), 0.4)
+    state = sched.initial_state()
+    ramp = [sched.lr_at(0, k, state) for k in range(6)]
+    assert ramp == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])
+    assert sched.lr_at(1, 2, state) == pytest.approx(0.04 * 3 / 4)  # warm-up of a decayed epoch
+    assert sched.lr_at(1, 9, state) == pytest.approx(0.04)
+    assert sched.describe()["warmup_steps"] == 4
+    assert "warmup_steps" not in LRSchedule.from_config(ScheduleConfig(), 0.4).describe()
+
+    root, manifest = data
+    stage = TorchStageConfig(**{**STAGE, "schedule": {**STAGE["schedule"], "warmup_steps": 5}})
+    lrs = {}
+    full = train(tiny(), manifest, root, stage, seed=1, image_size=32,
+                 on_step=lambda k, r: lrs.setdefault(k, r["lr"]))  # fmt: skip
+    assert [lrs[k] for k in range(1, 8)] == pytest.approx(
+        [0.01, 0.02, 0.03, 0.04, 0.05, 0.05, 0.05]
+    )
+    plain = train(tiny(), manifest, root, TorchStageConfig(**STAGE), seed=1, image_size=32)
+    assert not same_bits(params(plain.model), params(full.model))
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Kill):
+        train(tiny(), manifest, root, stage, 1, image_size=32, checkpoint_dir=ckpt,
+              on_step=killer(3))  # fmt: skip
+    resumed = train(tiny(seed=99), manifest, root, stage, 1, image_size=32, checkpoint_dir=ckpt)
+    assert resumed.resumed_from == 2
+    assert same_bits(params(resumed.model), params(full.model))
+
+
 def test_bad_stage_config_names_the_key():
     from vlrface.config.torch import parse_torch
     from vlrface.errors import ConfigError

@@ -276,6 +276,21 @@ def test_weight_decay_is_decoupled():
         np.testing.assert_allclose(w.numpy(), before * (1 - 0.1 * 0.5), rtol=1e-6)
 
 
+def test_warmup_resumes_bit_exact_inside_the_ramp(faces, uninterrupted, tmp_path):
+    """A Keras stage with ``schedule.warmup_steps`` (6 of its 8 steps) stopped after step 5
+    (checkpoint of step 3, inside the ramp) resumes to the uninterrupted run's weights, which
+    differ from the same stage without the warm-up."""
+    warm = {**BASE["schedule"], "warmup_steps": 6}
+    full, _ = fit(faces, stage(tmp_path / "full", schedule=warm))
+    assert not same(full, uninterrupted[0])
+    d = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        fit(faces, stage(d, schedule=warm), on_step=interrupt_at(5))
+    assert (d / "latest").read_text() == "ckpt-000000003"
+    resumed, _ = fit(faces, stage(d, schedule=warm, resume=True), backbone_seed=99)
+    assert same(resumed, full)
+
+
 def test_plateau_schedule():
     p = LRSchedule("plateau", lr=0.01, factor=0.1, patience=1, threshold=0.0)
     s = p.initial_state()

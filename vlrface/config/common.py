@@ -172,6 +172,10 @@ class ScheduleConfig(Section):
     patience: int = Field(1, ge=0)
     threshold: float = Field(1e-3, ge=0)
     min_lr: float = Field(0.0, ge=0)
+    # linear warm-up: over the stage's first N optimizer steps the rate rises from lr / N to the
+    # schedule's lr (arcface_torch's warmup; a fine-tune's first full-rate steps can wreck what
+    # the pre-trained net knew before the loss has a useful direction); 0: none
+    warmup_steps: int = Field(0, ge=0)
 
     @field_validator("levels")
     @classmethod

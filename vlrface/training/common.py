@@ -52,7 +52,8 @@ class LRSchedule:
 
     The schedule is a pure function of its JSON state (current lr, best loss, epochs without
     improvement), which the checkpoints of both tracks save: ``initial_state``, ``lr_for`` the
-    epoch about to run, ``update`` with the epoch's mean loss.
+    epoch about to run (``lr_at`` a step of it, with the warm-up), ``update`` with the epoch's
+    mean loss.
     """
 
     kind: str = "step"
@@ -64,6 +65,7 @@ class LRSchedule:
     patience: int = 1
     threshold: float = 1e-3
     min_lr: float = 0.0
+    warmup_steps: int = 0
 
     @classmethod
     def from_config(cls, cfg, lr: float) -> LRSchedule:
@@ -78,6 +80,7 @@ class LRSchedule:
             patience=cfg.patience,
             threshold=cfg.threshold,
             min_lr=cfg.min_lr,
+            warmup_steps=cfg.warmup_steps,
         )
 
     def initial_state(self) -> dict:
@@ -89,6 +92,15 @@ class LRSchedule:
         if self.kind == "plateau":
             return state["lr"]
         return self.lr
+
+    def lr_at(self, epoch: int, step: int, state: dict) -> float:
+        """The rate of the stage's optimizer step ``step`` (0-based, counted over the whole
+        stage) in ``epoch``: ``lr_for`` the epoch, scaled by ``(step + 1) / warmup_steps``
+        during the warm-up."""
+        lr = self.lr_for(epoch, state)
+        if step < self.warmup_steps:
+            return lr * (step + 1) / self.warmup_steps
+        return lr
 
     def update(self, state: dict, loss: float) -> dict:
         """The state after an epoch whose mean training loss was ``loss``."""
@@ -109,6 +121,10 @@ class LRSchedule:
 
     def describe(self) -> dict:
         """The schedule's settings that apply to its kind (logged with the run)."""
+        out = self._describe_kind()
+        return {**out, "warmup_steps": self.warmup_steps} if self.warmup_steps else out
+
+    def _describe_kind(self) -> dict:
         if self.kind == "step":
             return {"kind": "step", "lr": self.lr, "milestones": list(self.milestones),
                     "gamma": self.gamma}  # fmt: skip

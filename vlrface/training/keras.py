@@ -282,9 +282,8 @@ def build_step(
     distributed = strategy is not tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
-        lr = tf.Variable(initial_lr, trainable=False, dtype=tf.float32)
         opt = tf.keras.optimizers.SGD(
-            learning_rate=lr,
+            learning_rate=initial_lr,
             momentum=stage.optimizer.momentum,
             weight_decay=stage.optimizer.weight_decay,
             # Keras' default XLA-compiled update, as the trainer always had: the same numerics
@@ -294,6 +293,10 @@ def build_step(
         variables = backbone.trainable_variables + head.trainable_variables
         inner = opt.inner_optimizer if mixed_precision else opt
         inner.build(variables)
+        # the optimizer's own rate variable: tf-keras' SGD copies a ``tf.Variable`` given as
+        # ``learning_rate`` into one of its own, so assigning the given one would change nothing
+        # (the schedule and its warm-up would be logged and never applied)
+        lr = inner.learning_rate
     if teacher is not None and teacher.trainable_variables:
         raise ValueError("the teacher must be frozen (teacher.trainable = False)")
 
@@ -493,6 +496,8 @@ def train(
         for i, batch in enumerate(bar, start=first):
             x, y = batch[0], batch[1]
             x_hr = batch[2] if teacher is not None else zeros
+            if schedule.warmup_steps:  # a pure function of the step: resumes exactly
+                lr.assign(schedule.lr_at(epoch, epoch * per_epoch + i, sched_state))
             loss, hit, gnorm = step(feed(x), feed(y), feed(x_hr))
             loss, gnorm = float(loss), float(gnorm)
             global_step = epoch * per_epoch + i + 1

@@ -656,7 +656,7 @@ def train(
                     x, x_hr, y = _from_slots(stream, epoch, b)
                 x, y = x.to(device), y.to(device)
                 x_hr = x_hr.to(device) if x_hr is not None else None
-                lr = schedule.lr_for(epoch, sched_state)
+                lr = schedule.lr_at(epoch, step, sched_state)
                 emb, logits = forward(x, y)
                 cls_loss = F.cross_entropy(logits, y)
                 loss = cls_loss
