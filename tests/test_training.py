@@ -276,6 +276,24 @@ def test_weight_decay_is_decoupled():
         np.testing.assert_allclose(w.numpy(), before * (1 - 0.1 * 0.5), rtol=1e-6)
 
 
+def test_the_optimizer_follows_the_schedule(faces, tmp_path):
+    """The rate a schedule sets is the rate the optimizer uses: with momentum 0 and the rate cut
+    to 1e-12 x after epoch 1, epoch 2 leaves the weights where one epoch put them (tf-keras'
+    SGD copies a ``tf.Variable`` learning rate, so assigning that one changed nothing)."""
+    # BatchNorm frozen (its moving statistics move at any rate); a fixed degradation (the
+    # curriculum's depends on the stage's length)
+    kw = dict(momentum=0.0, freeze_bn=True, degrade={"kind": "fixed", "sizes": [8, 16]})
+    kw["schedule"] = {"kind": "step", "milestones": [1], "gamma": 1e-12}
+    one, _ = fit(faces, stage(tmp_path / "one", epochs=1, **kw))
+    two, history = fit(faces, stage(tmp_path / "two", epochs=2, **kw))
+    assert history[1]["lr"] == pytest.approx(0.05e-12)
+    assert all(np.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(one, two, strict=True))
+    full, _ = fit(
+        faces, stage(tmp_path / "full", epochs=2, **{**kw, "schedule": {"kind": "constant"}})
+    )
+    assert not all(np.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(one, full, strict=True))
+
+
 def test_warmup_resumes_bit_exact_inside_the_ramp(faces, uninterrupted, tmp_path):
     """A Keras stage with ``schedule.warmup_steps`` (6 of its 8 steps) stopped after step 5
     (checkpoint of step 3, inside the ramp) resumes to the uninterrupted run's weights, which
