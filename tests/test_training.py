@@ -468,6 +468,8 @@ def test_freeze_keeps_one_kind_of_layer_and_trains_the_other(faces):
             progress=False, on_start=infos.append,
         )  # fmt: skip
         assert infos[0]["freeze"] == which
+        quantized = [ly for ly in trained.layers if isinstance(ly, lq.layers.QuantConv2D)]
+        assert all(ly.trainable == (which != "quantized") for ly in quantized)
         after = kinds(trained)
         moved[which] = tuple(not same(a, b) for a, b in zip(after, before, strict=True))
     assert moved == {"quantized": (False, True), "float": (True, False), None: (True, True)}
