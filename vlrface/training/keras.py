@@ -496,7 +496,9 @@ def train(
         for i, batch in enumerate(bar, start=first):
             x, y = batch[0], batch[1]
             x_hr = batch[2] if teacher is not None else zeros
-            if schedule.warmup_steps:  # a pure function of the step: resumes exactly
+            # the warm-up's rate, a pure function of the step (resumes exactly); the step after
+            # it goes back to the epoch's rate, which the epoch's start set otherwise
+            if epoch * per_epoch + i <= schedule.warmup_steps:
                 lr.assign(schedule.lr_at(epoch, epoch * per_epoch + i, sched_state))
             loss, hit, gnorm = step(feed(x), feed(y), feed(x_hr))
             loss, gnorm = float(loss), float(gnorm)
