@@ -19,6 +19,10 @@ down and up, no flip-averaging: the profiles' evaluation settings):
   (``verification.evaluate_heldout``) on the identities ``load_data`` holds out (seed 0, 10 %):
   the same 3,000 pairs, 10-fold accuracy. For a fine-tuned model this re-measures its run's
   ``eval.celeba.*`` metrics; for the checkpoint it is the baseline the goals are stated against.
+* With ``--train-identities``, **CelebA training identities, pairs** (``celeba_train``): the
+  same protocol on as many training identities as the hold-out has (a seeded sample). The gap
+  to the hold-out, set against the checkpoint's own gap (it never saw either), is how far a
+  model has fitted the identities it trained on.
 * **London set** and, with ``--celeba-id``, **CelebA hold-out, identification**
   (``identities`` protocol): each
   identity's first face is the gallery (London: neutral), the others are probes (London:
@@ -118,21 +122,30 @@ def load(path: Path):
     return KerasEmbedder(load_keras(str(path)))
 
 
-def celeba_pairs(embedder, root: str, args) -> dict:
-    """The pipeline's in-run held-out verification (``load_data``'s identity split)."""
+def celeba_pairs(embedder, root: str, args, trained: bool = False) -> dict:
+    """The pipeline's in-run held-out verification (``load_data``'s identity split). With
+    ``trained``, the same protocol on as many of the TRAINING identities (a seeded sample),
+    labelled ``celeba_train``: the gap between the two is what a model has fitted to the
+    identities it trained on, beyond what it learned of faces in general."""
+    import numpy as np
+
     from vlrface.config.common import DataConfig, EvalConfig
     from vlrface.data.records import identity_split
     from vlrface.data.training_set import training_rows
     from vlrface.protocols.verification import evaluate_heldout
 
     data = DataConfig(
-        root=root, layout="casia_webface_pack", dvc_file=None, name="celeba", synthetic=False,
-        test_fraction=args.test_fraction,
+        root=root, layout="casia_webface_pack", dvc_file=None, synthetic=False,
+        name="celeba_train" if trained else "celeba", test_fraction=args.test_fraction,
     )  # fmt: skip
     rows = training_rows(data)
-    rows = rows.assign(
-        split=[identity_split(i, args.seed, data.test_fraction) for i in rows.identity]
-    )
+    split = np.array([identity_split(i, args.seed, data.test_fraction) for i in rows.identity])
+    if trained:
+        held_out = rows.identity[split == "test"].nunique()
+        train_ids = sorted(rows.identity[split == "train"].unique())
+        picked = np.random.default_rng([args.seed, 0x7A]).choice(train_ids, held_out, False)
+        split = np.where(rows.identity.isin(picked), "test", "train")
+    rows = rows.assign(split=split)
     ev = EvalConfig(resolutions=list(RES), pairs=args.pairs, flip=False, down="area", up="area")
     metrics, _, _ = evaluate_heldout(embedder, rows, data, ev, args.seed)
     return metrics
@@ -171,6 +184,10 @@ def main() -> None:
         help="also the identities protocol on the CelebA hold-out (rank-1; another full embedding)",
     )  # fmt: skip
     ap.add_argument(
+        "--train-identities", action="store_true",
+        help="also the CelebA pairs protocol on as many training identities (over-fitting)",
+    )  # fmt: skip
+    ap.add_argument(
         "--remeasure", action="store_true",
         help="embed the CelebA pairs again even where the training run logged them",
     )  # fmt: skip
@@ -195,10 +212,13 @@ def main() -> None:
             test_fraction=args.test_fraction,
             split_seed=args.seed,
         ),  # fmt: skip
+        "celeba_train": lambda e: celeba_pairs(e, args.celeba, args, trained=True),
         "london": lambda e: identities(e, args.london, "london", args),
     }
     if not args.celeba_id:
         del benches["celeba_id"]
+    if not args.train_identities:
+        del benches["celeba_train"]
     settings = [args.pairs, args.seed, args.test_fraction, RES, args.celeba, args.london]
     results: dict = {}
     for who, spec in specs.items():
@@ -232,6 +252,7 @@ def main() -> None:
     for who, m in results.items():
         for label, title, metrics in (
             ("celeba", "CelebA-1k hold-out, 3,000 pairs", ("acc",)),
+            ("celeba_train", "CelebA-1k training identities, 3,000 pairs", ("acc",)),
             ("celeba_id", "CelebA-1k hold-out, 1st face gallery", ("acc", "rank1")),
             ("london", "London set, neutral vs smiling", ("acc", "rank1")),
         ):
