@@ -5,7 +5,8 @@
         [--finetuned models:/binaryfacenet_celeba_vlr-finetuned/<v> | file.keras] \\
         [--student models:/binaryfacenet_lce_celeba_distill-finetuned/<v> | file.keras] \\
         [--celeba ../shared/data/celeba-1k/faces_celeba_112x112] \\
-        [--london ../shared/data/london-set/aligned112] [--cache build/real_faces] [--json out.json]
+        [--london ../shared/data/london-set/aligned112] [--cache build/real_faces] \\
+        [--json out.json] [--celeba-id] [--train-identities]
 
 Without ``--finetuned`` / ``--student`` the latest registered version of
 ``binaryfacenet_celeba_vlr-finetuned`` / ``binaryfacenet_lce_celeba_distill-finetuned`` (the
