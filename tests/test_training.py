@@ -26,6 +26,7 @@ from vlrface.losses.keras import ArcFaceHead, arcface_loss
 from vlrface.training.common import LRSchedule, NonFiniteLossError
 from vlrface.training.keras import (
     LOSSES,
+    CheckpointMismatchError,
     Stage,
     class_mean_centres,
     make_head,
@@ -502,3 +503,42 @@ def test_weight_ensemble_blends_trained_and_starting_weights(faces, tmp_path):
             manifest, str(root), None, StageConfig(epochs=1, batch_size=4, weight_ensemble=0.5),
             seed=7, desc="t", progress=False,
         )  # fmt: skip
+
+
+def test_ema_ends_at_the_moving_average_and_resumes_bit_exact(faces, uninterrupted, tmp_path):
+    """``ema: d``: the stage's backbone ends at the moving average of its weights after each
+    step, with the decay warmed up as ``min(d, (1 + t) / (10 + t))`` (checked by hand); the last
+    checkpoint keeps the trained weights, and a run stopped mid-stage resumes to the same
+    average."""
+    root, manifest = faces
+    backbone = tiny_backbone(0)
+    floating = [i for i, w in enumerate(backbone.weights) if w.dtype.is_floating]
+    average = [w.copy() for w in backbone.get_weights()]
+
+    def on_step(t, loss):
+        d = min(0.5, (1 + t) / (10 + t))
+        now = backbone.get_weights()
+        for i in floating:
+            average[i] = d * average[i] + (1 - d) * now[i]
+
+    d = tmp_path / "full"
+    averaged, _, _ = run_stage(
+        manifest, str(root), None, stage(d, ema=0.5), seed=7, backbone=backbone, desc="t",
+        progress=False, on_step=on_step,
+    )  # fmt: skip
+    trained = uninterrupted[0][:-1]  # the same training without the average
+    assert not same(average, trained)
+    for got, want in zip(averaged.get_weights(), average, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with np.load(d / "ckpt-000000008" / "variables.npz") as z:
+        assert same([z[f"backbone/{i}"] for i in range(len(trained))], trained)
+    full = [w.copy() for w in averaged.get_weights()]
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        fit(faces, stage(cut, ema=0.5), on_step=interrupt_at(5))
+    assert same(fit(faces, stage(cut, ema=0.5, resume=True), backbone_seed=99)[0][:-1], full)
+    # a checkpoint without the average is not resumed with one
+    with pytest.raises(KeyboardInterrupt):
+        fit(faces, stage(tmp_path / "plain_cut"), on_step=interrupt_at(5))
+    with pytest.raises(CheckpointMismatchError):
+        fit(faces, stage(tmp_path / "plain_cut", ema=0.5, resume=True))

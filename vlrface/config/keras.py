@@ -127,6 +127,10 @@ class StageConfig(StageBase):
     # alpha) x starting weights (moving BN statistics included); null: the trained weights.
     # Meant for a fine-tune of a pre-trained backbone, which it pulls back towards what it knew.
     weight_ensemble: float | None = Field(None, gt=0, le=1)
+    # the backbone ends as the exponential moving average of its weights over the stage (decay
+    # d per step, warmed up as min(d, (1 + t) / (10 + t)); BN statistics averaged too; with
+    # weight_ensemble, the average is what is blended); null: the last step's weights
+    ema: float | None = Field(None, gt=0, lt=1)
     # a folder keeping the teacher's / head init's embedding tables between runs (keyed by
     # the weights and faces); null: computed in each run
     embedding_cache: str | None = None

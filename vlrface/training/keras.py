@@ -27,6 +27,8 @@ weights bit for bit on a CPU.
   ``(seed, epoch, step)``, the only random draws of a step) and the partial epoch's figures;
   ``resume`` continues bit for bit. A non-finite loss or gradient norm stops training with
   ``NonFiniteLossError`` naming the step; the last good checkpoint is kept as it was.
+* ``ema: d``: the backbone ends as the exponential moving average of its weights over the stage
+  (``WeightAverage``; the averages are checkpointed, so a resume averages exactly).
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Stage:
     mixed_precision: bool = False
     freeze_bn: bool = False
     freeze: str | None = None
+    ema: float | None = None  # the backbone's weights end as their moving average (this decay)
 
 
 def seed_everything(seed: int) -> None:
@@ -389,6 +392,9 @@ def train(
     if mixed_precision:  # tf-keras keeps the dynamic loss scale outside ``opt.variables``
         scale = opt._loss_scale
         groups["loss_scale"] = [scale._current_loss_scale, scale._counter]
+    ema = WeightAverage(backbone, stage.ema, strategy) if stage.ema is not None else None
+    if ema is not None:
+        groups["ema"] = ema.shadow
     fingerprint = {
         "stage": desc,
         "seed": batches.seed,
@@ -403,6 +409,7 @@ def train(
         "policy": batches.vlr.policy_dict() if batches.vlr is not None else None,
         "freeze_bn": stage.freeze_bn,
         "freeze": stage.freeze,
+        "ema": stage.ema,
     }
     ckpt = None
     if stage.checkpoint_dir:
@@ -512,6 +519,8 @@ def train(
                     f"{global_step}); training stopped"
                     + (f", last good checkpoint kept: {kept}" if kept else ", no checkpoint")
                 )
+            if ema is not None:
+                ema.update(global_step)
             losses.append(loss)
             hits, seen = hits + int(hit), seen + len(y)
             bar.set_postfix(loss=f"{loss:.3f}")
@@ -535,7 +544,48 @@ def train(
         bar.close()
     if ckpt is not None and last_saved != stage.epochs * per_epoch:
         save(stage.epochs, 0, stage.epochs * per_epoch)  # the finished stage
+    if ema is not None:  # after the last checkpoint, which keeps the trained weights too
+        ema.apply()
+        log.info("%s: backbone weights = their moving average (ema %g)", desc, stage.ema)
     return history
+
+
+class WeightAverage:
+    """An exponential moving average of a model's floating-point weights (Polyak averaging; the
+    BatchNorm moving statistics included, as timm's ``ModelEmaV2`` does): after global step
+    ``t`` each shadow ``s = d * s + (1 - d) * w`` with ``d = min(decay, (1 + t) / (10 + t))``
+    (the warm-up of TF's ``ExponentialMovingAverage(num_updates=...)``, so a short stage is not
+    dominated by its starting weights). ``d`` is a pure function of ``t``, so a resumed stage
+    (the shadows are checkpointed as the group ``ema``) averages exactly as an uninterrupted one.
+    ``apply()`` writes the averages into the model."""
+
+    def __init__(self, model: tf.keras.Model, decay: float, strategy=None):
+        if not 0 < decay < 1:
+            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.weights = [w for w in model.weights if w.dtype.is_floating]
+        with (strategy or tf.distribute.get_strategy()).scope():
+            self.shadow = [
+                tf.Variable(w.read_value(), trainable=False, name=f"ema/{i}")
+                for i, w in enumerate(self.weights)
+            ]
+
+        @tf.function(reduce_retracing=True)
+        def update(d):
+            for s, w in zip(self.shadow, self.weights, strict=True):
+                s.assign(d * s + (1.0 - d) * w)
+
+        self._update = update
+
+    def decay_at(self, global_step: int) -> float:
+        return min(self.decay, (1.0 + global_step) / (10.0 + global_step))
+
+    def update(self, global_step: int) -> None:
+        self._update(tf.constant(self.decay_at(global_step), tf.float32))
+
+    def apply(self) -> None:
+        for s, w in zip(self.shadow, self.weights, strict=True):
+            w.assign(s)
 
 
 def _distill_key(stage: Stage) -> list:
@@ -577,6 +627,7 @@ def stage_from_config(stage_cfg) -> Stage:
         mixed_precision=stage_cfg.mixed_precision,
         freeze_bn=stage_cfg.freeze_bn,
         freeze=stage_cfg.freeze,
+        ema=stage_cfg.ema,
     )
 
 
@@ -854,6 +905,7 @@ def run_stage(
         "freeze_bn": stage.freeze_bn,
         "freeze": stage.freeze,
         "weight_ensemble": stage_cfg.weight_ensemble,
+        "ema": stage_cfg.ema,
         "steps_per_epoch": len(batches),
         "total_steps": stage.epochs * len(batches),
     }
