@@ -2,7 +2,8 @@
 
 Exact resume (and that the check would catch a wrong data position or optimizer state), the
 NaN/Inf guard, teacher-student distillation checked by hand, decoupled weight decay, the plateau
-schedule, the loader's policies, the margin losses and the strategy/mixed-precision switches.
+schedule, the loader's policies, the margin losses, the weights' moving average and the
+strategy/mixed-precision switches.
 """
 
 from __future__ import annotations
@@ -542,3 +543,10 @@ def test_ema_ends_at_the_moving_average_and_resumes_bit_exact(faces, uninterrupt
         fit(faces, stage(tmp_path / "plain_cut"), on_step=interrupt_at(5))
     with pytest.raises(CheckpointMismatchError):
         fit(faces, stage(tmp_path / "plain_cut", ema=0.5, resume=True))
+
+
+@pytest.mark.parametrize("strategy", ["mirrored", "multi_worker"])
+def test_ema_under_a_strategy_averages_as_without(faces, strategy):
+    """The moving average of a strategy's (mirrored) variables, one replica: the same weights."""
+    plain, _ = fit(faces, StageConfig(**BASE, ema=0.5))
+    assert same(fit(faces, StageConfig(**BASE, strategy=strategy, ema=0.5))[0], plain)
