@@ -506,6 +506,51 @@ def test_weight_ensemble_blends_trained_and_starting_weights(faces, tmp_path):
         )  # fmt: skip
 
 
+def test_output_ensemble_averages_the_two_embeddings_and_round_trips(faces, tmp_path):
+    """``output_ensemble: a``: the stage's model is the trained backbone and a copy at its
+    starting weights side by side, embedding unit(a x unit(trained) + (1 - a) x unit(start)),
+    with the same training as without it; it saves and loads (safe mode) and converts with LCE
+    to the same embeddings; it needs a starting backbone and excludes ``weight_ensemble``."""
+    from vlrface._keras import load_keras, save_keras
+    from vlrface.errors import ConfigError
+    from vlrface.export import lce
+
+    root, manifest = faces
+
+    def run(**kw):
+        cfg = StageConfig(epochs=1, batch_size=4, lr=0.05, **kw)
+        trained, _, _ = run_stage(
+            manifest, str(root), None, cfg, seed=7, backbone=tiny_backbone(4), desc="t",
+            progress=False,
+        )  # fmt: skip
+        return trained
+
+    plain, ensemble = run(), run(output_ensemble=0.25)
+    start = tiny_backbone(4)
+    x = np.random.default_rng(0).uniform(-1, 1, (6, SIZE, SIZE, 3)).astype(np.float32)
+
+    def unit(e):
+        e = np.asarray(e, np.float64)
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    want = unit(0.25 * unit(plain(x, training=False)) + 0.75 * unit(start(x, training=False)))
+    got = ensemble(x, training=False).numpy()
+    assert not np.allclose(unit(plain(x, training=False)), unit(start(x, training=False)), atol=1e-3)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    save_keras(ensemble, str(tmp_path / "e.keras"))
+    loaded = load_keras(str(tmp_path / "e.keras"))
+    np.testing.assert_array_equal(loaded(x, training=False).numpy(), got)
+    parity = lce.parity(loaded, lce.convert(loaded), x)
+    assert parity["cosine_min"] > 0.99, parity
+    with pytest.raises(ConfigError, match="output_ensemble needs a starting backbone"):
+        run_stage(
+            manifest, str(root), None, StageConfig(epochs=1, batch_size=4, output_ensemble=0.5),
+            seed=7, desc="t", progress=False,
+        )  # fmt: skip
+    with pytest.raises(ValidationError, match="not both"):
+        StageConfig(epochs=1, batch_size=4, weight_ensemble=0.5, output_ensemble=0.5)
+
+
 def test_ema_ends_at_the_moving_average_and_resumes_bit_exact(faces, uninterrupted, tmp_path):
     """``ema: d``: the stage's backbone ends at the moving average of its weights after each
     step, with the decay warmed up as ``min(d, (1 + t) / (10 + t))`` (checked by hand); the last

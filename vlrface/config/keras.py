@@ -127,6 +127,12 @@ class StageConfig(StageBase):
     # alpha) x starting weights (moving BN statistics included); null: the trained weights.
     # Meant for a fine-tune of a pre-trained backbone, which it pulls back towards what it knew.
     weight_ensemble: float | None = Field(None, gt=0, le=1)
+    # output-space ensemble with the stage's starting backbone (the same paper's other
+    # ensemble): the stage's model becomes both backbones side by side, its embedding the unit
+    # vector of alpha x the trained one's + (1 - alpha) x the starting one's (each unit-length
+    # first). Twice the inference cost. Binary-weight nets do not interpolate in weight space;
+    # their embeddings do. null: the trained backbone alone.
+    output_ensemble: float | None = Field(None, gt=0, lt=1)
     # the backbone ends as the exponential moving average of its weights over the stage (decay
     # d per step, warmed up as min(d, (1 + t) / (10 + t)); BN statistics averaged too; with
     # weight_ensemble, the average is what is blended); null: the last step's weights
@@ -179,6 +185,8 @@ class StageConfig(StageBase):
     def _stage_is_consistent(self):
         if (self.checkpoint_every or self.resume) and not self.checkpoint_dir:
             raise ValueError("'checkpoint_every' and 'resume' need 'checkpoint_dir'")
+        if self.weight_ensemble is not None and self.output_ensemble is not None:
+            raise ValueError("give 'weight_ensemble' or 'output_ensemble', not both")
         return self
 
     @classmethod

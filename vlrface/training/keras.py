@@ -776,8 +776,9 @@ def run_stage(
     from vlrface.models.keras import build_model
 
     alpha = stage_cfg.weight_ensemble
-    if alpha is not None and backbone is None:
-        raise ConfigError(f"{desc}.weight_ensemble needs a starting backbone (a fine-tune)")
+    for key in ("weight_ensemble", "output_ensemble"):
+        if getattr(stage_cfg, key) is not None and backbone is None:
+            raise ConfigError(f"{desc}.{key} needs a starting backbone (a fine-tune)")
     if stage_cfg.processes > 1 and not in_this_process:
         if on_step is not None:
             raise ValueError(f"{desc}: on_step runs in this process only (processes: 1)")
@@ -832,7 +833,8 @@ def run_stage(
     if stage.freeze is not None:
         log.info("%s: %d %s layers frozen", desc, freeze_layers(backbone, stage.freeze),
                  stage.freeze)  # fmt: skip
-    start_weights = [w.copy() for w in backbone.get_weights()] if alpha is not None else None
+    ensembled = alpha is not None or stage_cfg.output_ensemble is not None
+    start_weights = [w.copy() for w in backbone.get_weights()] if ensembled else None
     if teacher is None and stage_cfg.teacher is not None:
         teacher = load_teacher(stage_cfg.teacher)
     size = int(backbone.input_shape[1])
@@ -905,6 +907,7 @@ def run_stage(
         "freeze_bn": stage.freeze_bn,
         "freeze": stage.freeze,
         "weight_ensemble": stage_cfg.weight_ensemble,
+        "output_ensemble": stage_cfg.output_ensemble,
         "ema": stage_cfg.ema,
         "steps_per_epoch": len(batches),
         "total_steps": stage.epochs * len(batches),
@@ -928,11 +931,40 @@ def run_stage(
         )
     finally:
         batches.close()
-    if start_weights is not None:
+    if alpha is not None:
         blend_weights(backbone, start_weights, alpha)
         log.info("%s: weights = %.2f x trained + %.2f x starting (weight_ensemble)", desc, alpha,
                  1 - alpha)  # fmt: skip
+    if stage_cfg.output_ensemble is not None:
+        beta = stage_cfg.output_ensemble
+        backbone = output_ensemble(backbone, start_weights, beta)
+        log.info("%s: embedding = %.2f x trained + %.2f x starting backbone's (output_ensemble)",
+                 desc, beta, 1 - beta)  # fmt: skip
     return backbone, head.centres.numpy(), history
+
+
+def output_ensemble(trained: tf.keras.Model, start: list[np.ndarray], alpha: float) -> tf.keras.Model:
+    """One model holding ``trained`` and a copy of it at the ``start`` weights side by side: the
+    unit vector of ``alpha`` x the trained embedding + ``(1 - alpha)`` x the starting one's, each
+    made unit-length first (an output-space ensemble of a fine-tune with its starting point).
+
+    Built from Keras' own layers only, so it saves, loads (``safe_mode``) and converts like any
+    backbone; it costs the two backbones' inference."""
+    layers = tf.keras.layers
+    base = tf.keras.models.clone_model(trained)
+    base.set_weights(start)
+    base._name = f"{trained.name}_start"  # the two nested models need distinct names
+    base.trainable = False
+    image = tf.keras.Input(trained.input_shape[1:], name="image")
+    unit = [layers.UnitNormalization(name=f"{n}_unit") for n in ("trained", "start")]
+    mixed = layers.Add(name="output_ensemble")(
+        [
+            layers.Rescaling(alpha, name="trained_weight")(unit[0](trained(image))),
+            layers.Rescaling(1 - alpha, name="start_weight")(unit[1](base(image))),
+        ]
+    )
+    out = layers.UnitNormalization(name="embedding_unit")(mixed)
+    return tf.keras.Model(image, out, name=f"{trained.name}_output_ensemble")
 
 
 def blend_weights(model: tf.keras.Model, start: list[np.ndarray], alpha: float) -> None:
