@@ -535,7 +535,9 @@ def test_output_ensemble_averages_the_two_embeddings_and_round_trips(faces, tmp_
 
     want = unit(0.25 * unit(plain(x, training=False)) + 0.75 * unit(start(x, training=False)))
     got = ensemble(x, training=False).numpy()
-    assert not np.allclose(unit(plain(x, training=False)), unit(start(x, training=False)), atol=1e-3)
+    assert not np.allclose(
+        unit(plain(x, training=False)), unit(start(x, training=False)), atol=1e-3
+    )
     np.testing.assert_allclose(got, want, atol=1e-5)
     save_keras(ensemble, str(tmp_path / "e.keras"))
     loaded = load_keras(str(tmp_path / "e.keras"))

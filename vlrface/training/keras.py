@@ -943,7 +943,9 @@ def run_stage(
     return backbone, head.centres.numpy(), history
 
 
-def output_ensemble(trained: tf.keras.Model, start: list[np.ndarray], alpha: float) -> tf.keras.Model:
+def output_ensemble(
+    trained: tf.keras.Model, start: list[np.ndarray], alpha: float
+) -> tf.keras.Model:
     """One model holding ``trained`` and a copy of it at the ``start`` weights side by side: the
     unit vector of ``alpha`` x the trained embedding + ``(1 - alpha)`` x the starting one's, each
     made unit-length first (an output-space ensemble of a fine-tune with its starting point).
