@@ -87,6 +87,9 @@ def test_finetune_from_checkpoint_on_real_faces(shared_dir, session_tmp):
     assert tags["data.version_source"] == "content-md5"
     assert tags["data.dvc_md5"] == content_version(pack).md5
     assert tags["data.synthetic"] == "false"
+    # the profile registers the fine-tune and the checkpoint side by side (output_ensemble)
+    assert mlrun.data.params["finetune.run.output_ensemble"] == "0.5"
+    assert metrics["export.lce.parity.cosine_min"] > 0.97
     # the checkpoint recognises real held-out faces at full resolution
     assert metrics["eval.celeba.hr_hr.112.acc"] > 0.75
     assert np.isfinite(metrics["eval.celeba.hr_lr.7.acc"])
