@@ -514,6 +514,7 @@ def test_output_ensemble_averages_the_two_embeddings_and_round_trips(faces, tmp_
     from vlrface._keras import load_keras, save_keras
     from vlrface.errors import ConfigError
     from vlrface.export import lce
+    from vlrface.models.keras.checkpoint import CheckpointError, copy_weights
 
     root, manifest = faces
 
@@ -544,6 +545,8 @@ def test_output_ensemble_averages_the_two_embeddings_and_round_trips(faces, tmp_
     np.testing.assert_array_equal(loaded(x, training=False).numpy(), got)
     parity = lce.parity(loaded, lce.convert(loaded), x)
     assert parity["cosine_min"] > 0.99, parity
+    with pytest.raises(CheckpointError, match="an ensemble of 2 networks"):
+        copy_weights(loaded, tiny_backbone(4), "e.keras")  # not a starting checkpoint
     with pytest.raises(ConfigError, match="output_ensemble needs a starting backbone"):
         run_stage(
             manifest, str(root), None, StageConfig(epochs=1, batch_size=4, output_ensemble=0.5),

@@ -50,6 +50,14 @@ def load_h5(path: str | Path):
 
 def copy_weights(src, dst, source: str = "checkpoint") -> int:
     """Copy ``src``'s weights into ``dst`` layer by layer; returns the number of layers."""
+    from vlrface._keras import tf
+
+    nested = [layer.name for layer in src.layers if isinstance(layer, tf.keras.Model)]
+    if len(nested) > 1:  # an output_ensemble: several networks side by side
+        raise CheckpointError(
+            f"{source}: an ensemble of {len(nested)} networks ({', '.join(nested)}), not one "
+            "backbone to start from; start from one of its networks"
+        )
     a = [layer for layer in src.layers if layer.weights]
     b = [layer for layer in dst.layers if layer.weights]
     for i, (la, lb) in enumerate(zip(a, b, strict=False)):  # lengths compared below
