@@ -479,6 +479,17 @@ def test_freeze_keeps_one_kind_of_layer_and_trains_the_other(faces):
         StageConfig(epochs=1, batch_size=4, lr=0.05, freeze="binary")
 
 
+def finetune_tiny(faces, **kw) -> tf.keras.Model:
+    """One epoch of ``tiny_backbone(4)`` fine-tuned on ``faces`` with the stage keys ``kw``."""
+    root, manifest = faces
+    cfg = StageConfig(epochs=1, batch_size=4, lr=0.05, **kw)
+    trained, _, _ = run_stage(
+        manifest, str(root), None, cfg, seed=7, backbone=tiny_backbone(4), desc="t",
+        progress=False,
+    )  # fmt: skip
+    return trained
+
+
 def test_weight_ensemble_blends_trained_and_starting_weights(faces, tmp_path):
     """``weight_ensemble: a``: the stage ends at a x trained + (1 - a) x starting weights (the
     same training as without it); it needs a starting backbone."""
@@ -486,16 +497,8 @@ def test_weight_ensemble_blends_trained_and_starting_weights(faces, tmp_path):
 
     root, manifest = faces
     start = [w.copy() for w in tiny_backbone(4).get_weights()]
-
-    def run(**kw):
-        cfg = StageConfig(epochs=1, batch_size=4, lr=0.05, **kw)
-        trained, _, _ = run_stage(
-            manifest, str(root), None, cfg, seed=7, backbone=tiny_backbone(4), desc="t",
-            progress=False,
-        )  # fmt: skip
-        return trained.get_weights()
-
-    plain, blended = run(), run(weight_ensemble=0.25)
+    plain = finetune_tiny(faces).get_weights()
+    blended = finetune_tiny(faces, weight_ensemble=0.25).get_weights()
     assert not same(plain, start)
     for p, b, s in zip(plain, blended, start, strict=True):
         np.testing.assert_allclose(b, 0.25 * p + 0.75 * s, rtol=1e-5, atol=1e-6)
@@ -517,16 +520,7 @@ def test_output_ensemble_averages_the_two_embeddings_and_round_trips(faces, tmp_
     from vlrface.models.keras.checkpoint import CheckpointError, copy_weights
 
     root, manifest = faces
-
-    def run(**kw):
-        cfg = StageConfig(epochs=1, batch_size=4, lr=0.05, **kw)
-        trained, _, _ = run_stage(
-            manifest, str(root), None, cfg, seed=7, backbone=tiny_backbone(4), desc="t",
-            progress=False,
-        )  # fmt: skip
-        return trained
-
-    plain, ensemble = run(), run(output_ensemble=0.25)
+    plain, ensemble = finetune_tiny(faces), finetune_tiny(faces, output_ensemble=0.25)
     start = tiny_backbone(4)
     x = np.random.default_rng(0).uniform(-1, 1, (6, SIZE, SIZE, 3)).astype(np.float32)
 
