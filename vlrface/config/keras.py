@@ -29,8 +29,11 @@ class ModelConfig(Section):
     # registered version (models:/<name>@<alias> or /<version>: its Keras backbone, verified)
     pretrained: str | None = None
     # widths: binaryfacenet one int (default 64); binaryfacenet_lce one int or the widths of its
-    # 56/28/14 px stages (default [32, 64, 128]); the baselines have their papers' widths
+    # 28/14/7 px stages (default [64, 96, 192]); the baselines have their papers' widths
     channels: int | list[int] | None = None
+    # binaryfacenet_lce only: a float shortcut (2x2 average pool, 1x1 conv, BN) across each LFE
+    # block's strided binary conv (default false)
+    shortcuts: bool | None = None
     # DoReFa k-bits per block, binaryfacenet only
     embedding: int = Field(128, ge=2)
     k_bits: dict[str, int] = Field(
@@ -56,6 +59,14 @@ class ModelConfig(Section):
 
         if "channels" not in entry(self.name).options:
             raise ValueError(f"{self.name} has its paper's widths; remove 'channels'")
+        return self
+
+    @model_validator(mode="after")
+    def _shortcuts_fit_the_model(self):
+        from vlrface.models.zoo import entry
+
+        if self.shortcuts is not None and "shortcuts" not in entry(self.name).options:
+            raise ValueError(f"{self.name} has no 'shortcuts' option; remove it")
         return self
 
 

@@ -42,7 +42,8 @@ ZOO: dict[str, Backbone] = {
         summary="BinaryFaceNet, DoReFa k-bit blocks",
     ),
     "binaryfacenet_lce": Backbone(
-        "keras", f"{_K}.binaryfacenet_lce:build_binaryfacenet_lce", 112, options=("channels",),
+        "keras", f"{_K}.binaryfacenet_lce:build_binaryfacenet_lce", 112,
+        options=("channels", "shortcuts"),
         summary="BinaryFaceNet rebuilt from LCE's optimised ops",
     ),
     "quicknet": Backbone("keras", f"{_K}.quicknet:build_quicknet", 112, {"variant": "quicknet"}),

@@ -170,9 +170,17 @@ def _gfe(h, x, c: int):
     return layers.Add(name="gfe_add3")([d, _bconv(d, c, 1, "gfe_conv4")])
 
 
-def _lfe(x, c: int, name: str):
-    """Local Feature Extraction: strided binary conv, then the paper's two residual adds."""
+def _lfe(x, c: int, name: str, shortcut: bool = False):
+    """Local Feature Extraction: strided binary conv, then the paper's two residual adds.
+
+    ``shortcut``: the strided conv gains a float path, 2x2 average pool -> 1x1 conv -> BN, added
+    to its output, so that the float residual stream crosses the downsampling (Bi-Real Net's
+    and Real-to-Binary's downsampling shortcut) instead of only its signs."""
     down = _bconv(x, c, 3, f"{name}_down", strides=2)
+    if shortcut:
+        s = layers.AveragePooling2D(2, padding="same", name=f"{name}_pool")(x)
+        s = layers.Conv2D(c, 1, use_bias=False, name=f"{name}_proj")(s)
+        down = layers.Add(name=f"{name}_add0")([down, _bn(f"{name}_proj_bn")(s)])
     sep1 = _bconv(down, c, 3, f"{name}_sep1")
     y = layers.Add(name=f"{name}_add1")([down, _bconv(sep1, c, 1, f"{name}_conv1")])
     y = _bconv(y, c, 1, f"{name}_conv2", relu=False)
@@ -204,6 +212,7 @@ def build_binaryfacenet_lce(
     output_head: bool = True,
     stem_channels: int = 32,
     se_channels: int = 4,
+    shortcuts: bool = False,
     name: str = "binaryfacenet_lce",
 ) -> tf.keras.Model:
     """Build BinaryFaceNet-LCE; input is a normalised ``(N, input_size, input_size, 3)`` tensor.
@@ -223,8 +232,8 @@ def build_binaryfacenet_lce(
     inp = layers.Input((input_size, input_size, 3), name="input")
     h, x = _head(inp, stem_channels, c28, se_channels)
     x = _gfe(h, x, c28)
-    x = _lfe(x, c14, "lfe1")
-    x = _lfe(x, c7, "lfe2")
+    x = _lfe(x, c14, "lfe1", shortcuts)
+    x = _lfe(x, c7, "lfe2", shortcuts)
     x = _embedding_block(x, embedding)
     if output_head:
         x = _output_head(x, embedding)
