@@ -228,6 +228,7 @@ def build_binaryfacenet_lce(
     ``stem_channels``: width of the float 56x56 stem. ``embedding``: descriptor size.
     ``output_head``: append the insightface "E" head of the faithful model (BN -> Flatten ->
     Dense -> BN); without it the descriptor is the flattened embedding block.
+    ``shortcuts``: a float path across each LFE block's strided binary conv (``_lfe``).
     """
     c28, c14, c7 = _stage_channels(channels)
     if input_size < 48:
