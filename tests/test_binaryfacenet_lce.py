@@ -146,7 +146,7 @@ def test_selectable_and_configurable_from_the_pipeline_config():
         ModelConfig(name="binaryfacenet", channels=[32, 32, 32])
 
 
-def test_float_shortcuts_cross_the_lfe_downsamplings_and_stay_binary_on_lce():
+def test_float_shortcuts_cross_the_lfe_downsamplings_and_stay_binary_on_lce(converted):
     """``shortcuts=True``: each LFE block's strided binary conv gains a float 2x2 average pool
     -> 1x1 conv -> BN path; LCE still runs every binary conv as one LceBconv2d, the float work
     added is two pools and two 1x1 convs (at 14x14 and 7x7) and parity holds. (Its aarch64
@@ -156,13 +156,13 @@ def test_float_shortcuts_cross_the_lfe_downsamplings_and_stay_binary_on_lce():
 
     tf.keras.utils.set_random_seed(2)
     model = build_model(ModelConfig(name="binaryfacenet_lce", shortcuts=True))
-    plain = build_binaryfacenet_lce()
+    plain, plain_flatbuffer = converted
     calibration = np.random.default_rng(13).normal(size=(8, 112, 112, 3)).astype(np.float32)
     set_non_trivial_statistics(model, calibration, seed=2)
     flatbuffer = lce.convert(model)
 
     census = lce.census(flatbuffer)
-    plain_census = lce.census(lce.convert(plain))
+    plain_census = lce.census(plain_flatbuffer)
     assert census["ops"]["LceBconv2d"] == plain_census["ops"]["LceBconv2d"] == 20
     assert census["ops"]["AVERAGE_POOL_2D"] == 2
     assert census["ops"]["CONV_2D"] == plain_census["ops"]["CONV_2D"] + 2
