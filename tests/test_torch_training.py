@@ -261,6 +261,33 @@ def test_decoupled_weight_decay_on_one_parameter():
         sgd_step(torch.optim.SGD([p], lr=lr, weight_decay=1e-4), lr, wd)
 
 
+def test_adam_with_the_decoupled_decay_is_torch_adamw():
+    """``optimizer: adam``: ``make_optimizer`` + ``sgd_step`` take the steps of
+    ``torch.optim.AdamW`` (``momentum`` as beta_1), and not those of SGD."""
+    from vlrface.config.torch import TorchStageConfig
+    from vlrface.training.torch import make_optimizer
+
+    def run(make, step, optimizer="adam"):
+        torch.manual_seed(0)
+        p = nn.Parameter(torch.randn(5, dtype=torch.float64))
+        opt = make([p], TorchStageConfig(lr=0.01, momentum=0.8, optimizer=optimizer))
+        for i in range(4):
+            opt.zero_grad()
+            ((i + 1) * p**2).sum().backward()
+            step(opt)
+        return p.detach().clone()
+
+    ours = run(make_optimizer, lambda opt: sgd_step(opt, 0.01, 0.5))
+
+    def adamw(ps, st):
+        return torch.optim.AdamW(ps, lr=st.lr, betas=(st.momentum, 0.999), weight_decay=0.5)
+
+    adamw = run(adamw, lambda opt: opt.step())
+    assert torch.allclose(ours, adamw, rtol=0, atol=1e-12)
+    sgd = run(make_optimizer, lambda opt: sgd_step(opt, 0.01, 0.5), optimizer="sgd")
+    assert not torch.allclose(ours, sgd, rtol=0, atol=1e-6)
+
+
 def test_step_and_plateau_schedules():
     from vlrface.config.common import ScheduleConfig
     from vlrface.training.common import LRSchedule

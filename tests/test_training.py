@@ -28,6 +28,7 @@ from vlrface.training.common import LRSchedule, NonFiniteLossError
 from vlrface.training.keras import (
     LOSSES,
     CheckpointMismatchError,
+    Optimizer,
     Stage,
     class_mean_centres,
     make_head,
@@ -266,11 +267,14 @@ def test_resume_refuses_another_distillation(faces, tmp_path):
         stage("cosine", 2)
 
 
-def test_weight_decay_is_decoupled():
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_weight_decay_is_decoupled(name):
     """A zero gradient still shrinks w by lr * wd per step, and the decay never enters the
-    momentum: with L2 (coupled) decay the second step would shrink by (1 + momentum) x that."""
+    momentum (SGD) or the moments (Adam): with L2 (coupled) decay the second step would shrink
+    by (1 + momentum) x that, and Adam would move w by about lr per step."""
     w = tf.Variable([1.0, -2.0])
-    opt = tf.keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.5)  # as the trainer's
+    opt = Optimizer(0.9, 0.5, name).build(0.1)  # the trainer's
+    assert type(opt).__name__ == {"sgd": "SGD", "adam": "Adam"}[name]
     opt.build([w])
     for _ in range(2):
         before = w.numpy().copy()
@@ -294,6 +298,28 @@ def test_the_optimizer_follows_the_schedule(faces, tmp_path):
         faces, stage(tmp_path / "full", epochs=2, **{**kw, "schedule": {"kind": "constant"}})
     )
     assert not all(np.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(one, full, strict=True))
+
+
+def test_adam_trains_resumes_bit_exact_and_is_not_resumed_as_sgd(faces, uninterrupted, tmp_path):
+    """``optimizer: adam``: a run stopped mid-epoch resumes bit for bit (Adam's moments and
+    counter are checkpointed), it is not the SGD run, and its checkpoint is refused by an SGD
+    stage (and an SGD checkpoint by an Adam stage)."""
+    adam = dict(optimizer="adam", lr=0.01)
+    full, history = fit(faces, stage(tmp_path / "full", **adam))
+    assert not same(full, uninterrupted[0])
+    assert history[-1]["loss"] < history[0]["loss"]
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        fit(faces, stage(cut, **adam), on_step=interrupt_at(5))
+    resumed, resumed_history = fit(faces, stage(cut, resume=True, **adam), backbone_seed=99)
+    assert same(resumed, full) and resumed_history == history
+    with pytest.raises(CheckpointMismatchError, match="optimizer"):
+        fit(faces, stage(cut, resume=True))
+    sgd = tmp_path / "sgd"
+    with pytest.raises(KeyboardInterrupt):
+        fit(faces, stage(sgd), on_step=interrupt_at(5))
+    with pytest.raises(CheckpointMismatchError, match="optimizer"):
+        fit(faces, stage(sgd, resume=True, **adam))
 
 
 def test_warmup_resumes_bit_exact_inside_the_ramp(faces, uninterrupted, tmp_path):

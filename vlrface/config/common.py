@@ -236,8 +236,11 @@ class StageBase(Section):
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(128, ge=2)
     lr: float = Field(0.01, gt=0)
+    # sgd: SGD with momentum (SGDW); adam: Adam (AdamW), the optimizer binary networks are
+    # usually trained with (larq zoo's QuickNet; Liu et al., ICML 2021), ``momentum`` its beta_1
+    optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1)
-    # decoupled (SGDW): w -= lr * weight_decay * w every step, outside the gradient
+    # decoupled (SGDW / AdamW): w -= lr * weight_decay * w every step, outside the gradient
     weight_decay: float = Field(5e-4, ge=0)
     head: HeadConfig = Field(default_factory=HeadConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)

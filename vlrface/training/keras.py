@@ -6,10 +6,13 @@ plain ``tf.GradientTape`` step so that seeds, progress and per-epoch logging are
 ``tf.config.experimental.enable_op_determinism`` two runs with the same seed give the same
 weights bit for bit on a CPU.
 
-* Weight decay: tf-keras' ``SGD(weight_decay=wd)`` applies ``w -= lr * wd * w`` to every
-  trainable variable before the momentum update, outside the gradient: decoupled (Loshchilov &
-  Hutter's SGDW), not an L2 term (the decay never enters the momentum buffer), and scaled by the
-  current lr, so it follows the schedule. ``tests/test_training.py`` checks this.
+* Optimizer: SGD with momentum (the paper's), or Adam (``optimizer: adam``; ``momentum`` is its
+  beta_1), the optimizer binary networks are usually trained with (larq zoo's QuickNet).
+* Weight decay: tf-keras' ``SGD(weight_decay=wd)`` (and ``Adam``'s: AdamW) applies
+  ``w -= lr * wd * w`` to every trainable variable before the momentum update, outside the
+  gradient: decoupled (Loshchilov & Hutter's SGDW), not an L2 term (the decay never enters the
+  momentum buffer), and scaled by the current lr, so it follows the schedule.
+  ``tests/test_training.py`` checks this.
 * Schedules: ``vlrface.training.common.LRSchedule`` (the paper's steps, or reduce when the
   epoch's mean training loss stops improving, as the cross-resolution papers do: Massoli et
   al. Sec. 5).
@@ -39,7 +42,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +72,34 @@ class CheckpointMismatchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Optimizer:
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    momentum: float = 0.9  # SGD's momentum, or Adam's beta_1
+    weight_decay: float = 5e-4  # decoupled: SGDW / AdamW
+    name: str = "sgd"  # "sgd" or "adam"
+
+    def build(self, learning_rate):
+        """The tf-keras optimizer: SGD with momentum, or Adam, both with decoupled decay."""
+        if self.name == "adam":
+            return tf.keras.optimizers.Adam(
+                learning_rate=learning_rate,
+                beta_1=self.momentum,
+                weight_decay=self.weight_decay,
+            )
+        if self.name != "sgd":
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.name!r}")
+        return tf.keras.optimizers.SGD(
+            learning_rate=learning_rate,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            # Keras' default XLA-compiled update, as the trainer always had: the same numerics
+        )
+
+    def describe(self) -> dict:
+        return {
+            "name": "AdamW" if self.name == "adam" else "SGDW",
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "decoupled_weight_decay": True,
+        }
 
 
 @dataclass(frozen=True)
@@ -193,6 +222,10 @@ def mixed_precision_applies(requested: bool) -> bool:
 # checkpoints
 
 
+# fingerprint keys added after checkpoints were first written: their value in those checkpoints
+_FINGERPRINT_BEFORE = {"optimizer": "sgd"}
+
+
 class Checkpointer:
     """``<dir>/ckpt-<global step>/{variables.npz, state.json}`` plus ``<dir>/latest``.
 
@@ -279,18 +312,13 @@ def build_step(
     teacher_cached=False,
 ):
     """``(step, optimizer, lr variable)``: the compiled training step ``step(x, y, x_hr) ->
-    (loss, hits, gradient norm)`` (SGDW; ``x_hr`` is read only with a teacher; with
+    (loss, hits, gradient norm)`` (SGDW or AdamW; ``x_hr`` is read only with a teacher; with
     ``teacher_cached`` it is already the teacher's embedding of the HR faces)."""
     strategy = strategy or tf.distribute.get_strategy()
     distributed = strategy is not tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
-        opt = tf.keras.optimizers.SGD(
-            learning_rate=initial_lr,
-            momentum=stage.optimizer.momentum,
-            weight_decay=stage.optimizer.weight_decay,
-            # Keras' default XLA-compiled update, as the trainer always had: the same numerics
-        )
+        opt = stage.optimizer.build(initial_lr)
         if mixed_precision:
             opt = tf.keras.mixed_precision.LossScaleOptimizer(opt)
         variables = backbone.trainable_variables + head.trainable_variables
@@ -410,6 +438,7 @@ def train(
         "freeze_bn": stage.freeze_bn,
         "freeze": stage.freeze,
         "ema": stage.ema,
+        "optimizer": stage.optimizer.name,
     }
     ckpt = None
     if stage.checkpoint_dir:
@@ -428,9 +457,10 @@ def train(
         if last is not None:
             state = Checkpointer.restore(last, groups)
             for key, want in fingerprint.items():
-                if state["fingerprint"].get(key) != want:
+                saved = state["fingerprint"].get(key, _FINGERPRINT_BEFORE.get(key))
+                if saved != want:
                     raise CheckpointMismatchError(
-                        f"{last}/state.json: '{key}' is {state['fingerprint'].get(key)!r}, this "
+                        f"{last}/state.json: '{key}' is {saved!r}, this "
                         f"run's {want!r}: the checkpoint belongs to another run"
                     )
             start_epoch, start_step = state["epoch"], state["step"]
@@ -612,7 +642,7 @@ def stage_from_config(stage_cfg) -> Stage:
         epochs=stage_cfg.epochs,
         batch_size=stage_cfg.batch_size,
         schedule=LRSchedule.from_config(stage_cfg.schedule, stage_cfg.lr),
-        optimizer=Optimizer(stage_cfg.momentum, stage_cfg.weight_decay),
+        optimizer=Optimizer(stage_cfg.momentum, stage_cfg.weight_decay, stage_cfg.optimizer),
         loss=stage_cfg.head.kind,
         head_params=stage_cfg.head.params(),
         distill_lambda=teacher.lam if teacher else 0.1,
@@ -887,7 +917,7 @@ def run_stage(
         "loss": stage.loss,
         "loss_params": head_settings(head, stage.loss),
         "schedule": stage.schedule.describe(),
-        "optimizer": {"name": "SGDW", **asdict(stage.optimizer), "decoupled_weight_decay": True},
+        "optimizer": stage.optimizer.describe(),
         "strategy": stage.strategy,
         "processes": stage_cfg.processes,
         "replicas": replicas,

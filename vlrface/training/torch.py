@@ -20,9 +20,10 @@ One step of ``train``:
    is frozen: eval mode, ``requires_grad=False``, run under ``no_grad``, never in the optimiser.
    "nT-nC" (no teacher, no curriculum) is the same stage with ``teacher: null`` and a fixed
    policy;
-5. SGD with momentum and **decoupled** weight decay. ``torch.optim.SGD(weight_decay=wd)`` adds
-   ``wd * p`` to the gradient, which then goes through the momentum buffer (L2 regularisation,
-   coupled). Here SGD runs with ``weight_decay=0`` and every parameter is shrunk first,
+5. SGD with momentum (or Adam: ``optimizer: adam``) and **decoupled** weight decay.
+   ``torch.optim.SGD(weight_decay=wd)`` adds ``wd * p`` to the gradient, which then goes
+   through the momentum buffer (L2 regularisation, coupled). Here SGD runs with
+   ``weight_decay=0`` and every parameter is shrunk first,
    ``p <- p * (1 - lr * wd)`` with the step's scheduled ``lr`` (SGDW, Loshchilov & Hutter; the
    ``lr * wd`` scaling is PyTorch ``AdamW``'s). The decay never enters the momentum buffer. It
    applies to every trainable tensor (weights, biases, BN affine, head centres);
@@ -234,11 +235,20 @@ def decay_parameters(params, lr: float, weight_decay: float) -> None:
             p.mul_(1.0 - lr * weight_decay)
 
 
-def sgd_step(optimizer: torch.optim.SGD, lr: float, weight_decay: float) -> None:
-    """Set ``lr`` on every group, decay decoupled, then take the (decay-free) SGD step."""
+def make_optimizer(params, stage: TorchStageConfig) -> torch.optim.Optimizer:
+    """The stage's optimizer without built-in decay (``sgd_step`` decays): SGD with
+    ``momentum``, or Adam with ``momentum`` as its beta_1 (with the decoupled decay: AdamW)."""
+    if stage.optimizer == "adam":
+        return torch.optim.Adam(params, lr=stage.lr, betas=(stage.momentum, 0.999))
+    return torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum)
+
+
+def sgd_step(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
+    """Set ``lr`` on every group, decay decoupled, then take the (decay-free) step: SGDW with
+    ``torch.optim.SGD``, AdamW with ``torch.optim.Adam``."""
     for group in optimizer.param_groups:
         if group["weight_decay"]:
-            raise ValueError("decoupled decay needs torch.optim.SGD(weight_decay=0)")
+            raise ValueError("decoupled decay needs the optimizer's weight_decay=0")
         group["lr"] = lr
         decay_parameters(group["params"], lr, weight_decay)
     optimizer.step()
@@ -453,6 +463,8 @@ def _fingerprint(stage: TorchStageConfig, seed: int, manifest: pd.DataFrame) -> 
     skip = {"progress", "loader_workers", "loader_kind", "checkpoint_every", "checkpoint_dir"}
     if stage.processes == 1:  # as before the key existed: earlier checkpoints still resume
         skip.add("processes")
+    if stage.optimizer == "sgd":  # likewise
+        skip.add("optimizer")
     return {
         "stage": stage.model_dump(mode="json", exclude=skip),
         "seed": seed,
@@ -556,7 +568,7 @@ def train(
             if teacher.preprocessing.input_size != spec.input_size:
                 raise ConfigError("teacher: its input size differs from the student's")
         params = [p for p in (*model.parameters(), *head.parameters()) if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum)
+        optimizer = make_optimizer(params, stage)
         schedule = LRSchedule.from_config(stage.schedule, stage.lr)
         sched_state = schedule.initial_state()
         fingerprint = _fingerprint(stage, seed, manifest)
