@@ -12,7 +12,13 @@ from torch import nn
 from vlrface.config.torch import TorchStageConfig
 from vlrface.models.torch import Preprocessing
 from vlrface.training.common import NonFiniteLossError
-from vlrface.training.torch import CHECKPOINT, decay_parameters, seed_everything, sgd_step, train
+from vlrface.training.torch import (
+    CHECKPOINT,
+    decay_parameters,
+    decoupled_step,
+    seed_everything,
+    train,
+)
 
 SPEC = Preprocessing(input_size=16, channel_order="RGB", mean=(127.5,) * 3, std=(128.0,) * 3)
 
@@ -240,7 +246,7 @@ def test_decoupled_weight_decay_on_one_parameter():
     for _ in range(2):
         opt.zero_grad()
         (g * p).sum().backward()  # constant gradient g
-        sgd_step(opt, lr, wd)
+        decoupled_step(opt, lr, wd)
     # by hand: p1 = p0 (1 - lr wd) - lr g; buf2 = mu g + g; p2 = p1 (1 - lr wd) - lr buf2
     p1 = 3.0 * (1 - lr * wd) - lr * g
     p2 = p1 * (1 - lr * wd) - lr * (mu * g + g)
@@ -258,13 +264,12 @@ def test_decoupled_weight_decay_on_one_parameter():
     decay_parameters([z], lr, wd)
     assert torch.equal(z, torch.full((3,), 1 - lr * wd))
     with pytest.raises(ValueError, match="weight_decay=0"):
-        sgd_step(torch.optim.SGD([p], lr=lr, weight_decay=1e-4), lr, wd)
+        decoupled_step(torch.optim.SGD([p], lr=lr, weight_decay=1e-4), lr, wd)
 
 
 def test_adam_with_the_decoupled_decay_is_torch_adamw():
-    """``optimizer: adam``: ``make_optimizer`` + ``sgd_step`` take the steps of
+    """``optimizer: adam``: ``make_optimizer`` + ``decoupled_step`` take the steps of
     ``torch.optim.AdamW`` (``momentum`` as beta_1), and not those of SGD."""
-    from vlrface.config.torch import TorchStageConfig
     from vlrface.training.torch import make_optimizer
 
     def run(make, step, optimizer="adam"):
@@ -277,14 +282,14 @@ def test_adam_with_the_decoupled_decay_is_torch_adamw():
             step(opt)
         return p.detach().clone()
 
-    ours = run(make_optimizer, lambda opt: sgd_step(opt, 0.01, 0.5))
+    ours = run(make_optimizer, lambda opt: decoupled_step(opt, 0.01, 0.5))
 
     def adamw(ps, st):
         return torch.optim.AdamW(ps, lr=st.lr, betas=(st.momentum, 0.999), weight_decay=0.5)
 
     adamw = run(adamw, lambda opt: opt.step())
     assert torch.allclose(ours, adamw, rtol=0, atol=1e-12)
-    sgd = run(make_optimizer, lambda opt: sgd_step(opt, 0.01, 0.5), optimizer="sgd")
+    sgd = run(make_optimizer, lambda opt: decoupled_step(opt, 0.01, 0.5), optimizer="sgd")
     assert not torch.allclose(ours, sgd, rtol=0, atol=1e-6)
 
 

@@ -236,14 +236,14 @@ def decay_parameters(params, lr: float, weight_decay: float) -> None:
 
 
 def make_optimizer(params, stage: TorchStageConfig) -> torch.optim.Optimizer:
-    """The stage's optimizer without built-in decay (``sgd_step`` decays): SGD with
+    """The stage's optimizer without built-in decay (``decoupled_step`` decays): SGD with
     ``momentum``, or Adam with ``momentum`` as its beta_1 (with the decoupled decay: AdamW)."""
     if stage.optimizer == "adam":
         return torch.optim.Adam(params, lr=stage.lr, betas=(stage.momentum, 0.999))
     return torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum)
 
 
-def sgd_step(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
+def decoupled_step(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
     """Set ``lr`` on every group, decay decoupled, then take the (decay-free) step: SGDW with
     ``torch.optim.SGD``, AdamW with ``torch.optim.Adam``."""
     for group in optimizer.param_groups:
@@ -693,7 +693,7 @@ def train(
                 loss.backward()
                 if stage.grad_clip_norm is not None:
                     nn.utils.clip_grad_norm_(params, stage.grad_clip_norm)
-                sgd_step(optimizer, lr, stage.weight_decay)
+                decoupled_step(optimizer, lr, stage.weight_decay)
                 if not all(torch.isfinite(p).all() for p in params):
                     raise NonFiniteLossError(
                         f"{desc}: a parameter became NaN/Inf at step {step + 1} "
