@@ -313,12 +313,12 @@ def test_adam_trains_resumes_bit_exact_and_is_not_resumed_as_sgd(faces, uninterr
         fit(faces, stage(cut, **adam), on_step=interrupt_at(5))
     resumed, resumed_history = fit(faces, stage(cut, resume=True, **adam), backbone_seed=99)
     assert same(resumed, full) and resumed_history == history
-    with pytest.raises(CheckpointMismatchError, match="optimizer"):
+    with pytest.raises(CheckpointMismatchError, match="'optimizer' is 'adam', this run's 'sgd'"):
         fit(faces, stage(cut, resume=True))
     sgd = tmp_path / "sgd"
     with pytest.raises(KeyboardInterrupt):
         fit(faces, stage(sgd), on_step=interrupt_at(5))
-    with pytest.raises(CheckpointMismatchError, match="optimizer"):
+    with pytest.raises(CheckpointMismatchError, match="'optimizer' is 'sgd', this run's 'adam'"):
         fit(faces, stage(sgd, resume=True, **adam))
 
 

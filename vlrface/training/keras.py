@@ -276,8 +276,13 @@ class Checkpointer:
             shutil.rmtree(old, ignore_errors=True)
 
     @staticmethod
-    def restore(path: Path, groups: dict[str, list]) -> dict:
-        state = json.loads((path / "state.json").read_text())
+    def state(path: Path) -> dict:
+        """The checkpoint's ``state.json``."""
+        return json.loads((path / "state.json").read_text())
+
+    @staticmethod
+    def restore(path: Path, groups: dict[str, list], state: dict) -> None:
+        """Assign the checkpoint's variables (``state``: its ``state.json``) to ``groups``."""
         with np.load(path / "variables.npz") as arrays:
             for group, variables in groups.items():
                 saved = state["variables"].get(group, [])
@@ -294,7 +299,6 @@ class Checkpointer:
                             f"{value.shape}, the run's {v.name} {tuple(v.shape)}"
                         )
                     v.assign(value)
-        return state
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,7 +459,7 @@ def train(
                 "'resume: true' to continue from them, or choose an empty checkpoint_dir"
             )
         if last is not None:
-            state = Checkpointer.restore(last, groups)
+            state = Checkpointer.state(last)
             for key, want in fingerprint.items():
                 saved = state["fingerprint"].get(key, _FINGERPRINT_BEFORE.get(key))
                 if saved != want:
@@ -463,6 +467,7 @@ def train(
                         f"{last}/state.json: '{key}' is {saved!r}, this "
                         f"run's {want!r}: the checkpoint belongs to another run"
                     )
+            Checkpointer.restore(last, groups, state)
             start_epoch, start_step = state["epoch"], state["step"]
             sched_state, history = state["schedule_state"], state["history"]
             losses = state["partial"]["losses"]
