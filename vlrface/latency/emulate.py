@@ -4,18 +4,29 @@ The model runs under onnxruntime's real aarch64 build (its PyPI wheel) in an aar
 (Debian arm64 packages, extracted, no chroot), under Debian's dynamic ``qemu-aarch64``
 (``-cpu cortex-a57``, so MLAS/XNNPACK pick A57-class NEON kernels) with ``icount``, a small TCG
 plugin (``plugin/icount.c``) that counts executed guest instructions per guest thread.
-Instructions, not emulated wall-clock, are the measure: they are deterministic, and
+Instructions, not emulated wall-clock, are the measure: they repeat (below), and
 ``devices.yaml`` turns them into ms with the same per-device constants as the estimated backend
 (docs/arm-latency.md, sources). Only the thread that runs the inference is counted (the
-session has one intra-op thread): onnxruntime also starts a background thread whose occasional
-wake-ups (~0.45 M instructions each, timing-dependent) would otherwise add noise.
+session has one intra-op thread).
+
+The guest runs with onnxruntime's telemetry off (``ORT_DISABLE_TELEMETRY=1``) and an empty
+``HOME``. With it on, onnxruntime (1.32) starts a 1DS telemetry thread that sleeps on a timed
+wait and keeps a SQLite store in ``~/.cache/Microsoft/DeveloperTools/.onnxruntime``; the
+inference thread queues an event per run, and whether that thread has woken up in between
+depends on the host's speed. On a loaded host the per-inference count then moved by up to a few
+hundred instructions (0.1-0.2 % on a small model).
 
 Per inference: the guest (``plugin/onnx_guest_runner.py``) builds the session, loads one fixed
-seeded input and runs it three times, with a marker before the first run and after each run;
-``count(N)`` is the instructions from the first marker to the one after run ``N``, and one
-inference is ``(count(3) - count(1)) / 2``: start-up, imports, session building and the first
-run's one-off work cancel out. The output of the emulated run is compared with onnxruntime on
-this (x86) host on the same input: the ARM-vs-x86 parity figures.
+seeded input and runs it ``WARMUP + COUNTED`` times, with a marker before the first run and after
+each run. One inference is the median of the ``COUNTED`` runs after the warm-up ones (the
+instructions between consecutive markers): start-up, imports, session building, the first run's
+one-off work and the warm-up runs stay out of it. onnxruntime's first runs cost a few hundred
+instructions more or less depending on how long the session has existed (single-stepping qemu
+changes runs 1-3 and no later one, in 150 runs), and on a heavily loaded host a later run now and
+then does too: the median leaves such a run out. So set up, repeated processes agreed to the
+instruction in every check (idle, four busy loops on two cores, single-stepped). The output of
+the emulated run is compared with onnxruntime on this (x86) host on the same input: the
+ARM-vs-x86 parity figures.
 
 Everything is cached under ``~/.cache/vlrface/arm64`` (``VLRFACE_ARM64_CACHE`` overrides):
 the plugin, the arm64 sysroot (with fake ``/proc/cpuinfo`` and ``/sys/devices/system/cpu``
@@ -64,7 +75,9 @@ WHEEL_PLATFORMS = ["manylinux2014_aarch64"] + [
     f"manylinux_2_{minor}_aarch64" for minor in (17, 24, 26, 27, 28, 31, 34, 35, 36)
 ]
 DEFAULT_VERSIONS = {"onnxruntime": "1.32.0", "numpy": "1.26.4"}
-RUNS = 3
+WARMUP = 3  # runs before the counted ones (their counts depend on timing)
+COUNTED = 5
+RUNS = WARMUP + COUNTED
 FAKE_CPUINFO = """processor\t: 0
 BogoMIPS\t: 38.40
 Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid
@@ -125,22 +138,25 @@ def parse_plugin_output(text: str, source: str = "icount") -> dict:
     return {"marks": marks, "total": total}
 
 
-def per_inference(marks: dict[int, int], runs: int = RUNS) -> dict:
-    """Instructions of one inference, ``(count(runs) - count(1)) / (runs - 1)``, where
-    ``count(n)`` is the instructions from marker 0 to marker ``n`` (after the ``n``-th run)."""
-    if runs < 2:
-        raise ValueError("differencing needs at least two runs")
-    missing = [m for m in (0, 1, runs) if m not in marks]
+def per_inference(marks: dict[int, int], warmup: int = WARMUP, counted: int = COUNTED) -> dict:
+    """Instructions of one inference: the median of runs ``warmup + 1 .. warmup + counted``
+    (the instructions from the marker after the run before to the marker after it), with their
+    ``min`` and ``max``, and ``count_1``, the first run with its one-off work."""
+    if warmup < 1 or counted < 1:
+        raise ValueError("needs at least one warm-up and one counted run")
+    missing = [m for m in range(warmup + counted + 1) if m not in marks]
     if missing:
         raise EmulationError(f"plugin output has no marker(s) {missing}: the guest run stopped")
-    count_1 = marks[1] - marks[0]
-    count_n = marks[runs] - marks[0]
-    if count_n <= count_1:
-        raise EmulationError(f"instruction counts do not grow with runs: {count_1}, {count_n}")
+    runs = [marks[i + 1] - marks[i] for i in range(warmup, warmup + counted)]
+    if min(runs) <= 0:
+        raise EmulationError(f"instruction counts do not grow with runs: {runs}")
     return {
-        "count_1": count_1,
-        f"count_{runs}": count_n,
-        "per_inference": (count_n - count_1) / (runs - 1),
+        "count_1": marks[1] - marks[0],
+        "warmup": warmup,
+        "counted": runs,
+        "min": min(runs),
+        "max": max(runs),
+        "per_inference": float(np.median(runs)),
     }
 
 
@@ -405,12 +421,14 @@ def fixed_input(model: str | Path, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-def _guest_env(site: Path) -> dict[str, str]:
+def _guest_env(site: Path, home: Path) -> dict[str, str]:
     """The guest's whole environment (qemu-user passes its own): nothing from this host's
-    Python, one BLAS thread, a fixed hash seed."""
+    Python, one BLAS thread, a fixed hash seed, no onnxruntime telemetry (its thread makes the
+    counts timing-dependent) and ``home``, an empty directory, as ``HOME``."""
     return {
         "PATH": "/usr/bin:/bin",
-        "HOME": os.environ.get("HOME", "/root"),
+        "HOME": str(home),
+        "ORT_DISABLE_TELEMETRY": "1",
         "LANG": "C.UTF-8",
         "PYTHONPATH": str(site),
         "PYTHONHASHSEED": "0",
@@ -420,21 +438,26 @@ def _guest_env(site: Path) -> dict[str, str]:
     }
 
 
-def run_guest(model: Path, x: np.ndarray, tools: dict, runs: int = RUNS) -> dict:
-    """One emulated process: ``runs`` inferences of ``x``; the plugin's counts and the output."""
+def run_guest(
+    model: Path, x: np.ndarray, tools: dict, runs: int = RUNS, qemu_args: tuple[str, ...] = ()
+) -> dict:
+    """One emulated process: ``runs`` inferences of ``x``; the plugin's counts and the output.
+    ``qemu_args`` go to qemu-aarch64 as they are (``-singlestep`` slows the guest several times
+    over without changing what it executes)."""
     with tempfile.TemporaryDirectory(prefix="vlrface-arm64-") as tmp:
         tmp = Path(tmp)
         np.save(tmp / "input.npy", x)
         counts = tmp / "icount.txt"
         cmd = [
-            str(tools["qemu"]), "-cpu", QEMU_CPU, "-L", str(tools["sysroot"]),
+            str(tools["qemu"]), "-cpu", QEMU_CPU, *qemu_args, "-L", str(tools["sysroot"]),
             "-plugin", f"{tools['plugin']},out={counts}",
             str(Path(tools["sysroot"]) / GUEST_PYTHON), "-s", str(GUEST_RUNNER),
             str(model.resolve()), str(tmp / "input.npy"), str(tmp / "output.npy"), str(runs),
         ]  # fmt: skip
         start = time.perf_counter()
+        (tmp / "home").mkdir()
         done = subprocess.run(
-            cmd, capture_output=True, text=True, env=_guest_env(Path(tools["site"]))
+            cmd, capture_output=True, text=True, env=_guest_env(Path(tools["site"]), tmp / "home")
         )
         wall = time.perf_counter() - start
         if done.returncode != 0:
@@ -497,7 +520,10 @@ def emulate(
         raise ValueError(f"unknown device(s) {unknown}; known: {sorted(table)}")
     tools = setup(cache, log)
     x = fixed_input(path, seed)
-    log(f"running {path.name} under {QEMU} -cpu {QEMU_CPU} ({RUNS} inferences, counted)")
+    log(
+        f"running {path.name} under {QEMU} -cpu {QEMU_CPU}"
+        f" ({WARMUP} warm-up + {COUNTED} counted inferences)"
+    )
     guest = run_guest(path, x, tools)
     counts = per_inference(guest["marks"])
     insns = counts["per_inference"]
