@@ -454,8 +454,8 @@ def run_guest(
             str(Path(tools["sysroot"]) / GUEST_PYTHON), "-s", str(GUEST_RUNNER),
             str(model.resolve()), str(tmp / "input.npy"), str(tmp / "output.npy"), str(runs),
         ]  # fmt: skip
-        start = time.perf_counter()
         (tmp / "home").mkdir()
+        start = time.perf_counter()
         done = subprocess.run(
             cmd, capture_output=True, text=True, env=_guest_env(Path(tools["site"]), tmp / "home")
         )
