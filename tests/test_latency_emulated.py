@@ -32,7 +32,7 @@ def test_parse_plugin_output():
 
 def test_per_inference_is_the_median_after_the_warm_up():
     # start-up before marker 0, the first run's one-off work and the warm-up runs stay out;
-    # one run perturbed by timing (the 4th here) does not move the median
+    # one run perturbed by timing (the 9,000 here) does not move the median
     marks = {0: 1_000_000, 1: 1_000_900, 2: 1_001_300, 3: 1_001_750}
     for i, run in enumerate([400, 9_000, 400, 410, 390], start=3):
         marks[i + 1] = marks[i] + run
